@@ -1,0 +1,53 @@
+# Weir — the two commands a newcomer needs are `make demo` and `make test`; both set up
+# everything they need (.venv, packages, generated models) on a fresh machine.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.weir-installed
+MODELS := examples/models
+IMAGE ?= weir:dev
+BASE_IMAGE ?= python:3.12-slim
+PYTEST_ARGS ?=
+
+.PHONY: setup models test demo lint bench image clean help
+
+help:
+	@echo "make demo   - serve an example model and answer one inference (sets everything up)"
+	@echo "make test   - run every test tier (sets everything up)"
+	@echo "make lint   - ruff + mypy --strict"
+	@echo "make bench  - benchmarks (results in docs/benchmarks.md)"
+	@echo "make image  - build the container image (BASE_IMAGE=... to use a local base)"
+
+setup: $(STAMP)
+
+# Reinstalls only when pyproject.toml changed; `make setup` is a no-op otherwise.
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "installing weir and its dev tools into $(VENV) (first time: a few minutes)"
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet --editable '.[dev]'
+	@touch $(STAMP)
+
+models: setup
+	@$(PY) -m weir_server.sample_models $(MODELS) >/dev/null
+
+test: setup models
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+demo: setup models
+	$(PY) examples/demo.py
+
+lint: setup
+	$(VENV)/bin/ruff check operator server tests bench examples
+	$(VENV)/bin/ruff format --check operator server tests bench examples
+	$(VENV)/bin/mypy
+
+bench: setup models
+	$(PY) bench/server.py
+
+image:
+	docker build --build-arg BASE_IMAGE=$(BASE_IMAGE) -t $(IMAGE) .
+
+clean:
+	rm -rf $(VENV) $(MODELS) .pytest_cache .mypy_cache .ruff_cache .hypothesis

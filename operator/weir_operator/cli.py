@@ -1,0 +1,42 @@
+"""The `weir` (and `kubectl-weir`) command line: one entry point, one subcommand per job.
+
+Subcommands register themselves from their own modules; nothing is imported or parsed until
+`main()` runs."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from weir_server import __version__
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="weir",
+        description="Weir: serve ONNX models and roll out new versions safely.",
+    )
+    parser.add_argument("--version", action="version", version=f"weir {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    from weir_server.cli import add_serve_parser
+
+    add_serve_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "handler", None) is None:
+        parser.print_help(sys.stderr)
+        return 3
+    try:
+        code: int = args.handler(args)
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,154 @@
+"""Structured JSON logs, with access logs written off the request path.
+
+A request only appends a tuple to a queue (about a microsecond); a background thread formats
+the lines as JSON and writes them in batches."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import sys
+import threading
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+import orjson
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+_STOP = object()
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, message (and the exception, if any)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": _iso(record.created),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(entry).decode()
+
+
+def configure_logging(level: str = "info", stream: TextIO | None = None) -> None:
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).handlers[:] = []
+        logging.getLogger(name).propagate = True
+
+
+class AccessLog:
+    """A queue of finished requests and the thread that writes them as JSON lines."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._stream = stream or sys.stdout
+        self._thread: threading.Thread | None = None
+
+    def record(self, entry: tuple[float, str, str, int, float, str]) -> None:
+        self._queue.put(entry)
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._write_forever, name="access-log", daemon=True
+            )
+            self._thread.start()
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._queue.put(_STOP)
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def _write_forever(self) -> None:
+        while True:
+            items = [self._queue.get()]
+            while True:
+                try:
+                    items.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            lines = []
+            stopping = False
+            for item in items:
+                if item is _STOP:
+                    stopping = True
+                    continue
+                ts, method, path, status, seconds, client = item
+                lines.append(
+                    orjson.dumps(
+                        {
+                            "ts": _iso(ts),
+                            "level": "info",
+                            "logger": "weir.access",
+                            "method": method,
+                            "path": path,
+                            "status": status,
+                            "duration_ms": round(seconds * 1000, 3),
+                            "client": client,
+                        }
+                    ).decode()
+                )
+            if lines:
+                try:
+                    self._stream.write("\n".join(lines) + "\n")
+                    self._stream.flush()
+                except (OSError, ValueError):
+                    pass  # a closed stdout must not take the server down
+            if stopping:
+                return
+
+
+class AccessLogMiddleware:
+    """Pure ASGI middleware (no BaseHTTPMiddleware: it costs a task per request)."""
+
+    def __init__(self, app: ASGIApp, log: AccessLog) -> None:
+        self.app = app
+        self.log = log
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_and_note_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note_status)
+        finally:
+            client = scope.get("client")
+            self.log.record(
+                (
+                    time.time(),
+                    scope["method"],
+                    scope["path"],
+                    status,
+                    time.perf_counter() - started,
+                    f"{client[0]}:{client[1]}" if client else "",
+                )
+            )

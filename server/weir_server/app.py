@@ -1,0 +1,408 @@
+"""The HTTP application: Open Inference Protocol routes over one `LoadedModel`.
+
+`create_app(settings)` is the only way in (no global app): the CLI calls it for one worker, and
+uvicorn's worker processes call `create_app_from_env`. The model loads and warms up in a
+background thread, so liveness answers at once and readiness only once the model can serve."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from weir_server import __version__, schemas
+from weir_server.accesslog import AccessLog, AccessLogMiddleware
+from weir_server.batching import DynamicBatcher
+from weir_server.codec import (
+    Array,
+    ProtocolError,
+    decode_request,
+    encode_response,
+    error_body,
+    parse_header_length,
+)
+from weir_server.metrics import ServerMetrics
+from weir_server.model import LoadedModel, ModelLoadError, ModelRunError
+from weir_server.settings import SETTINGS_ENV, ServerSettings, cpu_limit, default_intra_op_threads
+
+log = logging.getLogger("weir.server")
+
+JSON = "application/json"
+BINARY = "application/octet-stream"
+HEADER_LENGTH = "inference-header-content-length"
+PLATFORM = "onnx_onnxv1"
+EXTENSIONS = ["binary_tensor_data", "model_repository/health", "metrics"]
+# Models whose warm-up run is faster than this run on the event loop: a thread hop costs more.
+INLINE_RUN_SECONDS = 0.0005
+
+
+def _json(status: int, body: bytes) -> Response:
+    return Response(body, status_code=status, media_type=JSON)
+
+
+def _error(status: int, message: str) -> Response:
+    return _json(status, error_body(message))
+
+
+@dataclass
+class ServingState:
+    """What the routes read: the model once loaded, readiness, and how inference is run."""
+
+    settings: ServerSettings
+    metrics: ServerMetrics
+    model: LoadedModel | None = None
+    ready: bool = False
+    failure: str | None = None
+    batcher: DynamicBatcher | None = None
+    executor: ThreadPoolExecutor | None = None
+    inline: bool = False
+    on_fatal: Callable[[str], None] = field(default=lambda message: os._exit(3))
+
+    def check_model(self, name: str, version: str | None) -> None:
+        settings = self.settings
+        if name != settings.model_name:
+            raise ProtocolError(
+                f"unknown model '{name}'; this server serves '{settings.model_name}'", 404
+            )
+        if version is not None and version != settings.model_version:
+            served = (
+                f"version '{settings.model_version}'" if settings.model_version else "no versions"
+            )
+            raise ProtocolError(
+                f"model '{name}' has no version '{version}'; this server serves {served}", 404
+            )
+
+    def check_ready(self) -> LoadedModel:
+        if not self.ready or self.model is None:
+            reason = self.failure or "the model is still loading"
+            raise ProtocolError(f"model '{self.settings.model_name}' is not ready: {reason}", 503)
+        return self.model
+
+    async def run(self, inputs: dict[str, Array], outputs: list[str] | None) -> dict[str, Array]:
+        model = self.check_ready()
+        if self.batcher is not None:
+            return await self.batcher.run(inputs, outputs)
+        self.metrics.batch_size.observe(next(iter(inputs.values())).shape[0] if inputs else 1)
+        if self.inline:
+            return model.run(inputs, outputs)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, model.run, inputs, outputs)
+
+
+def _prepare(
+    settings: ServerSettings, model: LoadedModel | None
+) -> tuple[LoadedModel, float, bool]:
+    """Load (unless given) and warm up the model, on a thread at startup.
+
+    Returns the model, the seconds spent loading and warming up, and whether a run is fast
+    enough to do on the event loop."""
+    started = time.perf_counter()
+    if model is None:
+        threads = settings.intra_op_threads or default_intra_op_threads(
+            cpu_limit(), settings.workers
+        )
+        model = LoadedModel.load(
+            settings.model_path, sha256=settings.sha256, intra_op_threads=threads
+        )
+        load_seconds = time.perf_counter() - started
+    else:
+        load_seconds = model.load_seconds
+    warm_started = time.perf_counter()
+    per_run = model.warmup(rounds=5)
+    return model, load_seconds + (time.perf_counter() - warm_started), per_run < INLINE_RUN_SECONDS
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ProtocolError(
+            f"request body of {declared} bytes is over this server's limit of {limit} bytes", 413
+        )
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ProtocolError(f"request body is over this server's limit of {limit} bytes", 413)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def create_app(
+    settings: ServerSettings,
+    model: LoadedModel | None = None,
+    on_fatal: Callable[[str], None] | None = None,
+) -> FastAPI:
+    """The server for one model. `model` may be pre-loaded; `on_fatal` runs if loading fails."""
+    metrics = ServerMetrics(
+        settings.model_name, settings.model_version, settings.revision, settings.track
+    )
+    state = ServingState(settings=settings, metrics=metrics)
+    if on_fatal is not None:
+        state.on_fatal = on_fatal
+    access_log = AccessLog() if settings.access_log else None
+
+    async def load_in_background() -> None:
+        try:
+            loaded, seconds, fast = await asyncio.to_thread(_prepare, settings, model)
+        except ModelLoadError as error:
+            state.failure = str(error)
+            log.error("cannot serve the model: %s", error)
+            state.on_fatal(str(error))
+            return
+        state.model = loaded
+        state.inline = fast
+        if settings.batching:
+            if loaded.batchable():
+                state.batcher = DynamicBatcher(
+                    loaded,
+                    settings.max_batch_size,
+                    settings.max_batch_delay_ms / 1000,
+                    on_batch=metrics.batch_size.observe,
+                )
+                state.batcher.start()
+            else:
+                log.warning(
+                    "dynamic batching is off: the model's inputs and outputs do not all have a "
+                    "dynamic first (batch) dimension"
+                )
+        metrics.load_seconds.set(seconds)
+        metrics.ready.set(1)
+        state.ready = True
+        log.info(
+            "model '%s' ready (%s, loaded and warmed up in %.3f s, batching %s)",
+            settings.model_name,
+            settings.model_path,
+            seconds,
+            "on" if state.batcher else "off",
+        )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state.executor = ThreadPoolExecutor(thread_name_prefix="infer")
+        if access_log is not None:
+            access_log.start()
+        loader = asyncio.get_running_loop().create_task(load_in_background())
+        try:
+            yield
+        finally:
+            state.ready = False
+            metrics.ready.set(0)
+            loader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loader
+            if state.batcher is not None:
+                await state.batcher.stop()
+            state.executor.shutdown(wait=True)
+            if access_log is not None:
+                access_log.stop()
+
+    app = FastAPI(
+        title="Weir inference server",
+        version=__version__,
+        description="Open Inference Protocol (KServe V2) REST for one ONNX model.",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.serving = state
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 404:
+            message = f"no route {request.method} {request.url.path}; see /openapi.json"
+        elif exc.status_code == 405:
+            message = f"method {request.method} is not allowed on {request.url.path}"
+        else:
+            message = str(exc.detail)
+        return _error(exc.status_code, message)
+
+    @app.exception_handler(Exception)
+    async def unexpected_error(request: Request, exc: Exception) -> Response:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return _error(500, f"internal server error: {type(exc).__name__}")
+
+    @app.get("/v2/health/live", response_model=schemas.Live, tags=["health"])
+    async def live() -> Response:
+        return _json(200, b'{"live":true}')
+
+    @app.get(
+        "/v2/health/ready",
+        response_model=schemas.Ready,
+        responses={503: {"model": schemas.Ready}},
+        tags=["health"],
+    )
+    async def ready() -> Response:
+        if state.ready:
+            return _json(200, b'{"ready":true}')
+        return _json(503, b'{"ready":false}')
+
+    @app.get("/v2", response_model=schemas.ServerMetadata, tags=["metadata"])
+    async def server_metadata() -> Response:
+        return _json(
+            200, orjson.dumps({"name": "weir", "version": __version__, "extensions": EXTENSIONS})
+        )
+
+    def model_metadata(model_name: str, model_version: str | None) -> Response:
+        try:
+            state.check_model(model_name, model_version)
+            model = state.check_ready()
+        except ProtocolError as error:
+            return _error(error.status, error.message)
+        return _json(
+            200,
+            orjson.dumps(
+                {
+                    "name": settings.model_name,
+                    "versions": [settings.model_version] if settings.model_version else [],
+                    "platform": PLATFORM,
+                    "inputs": [spec.to_json() for spec in model.signature.inputs],
+                    "outputs": [spec.to_json() for spec in model.signature.outputs],
+                }
+            ),
+        )
+
+    def model_ready(model_name: str, model_version: str | None) -> Response:
+        try:
+            state.check_model(model_name, model_version)
+        except ProtocolError as error:
+            return _error(error.status, error.message)
+        body = b'{"name":"%s","ready":%s}' % (
+            settings.model_name.encode(),
+            b"true" if state.ready else b"false",
+        )
+        return _json(200 if state.ready else 503, body)
+
+    async def infer(request: Request, model_name: str, model_version: str | None) -> Response:
+        started = time.perf_counter()
+        metrics.in_flight.inc()
+        status = 200
+        try:
+            state.check_model(model_name, model_version)
+            state.check_ready()
+            body = await _read_body(request, settings.max_request_bytes)
+            header_length = parse_header_length(request.headers.get(HEADER_LENGTH))
+            assert state.model is not None
+            decoded = decode_request(body, header_length, state.model.signature)
+            outputs = await state.run(decoded.inputs, decoded.requested_outputs)
+            encoded = encode_response(settings.model_name, settings.model_version, decoded, outputs)
+            if encoded.header_length is None:
+                return Response(encoded.body, media_type=JSON)
+            return Response(
+                encoded.body,
+                media_type=BINARY,
+                headers={"Inference-Header-Content-Length": str(encoded.header_length)},
+            )
+        except ProtocolError as error:
+            status = error.status
+            return _error(status, error.message)
+        except ModelRunError as error:
+            status = 500
+            return _error(500, f"model '{settings.model_name}' failed on this request: {error}")
+        finally:
+            metrics.observe(status, time.perf_counter() - started)
+            metrics.in_flight.dec()
+
+    infer_docs: dict[str, Any] = {
+        "response_model": schemas.InferenceResponse,
+        "responses": {
+            400: {"model": schemas.Error},
+            404: {"model": schemas.Error},
+            413: {"model": schemas.Error},
+            500: {"model": schemas.Error},
+            503: {"model": schemas.Error},
+        },
+        "tags": ["inference"],
+        "openapi_extra": {"x-weir-request-body": "InferenceRequest"},
+    }
+    model_docs: dict[str, Any] = {
+        "responses": {404: {"model": schemas.Error}, 503: {"model": schemas.Error}},
+        "tags": ["metadata"],
+    }
+
+    @app.get("/v2/models/{model_name}", response_model=schemas.ModelMetadata, **model_docs)
+    async def metadata_latest(model_name: str) -> Response:
+        return model_metadata(model_name, None)
+
+    @app.get(
+        "/v2/models/{model_name}/versions/{model_version}",
+        response_model=schemas.ModelMetadata,
+        **model_docs,
+    )
+    async def metadata_version(model_name: str, model_version: str) -> Response:
+        return model_metadata(model_name, model_version)
+
+    @app.get("/v2/models/{model_name}/ready", response_model=schemas.ModelReady, **model_docs)
+    async def ready_latest(model_name: str) -> Response:
+        return model_ready(model_name, None)
+
+    @app.get(
+        "/v2/models/{model_name}/versions/{model_version}/ready",
+        response_model=schemas.ModelReady,
+        **model_docs,
+    )
+    async def ready_version(model_name: str, model_version: str) -> Response:
+        return model_ready(model_name, model_version)
+
+    @app.post("/v2/models/{model_name}/infer", **infer_docs)
+    async def infer_latest(request: Request, model_name: str) -> Response:
+        return await infer(request, model_name, None)
+
+    @app.post("/v2/models/{model_name}/versions/{model_version}/infer", **infer_docs)
+    async def infer_version(request: Request, model_name: str, model_version: str) -> Response:
+        return await infer(request, model_name, model_version)
+
+    @app.get("/metrics", tags=["metrics"], response_class=Response)
+    async def prometheus_metrics() -> Response:
+        body, content_type = metrics.exposition()
+        return Response(body, media_type=content_type)
+
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    if access_log is not None:
+        app.add_middleware(AccessLogMiddleware, log=access_log)
+    return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document, with the infer request body described (the route reads raw bytes)."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    document = get_openapi(
+        title=app.title, version=app.version, description=app.description, routes=app.routes
+    )
+    request_schema = schemas.InferenceRequest.model_json_schema(
+        ref_template="#/components/schemas/{model}"
+    )
+    components = document.setdefault("components", {}).setdefault("schemas", {})
+    components.update(request_schema.pop("$defs", {}))
+    components["InferenceRequest"] = request_schema
+    for path_item in document["paths"].values():
+        operation = path_item.get("post")
+        if operation and operation.pop("x-weir-request-body", None):
+            operation["requestBody"] = {
+                "required": True,
+                "content": {JSON: {"schema": {"$ref": "#/components/schemas/InferenceRequest"}}},
+            }
+    app.openapi_schema = document
+    return document
+
+
+def create_app_from_env() -> FastAPI:
+    """Factory for uvicorn worker processes: settings come from WEIR_SERVER_SETTINGS."""
+    from weir_server.accesslog import configure_logging
+
+    settings = ServerSettings.from_json(os.environ[SETTINGS_ENV])
+    configure_logging(settings.log_level)
+    return create_app(settings)

@@ -1,0 +1,451 @@
+"""Decoding and encoding of Open Inference Protocol (V2) infer requests and responses.
+
+Pure functions (bytes in, numpy arrays and bytes out, no I/O) so that every rule about what a
+client may send is unit-testable, and every rejection carries a message that says what was
+expected. Covers JSON tensors (flat or nested `data`) and the binary tensor data extension
+(`Inference-Header-Content-Length`, `binary_data_size`, `binary_data`, `binary_data_output`)."""
+
+from __future__ import annotations
+
+import math
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import orjson
+
+from weir_server.datatypes import (
+    FLOAT_DATATYPES,
+    INTEGER_DATATYPES,
+    V2_TO_NUMPY,
+    v2_datatype_of_numpy,
+)
+
+Array = npt.NDArray[Any]
+
+_JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
+
+
+class ProtocolError(Exception):
+    """A request the protocol or the model cannot accept; `status` is the HTTP status to answer."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+@dataclass(frozen=True, slots=True)
+class TensorSpec:
+    """One input or output of a model as V2 metadata describes it (-1 = any size)."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
+
+    def describe(self) -> str:
+        return f"{self.datatype} {format_shape(self.shape)}"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSignature:
+    """The inputs and outputs of a model, in the model's order."""
+
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+
+    def input(self, name: str) -> TensorSpec | None:
+        return next((spec for spec in self.inputs if spec.name == name), None)
+
+    def output_names(self) -> tuple[str, ...]:
+        return tuple(spec.name for spec in self.outputs)
+
+
+@dataclass(slots=True)
+class InferRequest:
+    """A decoded infer request: validated numpy inputs keyed by name, and what to send back."""
+
+    inputs: dict[str, Array]
+    id: str | None = None
+    parameters: dict[str, Any] | None = None
+    # Names of the outputs to return, in order; None = every output of the model.
+    requested_outputs: list[str] | None = None
+    # Output name -> answer in binary (True) or JSON (False); absent = `binary_default`.
+    binary_outputs: dict[str, bool] = field(default_factory=dict)
+    binary_default: bool = False
+
+
+def format_shape(shape: tuple[int, ...] | list[int]) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def parse_header_length(value: str | None) -> int | None:
+    """The `Inference-Header-Content-Length` header as an int, or None when absent."""
+    if value is None:
+        return None
+    try:
+        length = int(value)
+    except ValueError:
+        raise ProtocolError(
+            f"Inference-Header-Content-Length must be a non-negative integer, got {value!r}"
+        ) from None
+    if length < 0:
+        raise ProtocolError(
+            f"Inference-Header-Content-Length must be a non-negative integer, got {value!r}"
+        )
+    return length
+
+
+def decode_request(
+    body: bytes, header_length: int | None, signature: ModelSignature
+) -> InferRequest:
+    """Validate and decode an infer request body against the model's signature."""
+    if header_length is None:
+        json_part, binary_part = body, b""
+    else:
+        if header_length > len(body):
+            raise ProtocolError(
+                f"Inference-Header-Content-Length is {header_length} but the body has only "
+                f"{len(body)} bytes"
+            )
+        json_part, binary_part = body[:header_length], body[header_length:]
+    try:
+        document = orjson.loads(json_part)
+    except orjson.JSONDecodeError as error:
+        raise ProtocolError(f"malformed JSON in request body: {error}") from None
+    if not isinstance(document, dict):
+        raise ProtocolError("request body must be a JSON object with an 'inputs' list")
+
+    request_id = document.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise ProtocolError("'id' must be a string")
+    parameters = _parameters(document, "request")
+    binary_default = parameters.get("binary_data_output", False) if parameters else False
+    if not isinstance(binary_default, bool):
+        raise ProtocolError("parameter 'binary_data_output' must be true or false")
+
+    inputs = _decode_inputs(document.get("inputs"), binary_part, signature)
+    requested, binary_outputs = _decode_requested_outputs(document.get("outputs"), signature)
+    return InferRequest(
+        inputs=inputs,
+        id=request_id,
+        parameters=parameters,
+        requested_outputs=requested,
+        binary_outputs=binary_outputs,
+        binary_default=binary_default,
+    )
+
+
+def _parameters(obj: dict[str, Any], where: str) -> dict[str, Any] | None:
+    parameters = obj.get("parameters")
+    if parameters is not None and not isinstance(parameters, dict):
+        raise ProtocolError(f"'parameters' of the {where} must be a JSON object")
+    return parameters
+
+
+def _decode_inputs(
+    raw_inputs: Any, binary_part: bytes, signature: ModelSignature
+) -> dict[str, Array]:
+    if not isinstance(raw_inputs, list) or not raw_inputs:
+        raise ProtocolError(
+            "request must have a non-empty 'inputs' list; the model takes "
+            + _describe_specs(signature.inputs)
+        )
+    inputs: dict[str, Array] = {}
+    offset = 0
+    for position, raw in enumerate(raw_inputs):
+        if not isinstance(raw, dict):
+            raise ProtocolError(f"inputs[{position}] must be a JSON object")
+        name = raw.get("name")
+        if not isinstance(name, str):
+            raise ProtocolError(f"inputs[{position}] must have a string 'name'")
+        spec = signature.input(name)
+        if spec is None:
+            raise ProtocolError(
+                f"unknown input '{name}'; the model takes " + _describe_specs(signature.inputs)
+            )
+        if name in inputs:
+            raise ProtocolError(f"input '{name}' is given more than once")
+        shape = _checked_shape(raw.get("shape"), spec)
+        datatype = raw.get("datatype")
+        if datatype != spec.datatype:
+            raise ProtocolError(
+                f"input '{name}' has datatype {datatype!r}; the model expects {spec.datatype}"
+            )
+        parameters = _parameters(raw, f"input '{name}'") or {}
+        binary_size = parameters.get("binary_data_size")
+        if binary_size is not None:
+            if not isinstance(binary_size, int) or isinstance(binary_size, bool) or binary_size < 0:
+                raise ProtocolError(
+                    f"input '{name}': binary_data_size must be a non-negative integer"
+                )
+            if offset + binary_size > len(binary_part):
+                raise ProtocolError(
+                    f"input '{name}': binary_data_size is {binary_size} but only "
+                    f"{len(binary_part) - offset} bytes of binary data remain in the body"
+                )
+            chunk = binary_part[offset : offset + binary_size]
+            offset += binary_size
+            inputs[name] = _array_from_binary(chunk, shape, spec)
+        else:
+            if "data" not in raw:
+                raise ProtocolError(
+                    f"input '{name}' has neither 'data' nor a binary_data_size parameter"
+                )
+            inputs[name] = _array_from_json(raw["data"], shape, spec)
+    if offset != len(binary_part):
+        raise ProtocolError(
+            f"the body has {len(binary_part) - offset} bytes of binary data that no input claims"
+        )
+    missing = [spec.name for spec in signature.inputs if spec.name not in inputs]
+    if missing:
+        raise ProtocolError(
+            "missing input "
+            + ", ".join(f"'{m}'" for m in missing)
+            + "; the model takes "
+            + _describe_specs(signature.inputs)
+        )
+    return inputs
+
+
+def _describe_specs(specs: tuple[TensorSpec, ...]) -> str:
+    return ", ".join(f"'{s.name}' ({s.describe()})" for s in specs)
+
+
+def _checked_shape(raw_shape: Any, spec: TensorSpec) -> tuple[int, ...]:
+    if not isinstance(raw_shape, list) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in raw_shape
+    ):
+        raise ProtocolError(
+            f"input '{spec.name}' must have a 'shape' list of non-negative integers; "
+            f"the model expects {format_shape(spec.shape)}"
+        )
+    shape = tuple(raw_shape)
+    if len(shape) != len(spec.shape) or any(
+        want not in (-1, got) for want, got in zip(spec.shape, shape, strict=True)
+    ):
+        raise ProtocolError(
+            f"input '{spec.name}' has shape {format_shape(shape)}; "
+            f"the model expects {format_shape(spec.shape)} (-1 = any size)"
+        )
+    return shape
+
+
+def _array_from_binary(chunk: bytes, shape: tuple[int, ...], spec: TensorSpec) -> Array:
+    count = math.prod(shape)
+    if spec.datatype == "BYTES":
+        elements = _split_length_prefixed(chunk, spec.name)
+        if len(elements) != count:
+            raise ProtocolError(
+                f"input '{spec.name}' has {len(elements)} BYTES elements in its binary data; "
+                f"shape {format_shape(shape)} needs {count}"
+            )
+        strings = np.empty(count, dtype=object)
+        for i, element in enumerate(elements):
+            strings[i] = _utf8(element, spec.name)
+        return strings.reshape(shape)
+    dtype = V2_TO_NUMPY[spec.datatype].newbyteorder("<")
+    expected = count * dtype.itemsize
+    if len(chunk) != expected:
+        raise ProtocolError(
+            f"input '{spec.name}' has {len(chunk)} bytes of binary data; shape "
+            f"{format_shape(shape)} of {spec.datatype} needs {expected}"
+        )
+    return np.frombuffer(chunk, dtype=dtype).reshape(shape)
+
+
+def _split_length_prefixed(chunk: bytes, name: str) -> list[bytes]:
+    elements: list[bytes] = []
+    position = 0
+    while position < len(chunk):
+        if position + 4 > len(chunk):
+            raise ProtocolError(f"input '{name}': truncated BYTES length prefix in binary data")
+        (length,) = struct.unpack_from("<I", chunk, position)
+        position += 4
+        if position + length > len(chunk):
+            raise ProtocolError(f"input '{name}': BYTES element runs past the end of its data")
+        elements.append(chunk[position : position + length])
+        position += length
+    return elements
+
+
+def _utf8(element: bytes, name: str) -> str:
+    try:
+        return element.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProtocolError(f"input '{name}': BYTES element is not valid UTF-8") from None
+
+
+def _array_from_json(data: Any, shape: tuple[int, ...], spec: TensorSpec) -> Array:
+    count = math.prod(shape)
+    target = V2_TO_NUMPY[spec.datatype]
+    if not isinstance(data, list):
+        data = [data]
+    try:
+        array = np.array(data)
+    except ValueError:
+        raise ProtocolError(
+            f"input '{spec.name}': 'data' is a ragged nested list; give it flat or as a "
+            f"regular nested list of shape {format_shape(shape)}"
+        ) from None
+    if array.size != count:
+        raise ProtocolError(
+            f"input '{spec.name}' has {array.size} elements in 'data'; shape "
+            f"{format_shape(shape)} needs {count}"
+        )
+    if count == 0:
+        return np.zeros(shape, dtype=target)
+    kind = array.dtype.kind
+    if spec.datatype == "BYTES":
+        if kind != "U":
+            raise ProtocolError(f"input '{spec.name}' is BYTES: every element must be a string")
+        return array.astype(object).reshape(shape)
+    if spec.datatype == "BOOL":
+        if kind != "b":
+            raise ProtocolError(f"input '{spec.name}' is BOOL: every element must be true or false")
+        return array.reshape(shape)
+    if spec.datatype in INTEGER_DATATYPES:
+        if kind in "fO":  # numpy turns ints beyond int64 (UINT64 near 2**64) into floats
+            array = _exact_integers(data, array.shape, spec)
+            kind = array.dtype.kind
+        if kind not in "iu":
+            raise ProtocolError(
+                f"input '{spec.name}' is {spec.datatype}: every element must be an integer"
+            )
+        info = np.iinfo(target)  # type: ignore[type-var]
+        if array.min() < info.min or array.max() > info.max:
+            raise ProtocolError(
+                f"input '{spec.name}' is {spec.datatype}: values must lie in "
+                f"[{info.min}, {info.max}]"
+            )
+        return array.astype(target).reshape(shape)
+    assert spec.datatype in FLOAT_DATATYPES
+    if kind not in "fiu":
+        raise ProtocolError(
+            f"input '{spec.name}' is {spec.datatype}: every element must be a number"
+        )
+    return array.astype(target, copy=False).reshape(shape)
+
+
+def _flatten(data: Any) -> list[Any]:
+    if not isinstance(data, list):
+        return [data]
+    flat: list[Any] = []
+    for element in data:
+        flat.extend(_flatten(element))
+    return flat
+
+
+def _exact_integers(data: Any, shape: tuple[int, ...], spec: TensorSpec) -> Array:
+    elements = _flatten(data)
+    if not all(isinstance(e, int) and not isinstance(e, bool) for e in elements):
+        raise ProtocolError(
+            f"input '{spec.name}' is {spec.datatype}: every element must be an integer"
+        )
+    info = np.iinfo(V2_TO_NUMPY[spec.datatype])  # type: ignore[type-var]
+    if min(elements) < info.min or max(elements) > info.max:
+        raise ProtocolError(
+            f"input '{spec.name}' is {spec.datatype}: values must lie in [{info.min}, {info.max}]"
+        )
+    return np.array(elements, dtype=V2_TO_NUMPY[spec.datatype]).reshape(shape)
+
+
+def _decode_requested_outputs(
+    raw_outputs: Any, signature: ModelSignature
+) -> tuple[list[str] | None, dict[str, bool]]:
+    if raw_outputs is None:
+        return None, {}
+    if not isinstance(raw_outputs, list):
+        raise ProtocolError("'outputs' must be a list of {\"name\": ...} objects")
+    known = signature.output_names()
+    names: list[str] = []
+    binary: dict[str, bool] = {}
+    for position, raw in enumerate(raw_outputs):
+        if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
+            raise ProtocolError(f"outputs[{position}] must be an object with a string 'name'")
+        name = raw["name"]
+        if name not in known:
+            raise ProtocolError(
+                f"unknown output '{name}'; the model has outputs "
+                + ", ".join(f"'{n}'" for n in known)
+            )
+        parameters = _parameters(raw, f"output '{name}'") or {}
+        flag = parameters.get("binary_data")
+        if flag is not None:
+            if not isinstance(flag, bool):
+                raise ProtocolError(f"output '{name}': binary_data must be true or false")
+            binary[name] = flag
+        if name not in names:
+            names.append(name)
+    return names, binary
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedResponse:
+    """A response body; `header_length` is set when binary tensors follow the JSON header."""
+
+    body: bytes
+    header_length: int | None
+
+
+def encode_response(
+    model_name: str,
+    model_version: str | None,
+    request: InferRequest,
+    outputs: dict[str, Array],
+) -> EncodedResponse:
+    """Encode the model's outputs as the request asked (subset, order, JSON or binary)."""
+    names = request.requested_outputs if request.requested_outputs is not None else list(outputs)
+    encoded: list[dict[str, Any]] = []
+    blobs: list[bytes] = []
+    for name in names:
+        array = outputs[name]
+        datatype = v2_datatype_of_numpy(array.dtype)
+        entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
+        if request.binary_outputs.get(name, request.binary_default):
+            blob = _binary_of(array, datatype)
+            entry["parameters"] = {"binary_data_size": len(blob)}
+            blobs.append(blob)
+        else:
+            entry["data"] = _json_data_of(array, datatype)
+        encoded.append(entry)
+    document: dict[str, Any] = {"model_name": model_name}
+    if model_version is not None:
+        document["model_version"] = model_version
+    if request.id is not None:
+        document["id"] = request.id
+    document["outputs"] = encoded
+    header = orjson.dumps(document, option=_JSON_OPTIONS)
+    if not blobs:
+        return EncodedResponse(header, None)
+    return EncodedResponse(header + b"".join(blobs), len(header))
+
+
+def _binary_of(array: Array, datatype: str) -> bytes:
+    if datatype == "BYTES":
+        parts: list[bytes] = []
+        for element in array.reshape(-1):
+            raw = element if isinstance(element, bytes) else str(element).encode("utf-8")
+            parts.append(struct.pack("<I", len(raw)))
+            parts.append(raw)
+        return b"".join(parts)
+    little = array.astype(array.dtype.newbyteorder("<"), copy=False)
+    return np.ascontiguousarray(little).tobytes()
+
+
+def _json_data_of(array: Array, datatype: str) -> Any:
+    if datatype == "BYTES":
+        return [
+            e.decode("utf-8", "replace") if isinstance(e, bytes) else str(e)
+            for e in array.reshape(-1)
+        ]
+    return np.ascontiguousarray(array).reshape(-1)
+
+
+def error_body(message: str) -> bytes:
+    return orjson.dumps({"error": message})

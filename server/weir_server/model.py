@@ -1,0 +1,134 @@
+"""Loading an ONNX model into ONNX Runtime: integrity checks, signature, warm-up, inference.
+
+The only module that talks to onnxruntime, so the rest of the server sees numpy arrays and a
+`ModelSignature`, and startup errors are turned into one clear `ModelLoadError`."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from weir_server.codec import Array, ModelSignature, TensorSpec
+from weir_server.datatypes import V2_TO_NUMPY, v2_datatype_of_onnx
+
+
+class ModelLoadError(Exception):
+    """The model file cannot be served; the message says why and what to do."""
+
+
+class ModelRunError(Exception):
+    """ONNX Runtime raised while running the model on a request."""
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _shape_of(raw: Any) -> tuple[int, ...]:
+    # ONNX Runtime gives ints for fixed dims and strings or None for symbolic ones.
+    return tuple(d if isinstance(d, int) and d >= 0 else -1 for d in (raw or ()))
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedModel:
+    """An ONNX Runtime session with the model's V2 signature."""
+
+    session: Any
+    signature: ModelSignature
+    load_seconds: float
+    path: Path
+
+    @classmethod
+    def load(
+        cls, path: Path, *, sha256: str | None = None, intra_op_threads: int = 0
+    ) -> LoadedModel:
+        started = time.perf_counter()
+        if not path.is_file():
+            raise ModelLoadError(f"model file {path} does not exist or is not a regular file")
+        if sha256 is not None:
+            actual = sha256_of(path)
+            if actual.lower() != sha256.lower():
+                raise ModelLoadError(
+                    f"model file {path} has sha256 {actual}, but {sha256} was expected; "
+                    "refusing to serve a file that is not the one asked for"
+                )
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = intra_op_threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        try:
+            session = ort.InferenceSession(
+                str(path), sess_options=options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as error:  # onnxruntime raises several unrelated exception types
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+            raise ModelLoadError(
+                f"model file {path} is not a valid ONNX model ONNX Runtime can load: {first_line}"
+            ) from None
+        try:
+            signature = ModelSignature(
+                inputs=tuple(_spec(arg) for arg in session.get_inputs()),
+                outputs=tuple(_spec(arg) for arg in session.get_outputs()),
+            )
+        except ValueError as error:
+            raise ModelLoadError(f"model file {path}: {error}") from None
+        return cls(session, signature, time.perf_counter() - started, path)
+
+    def run(
+        self, inputs: dict[str, Array], output_names: list[str] | None = None
+    ) -> dict[str, Array]:
+        names = output_names if output_names is not None else list(self.signature.output_names())
+        try:
+            results = self.session.run(names, inputs)
+        except Exception as error:
+            message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+            raise ModelRunError(message) from None
+        return {name: np.asarray(value) for name, value in zip(names, results, strict=True)}
+
+    def warmup_inputs(self) -> dict[str, Array]:
+        """Inputs of the declared shapes (dynamic dims = 1) filled with zeros or empty strings."""
+        inputs: dict[str, Array] = {}
+        for spec in self.signature.inputs:
+            shape = tuple(1 if d < 0 else d for d in spec.shape)
+            if spec.datatype == "BYTES":
+                inputs[spec.name] = np.full(shape, "", dtype=object)
+            else:
+                inputs[spec.name] = np.zeros(shape, dtype=V2_TO_NUMPY[spec.datatype])
+        return inputs
+
+    def warmup(self, rounds: int = 3) -> float:
+        """Run the model a few times; returns the median seconds per run."""
+        inputs = self.warmup_inputs()
+        timings = []
+        for _ in range(rounds):
+            started = time.perf_counter()
+            try:
+                self.run(inputs)
+            except ModelRunError as error:
+                raise ModelLoadError(
+                    f"model file {self.path} loaded but its warm-up inference on zero-filled "
+                    f"inputs failed: {error}"
+                ) from None
+            timings.append(time.perf_counter() - started)
+        return sorted(timings)[len(timings) // 2]
+
+    def batchable(self) -> bool:
+        """True when every input and output has a dynamic leading (batch) dimension."""
+        specs = self.signature.inputs + self.signature.outputs
+        return all(len(spec.shape) >= 1 and spec.shape[0] == -1 for spec in specs)
+
+
+def _spec(arg: Any) -> TensorSpec:
+    return TensorSpec(
+        name=arg.name, datatype=v2_datatype_of_onnx(arg.type), shape=_shape_of(arg.shape)
+    )

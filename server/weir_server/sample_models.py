@@ -1,0 +1,149 @@
+"""Small ONNX models built in code with `onnx.helper`, for the demo, the tests and benchmarks.
+
+Nothing is downloaded: every model the project needs is made here, deterministically (fixed
+seeds), and needs the `onnx` package (the `examples` extra) only to be built, not to be served."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+# V2 datatype -> ONNX TensorProto enum name.
+_ONNX_ELEMENT_TYPES = {
+    "BOOL": "BOOL",
+    "INT8": "INT8",
+    "INT16": "INT16",
+    "INT32": "INT32",
+    "INT64": "INT64",
+    "UINT8": "UINT8",
+    "UINT16": "UINT16",
+    "UINT32": "UINT32",
+    "UINT64": "UINT64",
+    "FP16": "FLOAT16",
+    "FP32": "FLOAT",
+    "FP64": "DOUBLE",
+    "BYTES": "STRING",
+}
+OPSET = 17
+
+
+def _save(graph: Any, path: Path) -> Path:
+    from onnx import checker, helper, save
+
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="weir-sample-models"
+    )
+    model.ir_version = 8  # readable by every onnxruntime >= 1.14
+    checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save(model, str(path))
+    return path
+
+
+def iris(path: Path, *, seed: int = 7, bias_shift: float = 0.0) -> Path:
+    """A linear classifier of iris flowers: `input` FP32 [-1, 4] -> `probabilities` FP32
+    [-1, 3] and `label` INT64 [-1]. `seed` and `bias_shift` make versions that answer
+    differently."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    weights = rng.normal(size=(4, 3)).astype(np.float32)
+    bias = (rng.normal(size=(3,)) + bias_shift).astype(np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["input", "W"], ["logits_raw"]),
+            helper.make_node("Add", ["logits_raw", "B"], ["logits"]),
+            helper.make_node("Softmax", ["logits"], ["probabilities"], axis=-1),
+            helper.make_node("ArgMax", ["logits"], ["label"], axis=-1, keepdims=0),
+        ],
+        "iris",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 4])],
+        [
+            helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 3]),
+            helper.make_tensor_value_info("label", TensorProto.INT64, ["batch"]),
+        ],
+        initializer=[numpy_helper.from_array(weights, "W"), numpy_helper.from_array(bias, "B")],
+    )
+    return _save(graph, path)
+
+
+def identity_all_types(path: Path) -> Path:
+    """One Identity per V2 datatype: input `x_<TYPE>` [-1, 2] -> output `y_<TYPE>` [-1, 2]."""
+    from onnx import TensorProto, helper
+
+    nodes, inputs, outputs = [], [], []
+    for datatype, onnx_name in _ONNX_ELEMENT_TYPES.items():
+        element = getattr(TensorProto, onnx_name)
+        nodes.append(helper.make_node("Identity", [f"x_{datatype}"], [f"y_{datatype}"]))
+        inputs.append(helper.make_tensor_value_info(f"x_{datatype}", element, ["batch", 2]))
+        outputs.append(helper.make_tensor_value_info(f"y_{datatype}", element, ["batch", 2]))
+    return _save(helper.make_graph(nodes, "identity_all_types", inputs, outputs), path)
+
+
+def mlp(path: Path, *, width: int = 1024, layers: int = 6, seed: int = 3) -> Path:
+    """A dense network where compute dominates: `x` FP32 [-1, width] -> `y` FP32 [-1, width].
+    One row costs `layers` matrix-vector products of width x width (about 6 MFLOP by default)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    nodes, initializers = [], []
+    current = "x"
+    for layer in range(layers):
+        weight = (rng.normal(size=(width, width)) / np.sqrt(width)).astype(np.float32)
+        initializers.append(numpy_helper.from_array(weight, f"W{layer}"))
+        nodes.append(helper.make_node("MatMul", [current, f"W{layer}"], [f"h{layer}"]))
+        out = "y" if layer == layers - 1 else f"a{layer}"
+        nodes.append(helper.make_node("Tanh", [f"h{layer}"], [out]))
+        current = out
+    graph = helper.make_graph(
+        nodes,
+        "mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", width])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", width])],
+        initializer=initializers,
+    )
+    return _save(graph, path)
+
+
+def gather(path: Path) -> Path:
+    """Looks up `indices` INT64 [-1] in a table of 10 floats -> `values` FP32 [-1]. An index
+    outside 0..9 makes ONNX Runtime raise: a model that fails on some valid-looking requests."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    table = np.arange(10, dtype=np.float32) * 1.5
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "indices"], ["values"], axis=0)],
+        "gather",
+        [helper.make_tensor_value_info("indices", TensorProto.INT64, ["batch"])],
+        [helper.make_tensor_value_info("values", TensorProto.FLOAT, ["batch"])],
+        initializer=[numpy_helper.from_array(table, "table")],
+    )
+    return _save(graph, path)
+
+
+BUILDERS: dict[str, Callable[[Path], Path]] = {
+    "iris": iris,
+    "identity_all_types": identity_all_types,
+    "mlp": mlp,
+    "gather": gather,
+}
+
+
+def build_all(folder: Path) -> dict[str, Path]:
+    """Build every sample model into `folder` (skipping files already there)."""
+    built = {}
+    for name, builder in BUILDERS.items():
+        target = folder / f"{name}.onnx"
+        built[name] = target if target.is_file() else builder(target)
+    return built
+
+
+if __name__ == "__main__":
+    import sys
+
+    destination = Path(sys.argv[1] if len(sys.argv) > 1 else "examples/models")
+    for name, file in build_all(destination).items():
+        print(f"{name}: {file}")

@@ -1,0 +1,124 @@
+"""Startup, readiness and shutdown: bad model files fail fast and clearly; SIGTERM drains."""
+
+from __future__ import annotations
+
+import hashlib
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.processes import free_port, running_server, start_server
+from weir_server.app import create_app
+from weir_server.settings import ServerSettings
+
+
+def serve(model: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "weir_operator.cli",
+            "serve",
+            str(model),
+            "--port",
+            str(free_port()),
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+class TestModelIntegrity:
+    def test_missing_file_is_a_clear_error_and_exit_2(self, tmp_path: Path) -> None:
+        result = serve(tmp_path / "nope.onnx")
+        assert result.returncode == 2
+        assert "nope.onnx does not exist" in result.stderr
+
+    @pytest.mark.parametrize("workers", ["1", "2"])
+    @pytest.mark.parametrize(
+        "content",
+        [b"", b"this is not a model", b"\x08\x07\x12\x04junk" * 50],
+        ids=["empty", "text", "corrupt"],
+    )
+    def test_a_file_that_is_not_onnx_is_a_clear_error_and_exit_2(
+        self, tmp_path: Path, content: bytes, workers: str
+    ) -> None:
+        bad = tmp_path / "bad.onnx"
+        bad.write_bytes(content)
+        result = serve(bad, "--workers", workers)
+        assert result.returncode == 2, result.stderr
+        assert "is not a valid ONNX model" in result.stderr
+
+    def test_sha256_mismatch_refuses_to_serve(self, iris_model: Path) -> None:
+        result = serve(iris_model, "--sha256", "0" * 64)
+        assert result.returncode == 2
+        assert "has sha256" in result.stderr
+        assert "refusing to serve" in result.stderr
+
+    def test_matching_sha256_serves(self, iris_model: Path) -> None:
+        digest = hashlib.sha256(iris_model.read_bytes()).hexdigest()
+        with running_server(iris_model, "--sha256", digest.upper(), "--no-access-log") as server:
+            assert httpx.get(f"{server.url}/v2/models/iris/ready").status_code == 200
+
+
+class TestReadiness:
+    async def test_before_the_model_is_loaded_live_is_200_and_ready_and_infer_are_503(
+        self, iris_model: Path
+    ) -> None:
+        # Without the lifespan, the app is exactly in its "still loading" state.
+        app = create_app(ServerSettings(model_path=iris_model, model_name="iris", access_log=False))
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            assert (await client.get("/v2/health/live")).status_code == 200
+            assert (await client.get("/v2/health/ready")).status_code == 503
+            assert (await client.get("/v2/models/iris/ready")).json() == {
+                "name": "iris",
+                "ready": False,
+            }
+            response = await client.post("/v2/models/iris/infer", json={"inputs": []})
+            assert response.status_code == 503
+            assert "still loading" in response.json()["error"]
+            assert (await client.get("/v2/models/iris")).status_code == 503
+
+
+class TestGracefulShutdown:
+    def test_sigterm_finishes_the_in_flight_request_then_exits_0(self, iris_model: Path) -> None:
+        # A lone request waits out the batch delay (1.5 s), so it is in flight when SIGTERM comes.
+        server = start_server(
+            iris_model, "--max-batch-size", "8", "--max-batch-delay-ms", "1500", "--no-access-log"
+        )
+        try:
+            server.wait_ready()
+            results: list[httpx.Response] = []
+            body = {
+                "inputs": [
+                    {"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}
+                ]
+            }
+            request = threading.Thread(
+                target=lambda: results.append(
+                    httpx.post(f"{server.url}/v2/models/iris/infer", json=body, timeout=10)
+                )
+            )
+            started = time.monotonic()
+            request.start()
+            time.sleep(0.5)
+            server.process.send_signal(signal.SIGTERM)
+            time.sleep(0.3)
+            with pytest.raises(httpx.ConnectError):  # no longer accepting
+                httpx.get(f"{server.url}/v2/health/live", timeout=1)
+            request.join(timeout=10)
+            assert results, "the in-flight request got no answer"
+            assert results[0].status_code == 200
+            assert time.monotonic() - started >= 1.4  # it really waited for the batch
+            assert server.process.wait(timeout=15) == 0
+        finally:
+            server.stop()

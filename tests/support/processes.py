@@ -1,0 +1,98 @@
+"""Starting real `weir serve` processes on free loopback ports, and stopping them for sure."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class ServerProcess:
+    process: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"server exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                if httpx.get(f"{self.url}/v2/health/ready", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        raise AssertionError(f"server not ready within {timeout} s:\n{self.log()}")
+
+    def stop(self, timeout: float = 30.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+        return self.process.returncode
+
+
+def start_server(model: Path, *args: str, env: dict[str, str] | None = None) -> ServerProcess:
+    port = free_port()
+    log_fd, log_name = tempfile.mkstemp(prefix="weir-serve-", suffix=".log")
+    command = [
+        sys.executable,
+        "-m",
+        "weir_operator.cli",
+        "serve",
+        str(model),
+        "--port",
+        str(port),
+        *args,
+    ]
+    process = subprocess.Popen(
+        command,
+        stdout=log_fd,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **(env or {})},
+        start_new_session=True,
+    )
+    os.close(log_fd)
+    return ServerProcess(process, port, Path(log_name))
+
+
+@contextmanager
+def running_server(
+    model: Path, *args: str, env: dict[str, str] | None = None
+) -> Iterator[ServerProcess]:
+    server = start_server(model, *args, env=env)
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+        if server.process.poll() is None:
+            os.killpg(server.process.pid, signal.SIGKILL)
