@@ -10,7 +10,7 @@ IMAGE ?= weir:dev
 BASE_IMAGE ?= python:3.12-slim
 PYTEST_ARGS ?=
 
-.PHONY: setup models test demo lint bench image clean help
+.PHONY: setup models test demo lint bench image generate clean help
 
 help:
 	@echo "make demo   - serve an example model and answer one inference (sets everything up)"
@@ -18,6 +18,7 @@ help:
 	@echo "make lint   - ruff + mypy --strict"
 	@echo "make bench  - benchmarks (results in docs/benchmarks.md)"
 	@echo "make image  - build the container image (BASE_IMAGE=... to use a local base)"
+	@echo "make generate - regenerate crds/ and docs/api.md from the API models"
 
 setup: $(STAMP)
 
@@ -45,6 +46,12 @@ lint: setup
 
 bench: setup models
 	$(PY) bench/server.py
+
+# The CRD and the API reference are generated from operator/weir_operator/spec.py and status.py;
+# tests fail when the checked-in files are stale.
+generate: setup
+	$(PY) -m weir_operator.crd > crds/modeldeployment.yaml
+	$(PY) -m weir_operator.apidocs > docs/api.md
 
 image:
 	docker build --build-arg BASE_IMAGE=$(BASE_IMAGE) -t $(IMAGE) .

@@ -1,0 +1,387 @@
+"""Pure rendering of a ModelDeployment's children: Deployments, Services, HPA, HTTPRoute, PDB.
+
+No I/O: a parsed ModelDeployment and the decisions of the rollout engine (which revision holds
+which role, replica counts, weights) go in; plain manifests come out, ready for the API server.
+The pod template carries the immutable revision label and never the track, so giving a revision
+another role (promotion) never restarts a pod (see DESIGN.md, Rollout mechanics)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from weir_operator import spec as api
+from weir_operator.spec import ModelDeployment, ModelDeploymentSpec
+
+Manifest = dict[str, Any]
+Track = Literal["stable", "canary"]
+
+NAME_LABEL = "app.kubernetes.io/name"
+INSTANCE_LABEL = "app.kubernetes.io/instance"
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+REVISION_LABEL = "serving.weir.dev/revision"
+TRACK_LABEL = "serving.weir.dev/track"
+SERVER_NAME = "weir-server"
+
+SERVER_PORT = 8080
+SERVICE_PORT = 80
+MODEL_DIR = "/models"
+MODEL_FILE = f"{MODEL_DIR}/model.onnx"
+PVC_MOUNT = "/source"
+RUN_AS = 10001
+PRE_STOP_SECONDS = 5
+DRAIN_SECONDS = 30
+
+
+@dataclass(frozen=True, slots=True)
+class RenderSettings:
+    """Operator-wide settings that rendering needs (from the Helm values)."""
+
+    server_image: str = "weir:0.1.0"
+    image_pull_policy: str = "IfNotPresent"
+    cluster_domain: str = "cluster.local"
+
+
+def revision_of(spec: ModelDeploymentSpec) -> str:
+    """The revision: a hash of what defines the serving pods (spec.model + spec.server)."""
+    defining = {"model": spec.model.to_manifest(), "server": spec.server.to_manifest()}
+    canonical = json.dumps(defining, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def deployment_name(md: ModelDeployment, revision: str) -> str:
+    return f"{md.name}-{revision[:10]}"
+
+
+def instance_labels(md: ModelDeployment) -> dict[str, str]:
+    return {NAME_LABEL: SERVER_NAME, INSTANCE_LABEL: md.name, MANAGED_BY_LABEL: "weir"}
+
+
+def selector_labels(md: ModelDeployment, revision: str | None = None) -> dict[str, str]:
+    labels = {NAME_LABEL: SERVER_NAME, INSTANCE_LABEL: md.name}
+    if revision is not None:
+        labels[REVISION_LABEL] = revision
+    return labels
+
+
+def label_selector(md: ModelDeployment) -> str:
+    """The scale subresource's selector: every serving pod of the instance."""
+    return ",".join(f"{k}={v}" for k, v in selector_labels(md).items())
+
+
+def owner_references(md: ModelDeployment) -> list[dict[str, Any]]:
+    if not md.metadata.uid:
+        return []
+    return [
+        {
+            "apiVersion": api.API_VERSION,
+            "kind": api.KIND,
+            "name": md.name,
+            "uid": md.metadata.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+    ]
+
+
+def _metadata(md: ModelDeployment, name: str, labels: dict[str, str]) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"name": name, "namespace": md.namespace, "labels": labels}
+    owners = owner_references(md)
+    if owners:
+        metadata["ownerReferences"] = owners
+    return metadata
+
+
+def service_url(md: ModelDeployment, settings: RenderSettings) -> str:
+    host = f"{md.name}.{md.namespace}.svc.{settings.cluster_domain}"
+    return f"http://{host}/v2/models/{md.model_name}"
+
+
+_RESTRICTED_CONTAINER = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "runAsNonRoot": True,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
+def _resources(spec: ModelDeploymentSpec) -> dict[str, Any]:
+    resources = spec.server.resources.to_manifest()
+    return {k: v for k, v in resources.items() if v}
+
+
+def _fetch_source(md: ModelDeployment) -> tuple[str, list[Manifest], list[Manifest]]:
+    """The URI the init container reads, and the volume (and mount) a pvc:// URI needs."""
+    uri = md.spec.model.uri
+    if not uri.startswith("pvc://"):
+        return uri, [], []
+    claim, _, path = uri.removeprefix("pvc://").partition("/")
+    volume = {
+        "name": "model-source",
+        "persistentVolumeClaim": {"claimName": claim, "readOnly": True},
+    }
+    mount = {"name": "model-source", "mountPath": PVC_MOUNT, "readOnly": True}
+    return f"file://{PVC_MOUNT}/{path}", [volume], [mount]
+
+
+def _server_args(md: ModelDeployment) -> list[str]:
+    server = md.spec.server
+    args = ["serve", MODEL_FILE, "--name", md.model_name, "--host", "0.0.0.0"]
+    args += ["--port", str(SERVER_PORT), "--workers", str(server.workers)]
+    if md.spec.model.version:
+        args += ["--version", md.spec.model.version]
+    if server.intra_op_threads:
+        args += ["--intra-op-threads", str(server.intra_op_threads)]
+    if server.batching.max_batch_size > 1:
+        args += ["--max-batch-size", str(server.batching.max_batch_size)]
+        args += ["--max-batch-delay-ms", f"{server.batching.max_batch_delay_ms:g}"]
+    args += ["--graceful-timeout", str(DRAIN_SECONDS)]
+    return args
+
+
+def render_deployment(
+    md: ModelDeployment,
+    revision: str,
+    track: Track,
+    replicas: int | None,
+    settings: RenderSettings = RenderSettings(),
+) -> Manifest:
+    """The Deployment of one revision. `replicas` None leaves the count to an HPA."""
+    image = md.spec.server.image or settings.server_image
+    fetch_uri, source_volumes, source_mounts = _fetch_source(md)
+    fetch_args = ["fetch-model", "--uri", fetch_uri, "--dest", MODEL_FILE]
+    if md.spec.model.sha256:
+        fetch_args += ["--sha256", md.spec.model.sha256]
+    user_env = [e.to_manifest() for e in md.spec.server.env]
+    pod_labels = {**instance_labels(md), REVISION_LABEL: revision}
+    spec: dict[str, Any] = {
+        "selector": {"matchLabels": selector_labels(md, revision)},
+        "revisionHistoryLimit": 2,
+        "strategy": {
+            "type": "RollingUpdate",
+            "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0},
+        },
+        "template": {
+            "metadata": {
+                "labels": pod_labels,
+                "annotations": {
+                    "prometheus.io/scrape": "true",
+                    "prometheus.io/port": str(SERVER_PORT),
+                    "prometheus.io/path": "/metrics",
+                },
+            },
+            "spec": {
+                "automountServiceAccountToken": False,
+                "enableServiceLinks": False,
+                "terminationGracePeriodSeconds": PRE_STOP_SECONDS + DRAIN_SECONDS + 5,
+                "securityContext": {
+                    "runAsNonRoot": True,
+                    "runAsUser": RUN_AS,
+                    "runAsGroup": RUN_AS,
+                    "fsGroup": RUN_AS,
+                    "seccompProfile": {"type": "RuntimeDefault"},
+                },
+                "initContainers": [
+                    {
+                        "name": "fetch-model",
+                        "image": image,
+                        "imagePullPolicy": settings.image_pull_policy,
+                        "args": fetch_args,
+                        "env": user_env,
+                        "resources": {
+                            "requests": {"cpu": "100m", "memory": "128Mi"},
+                            "limits": {"memory": "512Mi"},
+                        },
+                        "securityContext": _RESTRICTED_CONTAINER,
+                        "volumeMounts": [
+                            {"name": "models", "mountPath": MODEL_DIR},
+                            {"name": "tmp", "mountPath": "/tmp"},
+                            *source_mounts,
+                        ],
+                    }
+                ],
+                "containers": [
+                    {
+                        "name": "server",
+                        "image": image,
+                        "imagePullPolicy": settings.image_pull_policy,
+                        "args": _server_args(md),
+                        "env": [{"name": "WEIR_REVISION", "value": revision}, *user_env],
+                        "ports": [
+                            {"name": "http", "containerPort": SERVER_PORT, "protocol": "TCP"}
+                        ],
+                        "readinessProbe": {
+                            "httpGet": {"path": "/v2/health/ready", "port": "http"},
+                            "periodSeconds": 2,
+                            "failureThreshold": 2,
+                        },
+                        "livenessProbe": {
+                            "httpGet": {"path": "/v2/health/live", "port": "http"},
+                            "periodSeconds": 10,
+                            "failureThreshold": 3,
+                        },
+                        "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_SECONDS}}},
+                        "resources": _resources(md.spec),
+                        "securityContext": _RESTRICTED_CONTAINER,
+                        "volumeMounts": [
+                            {"name": "models", "mountPath": MODEL_DIR, "readOnly": True},
+                            {"name": "tmp", "mountPath": "/tmp"},
+                        ],
+                    }
+                ],
+                "volumes": [
+                    {"name": "models", "emptyDir": {}},
+                    {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
+                    *source_volumes,
+                ],
+            },
+        },
+    }
+    if replicas is not None:
+        spec["replicas"] = replicas
+    labels = {**pod_labels, TRACK_LABEL: track}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(md, deployment_name(md, revision), labels),
+        "spec": spec,
+    }
+
+
+def _service(
+    md: ModelDeployment, name: str, selector: dict[str, str], track: Track | None
+) -> Manifest:
+    labels = instance_labels(md)
+    if track is not None:
+        labels = {**labels, TRACK_LABEL: track}
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(md, name, labels),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector,
+            "ports": [
+                {"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}
+            ],
+        },
+    }
+
+
+def render_services(md: ModelDeployment, stable: str, canary: str | None) -> list[Manifest]:
+    """`<md>` over every serving pod; `<md>-stable` and `<md>-canary` over one revision each.
+    Without a canary, `<md>-canary` selects the stable revision (it then gets weight 0)."""
+    return [
+        _service(md, md.name, selector_labels(md), None),
+        _service(md, f"{md.name}-stable", selector_labels(md, stable), "stable"),
+        _service(md, f"{md.name}-canary", selector_labels(md, canary or stable), "canary"),
+    ]
+
+
+def render_hpa(md: ModelDeployment, revision: str, track: Track) -> Manifest | None:
+    """An autoscaling/v2 HPA for one revision's Deployment, when autoscaling is on cpu."""
+    autoscaling = md.spec.autoscaling
+    if autoscaling is None or autoscaling.metric != "cpu":
+        return None
+    name = deployment_name(md, revision)
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": _metadata(md, name, {**instance_labels(md), TRACK_LABEL: track}),
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+            "minReplicas": autoscaling.min_replicas,
+            "maxReplicas": autoscaling.max_replicas,
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {
+                        "name": "cpu",
+                        "target": {
+                            "type": "Utilization",
+                            "averageUtilization": round(autoscaling.target),
+                        },
+                    },
+                }
+            ],
+            "behavior": {
+                "scaleDown": {
+                    "stabilizationWindowSeconds": round(
+                        api.duration_seconds(autoscaling.scale_down_delay)
+                    )
+                }
+            },
+        },
+    }
+
+
+def render_httproute(md: ModelDeployment, canary_weight: int) -> Manifest | None:
+    """A gateway.networking.k8s.io/v1 HTTPRoute weighting `<md>-stable` and `<md>-canary`."""
+    gateway = md.spec.traffic.gateway
+    if md.spec.traffic.router != "gateway-api" or gateway is None:
+        return None
+    spec: dict[str, Any] = {
+        "parentRefs": [ref.to_manifest() for ref in gateway.parent_refs],
+        "rules": [
+            {
+                "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                "backendRefs": [
+                    {
+                        "name": f"{md.name}-stable",
+                        "port": SERVICE_PORT,
+                        "weight": 100 - canary_weight,
+                    },
+                    {"name": f"{md.name}-canary", "port": SERVICE_PORT, "weight": canary_weight},
+                ],
+            }
+        ],
+    }
+    if gateway.hostnames:
+        spec["hostnames"] = list(gateway.hostnames)
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": _metadata(md, md.name, instance_labels(md)),
+        "spec": spec,
+    }
+
+
+def render_pdb(md: ModelDeployment) -> Manifest:
+    """At most one server of the instance down at a time during voluntary disruptions."""
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _metadata(md, md.name, instance_labels(md)),
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector_labels(md)}},
+    }
+
+
+def render_children(
+    md: ModelDeployment,
+    stable: str,
+    stable_replicas: int | None,
+    canary: str | None = None,
+    canary_replicas: int | None = None,
+    canary_weight: int = 0,
+    settings: RenderSettings = RenderSettings(),
+) -> list[Manifest]:
+    """Every child for a moment of a rollout: which revision holds which role, with how many
+    replicas (None = an HPA decides) and which canary weight (gateway-api)."""
+    children = [render_deployment(md, stable, "stable", stable_replicas, settings)]
+    tracks: list[tuple[str, Track]] = [(stable, "stable")]
+    if canary is not None:
+        children.append(render_deployment(md, canary, "canary", canary_replicas, settings))
+        tracks.append((canary, "canary"))
+    children += render_services(md, stable, canary)
+    for revision, track in tracks:
+        hpa = render_hpa(md, revision, track)
+        if hpa is not None:
+            children.append(hpa)
+    route = render_httproute(md, canary_weight if canary else 0)
+    if route is not None:
+        children.append(route)
+    children.append(render_pdb(md))
+    return children

@@ -1,0 +1,513 @@
+"""The ModelDeployment API (serving.weir.dev/v1alpha1) as typed, validated Python models.
+
+This is the single source of truth for the API: the CRD's OpenAPI schema is generated from these
+models (`weir_operator.crd`), descriptions, defaults, enums, bounds, patterns and CEL rules
+included, and `weir run` parses YAML with them. So a manifest means the same thing, and is
+rejected for the same reason, on a cluster and on a laptop. Errors name the field path."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetJsonSchemaHandler,
+    ValidationError,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import PydanticCustomError, core_schema
+
+from weir_operator.celrules import CelRule, holds
+
+GROUP = "serving.weir.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "ModelDeployment"
+PLURAL = "modeldeployments"
+
+DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
+SHA256_PATTERN = r"^[a-fA-F0-9]{64}$"
+URI_PATTERN = (
+    r"^(https?://[^\s]+|s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/[^\s]+"
+    r"|pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?/[^\s]+|file:///[^\s]*)$"
+)
+MODEL_NAME_PATTERN = r"^[a-zA-Z0-9]([a-zA-Z0-9_.-]{0,61}[a-zA-Z0-9])?$"
+ENV_NAME_PATTERN = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
+QUANTITY_PATTERN = (
+    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
+    r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+)
+
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def duration_seconds(text: str) -> float:
+    """Seconds in a Go-style duration such as `30s`, `1m30s` or `250ms` (already validated)."""
+    return sum(float(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION_PART.findall(text))
+
+
+Duration = Annotated[str, Field(pattern=DURATION_PATTERN, max_length=32)]
+
+
+class ApiModel(BaseModel):
+    """Base: camelCase field names as in YAML, unknown fields rejected, CEL rules enforced."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+        validate_default=True,
+        strict=True,  # as the API server: "yes" is not a boolean, "3" is not an integer
+    )
+    cel_rules: ClassVar[tuple[CelRule, ...]] = ()
+
+    @model_validator(mode="after")
+    def _check_cel_rules(self) -> ApiModel:
+        if self.cel_rules:
+            value = self.to_manifest()
+            for rule in self.cel_rules:
+                if not holds(rule, value):
+                    raise PydanticCustomError(
+                        "cel", "{message}", {"message": rule.message, "field": rule.field_path}
+                    )
+        return self
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        json_schema = handler(schema)
+        if cls.cel_rules:
+            target = handler.resolve_ref_schema(json_schema)
+            target["x-kubernetes-validations"] = [rule.to_schema() for rule in cls.cel_rules]
+        return json_schema
+
+    def to_manifest(self) -> dict[str, Any]:
+        """The object as it reads in YAML: camelCase, unset optional fields left out."""
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+class ModelSource(ApiModel):
+    """Which ONNX file to serve and how to check it."""
+
+    uri: str = Field(
+        pattern=URI_PATTERN,
+        max_length=2048,
+        description=(
+            "Where the ONNX file is: https://host/path (or http://), s3://bucket/key, "
+            "pvc://CLAIM/PATH (a PersistentVolumeClaim in the same namespace), or file:///ABS "
+            "(local runtime and tests only)."
+        ),
+    )
+    sha256: str | None = Field(
+        None,
+        pattern=SHA256_PATTERN,
+        description=(
+            "Hex sha256 of the file; checked before it is served. A mismatch fails the revision."
+        ),
+    )
+    name: str | None = Field(
+        None,
+        pattern=MODEL_NAME_PATTERN,
+        description="Model name served over the Open Inference Protocol. Default: metadata.name.",
+    )
+    version: str | None = Field(
+        None, max_length=63, description='Human label of the model version, e.g. "7".'
+    )
+
+
+class EnvVar(ApiModel):
+    """An environment variable of the inference server container."""
+
+    name: str = Field(pattern=ENV_NAME_PATTERN, max_length=256, description="Variable name.")
+    value: str = Field("", max_length=32768, description="Variable value.")
+
+
+Quantity = Annotated[str, Field(pattern=QUANTITY_PATTERN, max_length=64)]
+
+
+class ResourceList(ApiModel):
+    """Kubernetes quantities of cpu and memory."""
+
+    cpu: Quantity | None = Field(None, description="CPU, e.g. 500m or 2.")
+    memory: Quantity | None = Field(None, description="Memory, e.g. 512Mi or 2Gi.")
+
+
+class Resources(ApiModel):
+    """Compute resources of each inference server container."""
+
+    requests: ResourceList = Field(
+        default_factory=lambda: ResourceList(cpu="500m", memory="512Mi"),
+        description="Guaranteed resources.",
+    )
+    limits: ResourceList = Field(
+        default_factory=lambda: ResourceList(cpu="2", memory="2Gi"),
+        description="Resource caps; the server sizes its thread pool to the cpu limit.",
+    )
+
+
+class Batching(ApiModel):
+    """Dynamic batching: concurrent requests stacked into one model run."""
+
+    max_batch_size: int = Field(
+        0, ge=0, le=1024, description="Rows per batch; 0 turns dynamic batching off."
+    )
+    max_batch_delay_ms: float = Field(
+        2.0, ge=0, le=1000, description="Longest a request waits for others to batch with (ms)."
+    )
+
+
+class ServerSpec(ApiModel):
+    """How each inference server (`weir serve`) runs. Part of the revision: a change rolls out."""
+
+    image: str | None = Field(
+        None,
+        max_length=512,
+        description=(
+            "Container image with the `weir` entry point. Default: the operator's server image."
+        ),
+    )
+    resources: Resources = Field(default_factory=Resources, description=Resources.__doc__)
+    env: list[EnvVar] = Field(
+        default_factory=list, max_length=64, description="Extra environment variables."
+    )
+    workers: int = Field(1, ge=1, le=64, description="Server processes per pod.")
+    intra_op_threads: int = Field(
+        0, ge=0, le=256, description="ONNX Runtime threads per worker; 0 = cpu limit / workers."
+    )
+    batching: Batching = Field(default_factory=Batching, description=Batching.__doc__)
+    sample_input: dict[str, Any] | None = Field(
+        None,
+        description=(
+            "An Open Inference Protocol infer request body; before a canary gets traffic, it "
+            "must answer this request successfully."
+        ),
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+
+
+class Autoscaling(ApiModel):
+    """Replicas follow the load, between minReplicas and maxReplicas."""
+
+    cel_rules = (
+        CelRule(
+            "self.minReplicas <= self.maxReplicas",
+            "minReplicas must not exceed maxReplicas",
+            ".minReplicas",
+        ),
+    )
+
+    min_replicas: int = Field(1, ge=1, le=1000, description="Fewest servers.")
+    max_replicas: int = Field(10, ge=1, le=1000, description="Most servers.")
+    metric: Literal["concurrency", "rps", "cpu"] = Field(
+        "concurrency",
+        description=(
+            "concurrency (in-flight requests per server) or rps (requests per second per server): "
+            "Weir's own autoscaler; cpu: a HorizontalPodAutoscaler (utilization percent)."
+        ),
+    )
+    target: float = Field(
+        4.0,
+        gt=0,
+        le=100000,
+        description=(
+            "Target per server: in-flight requests, requests/s, or cpu utilization percent."
+        ),
+    )
+    scale_down_delay: Duration = Field(
+        "5m", description="Load must stay low this long before servers are removed."
+    )
+
+
+class ParentRef(ApiModel):
+    """A Gateway (gateway.networking.k8s.io) the HTTPRoute attaches to."""
+
+    name: str = Field(min_length=1, max_length=253, description="Gateway name.")
+    namespace: str | None = Field(
+        None, max_length=63, description="Gateway namespace; default: this namespace."
+    )
+    section_name: str | None = Field(
+        None, max_length=253, description="Listener of the Gateway to attach to."
+    )
+
+
+class Gateway(ApiModel):
+    """Gateway API routing (traffic.router gateway-api only)."""
+
+    parent_refs: list[ParentRef] = Field(
+        min_length=1, max_length=16, description="Gateways the HTTPRoute attaches to."
+    )
+    hostnames: list[Annotated[str, Field(max_length=253)]] = Field(
+        default_factory=list, max_length=16, description="Hostnames the HTTPRoute matches."
+    )
+
+
+class Traffic(ApiModel):
+    """How requests reach the servers and how canary traffic is split."""
+
+    cel_rules = (
+        CelRule(
+            "!has(self.gateway) || self.router == 'gateway-api'",
+            "gateway settings are only allowed with router gateway-api",
+            ".gateway",
+        ),
+        CelRule(
+            "self.router != 'gateway-api' || has(self.gateway)",
+            "router gateway-api needs gateway.parentRefs",
+            ".router",
+        ),
+    )
+
+    router: Literal["replicas", "gateway-api"] = Field(
+        "replicas",
+        description=(
+            "replicas: one Service over both versions, the split follows replica counts (no "
+            "mesh needed). gateway-api: an HTTPRoute weights the stable and canary Services."
+        ),
+    )
+    gateway: Gateway | None = Field(None, description=Gateway.__doc__)
+
+
+class Pause(ApiModel):
+    """Wait before the next step."""
+
+    duration: Duration | None = Field(
+        None, description="How long to wait, e.g. 30s; without it, wait for `weir promote`."
+    )
+
+
+class Step(ApiModel):
+    """One rollout step: exactly one of setWeight and pause."""
+
+    cel_rules = (
+        CelRule(
+            "has(self.setWeight) != has(self.pause)",
+            "each step has exactly one of setWeight and pause",
+        ),
+    )
+
+    set_weight: int | None = Field(
+        None, ge=0, le=100, description="Percent of traffic sent to the canary."
+    )
+    pause: Pause | None = Field(None, description=Pause.__doc__)
+
+
+class DirectProvider(ApiModel):
+    """Scrape each server's /metrics directly (no Prometheus needed)."""
+
+
+class PrometheusProvider(ApiModel):
+    """Query a Prometheus server's HTTP API."""
+
+    url: str = Field(
+        pattern=r"^https?://[^\s]+$", max_length=2048, description="Prometheus base URL."
+    )
+
+
+class MetricsProvider(ApiModel):
+    """Where analysis reads request counts and latencies: exactly one of direct, prometheus."""
+
+    cel_rules = (
+        CelRule(
+            "has(self.direct) != has(self.prometheus)",
+            "choose exactly one metrics provider: direct or prometheus",
+        ),
+    )
+
+    direct: DirectProvider | None = Field(None, description=DirectProvider.__doc__)
+    prometheus: PrometheusProvider | None = Field(None, description=PrometheusProvider.__doc__)
+
+
+class Analysis(ApiModel):
+    """How the canary is judged at every interval, against thresholds and against stable."""
+
+    interval: Duration = Field("10s", description="How often the canary is analysed.")
+    failure_threshold: int = Field(
+        2, ge=1, le=100, description="Failed analyses in a row that roll the canary back."
+    )
+    min_requests: int = Field(
+        20,
+        ge=0,
+        le=1000000,
+        description="Fewer canary requests in an interval make the analysis Inconclusive (hold).",
+    )
+    max_error_rate: float = Field(
+        0.01, ge=0, le=1, description="Highest share of 5xx answers the canary may give."
+    )
+    max_p99_latency_ms: float = Field(
+        500, gt=0, le=3600000, description="Highest canary p99 latency (ms)."
+    )
+    max_latency_ratio: float = Field(
+        1.5, ge=1, le=1000, description="Highest canary p99 / stable p99 in the same interval."
+    )
+    provider: MetricsProvider = Field(
+        default_factory=lambda: MetricsProvider(direct=DirectProvider()),
+        description=MetricsProvider.__doc__,
+    )
+
+
+def _default_steps() -> list[Step]:
+    return [
+        Step(set_weight=10),
+        Step(pause=Pause(duration="30s")),
+        Step(set_weight=50),
+        Step(pause=Pause(duration="30s")),
+    ]
+
+
+class Rollout(ApiModel):
+    """How a new revision replaces the stable one."""
+
+    cel_rules = (
+        CelRule(
+            "self.steps.filter(s, has(s.setWeight)).map(s, s.setWeight).isSorted()",
+            "setWeight must not decrease from one step to the next",
+            ".steps",
+        ),
+    )
+
+    steps: list[Step] = Field(
+        default_factory=_default_steps,
+        max_length=32,
+        description="Steps in order; after the last one the canary is promoted to stable.",
+    )
+    analysis: Analysis = Field(default_factory=Analysis, description=Analysis.__doc__)
+    progress_deadline: Duration = Field(
+        "10m", description="A rollout that has not finished in this time is rolled back."
+    )
+    allow_signature_change: bool = Field(
+        False,
+        description="Allow a canary whose inputs/outputs differ from stable's (V2 metadata).",
+    )
+
+
+class ModelDeploymentSpec(ApiModel):
+    """Desired state: the model, how its servers run, scale and take traffic, and how new
+    versions roll out."""
+
+    cel_rules = (
+        CelRule(
+            "!has(self.autoscaling) || self.autoscaling.metric != 'cpu' || "
+            "has(self.server.resources.requests.cpu)",
+            "autoscaling on cpu needs server.resources.requests.cpu",
+            ".autoscaling.metric",
+        ),
+    )
+
+    model: ModelSource = Field(description=ModelSource.__doc__)
+    server: ServerSpec = Field(default_factory=ServerSpec, description=ServerSpec.__doc__)
+    replicas: int = Field(
+        1, ge=0, le=1000, description="Servers when autoscaling is off (the scale subresource)."
+    )
+    autoscaling: Autoscaling | None = Field(None, description=Autoscaling.__doc__)
+    traffic: Traffic = Field(default_factory=Traffic, description=Traffic.__doc__)
+    rollout: Rollout = Field(default_factory=Rollout, description=Rollout.__doc__)
+
+
+class ObjectMeta(BaseModel):
+    """The metadata fields Weir reads; the rest is kept as given."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=45)
+    namespace: str = "default"
+    uid: str | None = None
+    generation: int | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class ModelDeployment(BaseModel):
+    """A parsed ModelDeployment: metadata plus a validated, defaulted spec."""
+
+    model_config = ConfigDict(frozen=True)
+
+    api_version: Literal["serving.weir.dev/v1alpha1"] = Field(alias="apiVersion")
+    kind: Literal["ModelDeployment"]
+    metadata: ObjectMeta
+    spec: ModelDeploymentSpec
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    @property
+    def namespace(self) -> str:
+        return self.metadata.namespace
+
+    @property
+    def model_name(self) -> str:
+        return self.spec.model.name or self.metadata.name
+
+
+class SpecError(ValueError):
+    """A manifest that is not a valid ModelDeployment; one line per problem, each with its path."""
+
+    def __init__(self, problems: list[str], source: str = "") -> None:
+        self.problems = problems
+        where = f"{source}: " if source else ""
+        super().__init__(where + "invalid ModelDeployment:\n  " + "\n  ".join(problems))
+
+
+# What each pattern means, for error messages a person can act on.
+PATTERN_HINTS = {
+    DURATION_PATTERN: "must be a duration such as 30s, 1m30s, 250ms or 2h",
+    SHA256_PATTERN: "must be 64 hexadecimal characters (a sha256 digest)",
+    URI_PATTERN: (
+        "must be an https://, http://, s3://BUCKET/KEY, pvc://CLAIM/PATH or file:///ABS URI"
+    ),
+    MODEL_NAME_PATTERN: (
+        "must be 1-63 letters, digits, '.', '_' or '-', starting and ending alphanumeric"
+    ),
+    QUANTITY_PATTERN: "must be a Kubernetes quantity such as 500m, 2, 512Mi or 1Gi",
+    ENV_NAME_PATTERN: "must be a valid environment variable name",
+}
+
+
+def _field_path(location: tuple[int | str, ...]) -> str:
+    path = ""
+    for part in location:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += ("." if path else "") + part
+    return path or "(root)"
+
+
+def describe_errors(error: ValidationError) -> list[str]:
+    """pydantic's errors as `field.path: message` lines, in YAML's camelCase names."""
+    problems = []
+    for item in error.errors():
+        location = tuple(p for p in item["loc"] if not (isinstance(p, str) and "[" in p))
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown field"
+        elif item["type"] == "missing":
+            message = "required field is missing"
+        elif item["type"] == "string_pattern_mismatch":
+            pattern = item.get("ctx", {}).get("pattern", "")
+            hint = PATTERN_HINTS.get(pattern, f"must match {pattern}")
+            message = f"{hint}, got {item['input']!r}"
+        path = _field_path(location)
+        if item["type"] == "cel" and item.get("ctx", {}).get("field"):
+            path += item["ctx"]["field"]
+        problems.append(f"{path}: {message}")
+    return problems
+
+
+def parse_model_deployment(document: Any, source: str = "") -> ModelDeployment:
+    """Validate and default a ModelDeployment manifest (a dict from YAML); SpecError if invalid."""
+    if not isinstance(document, dict):
+        raise SpecError(["(root): a ModelDeployment must be a mapping"], source)
+    document = {k: v for k, v in document.items() if k != "status"}
+    try:
+        return ModelDeployment.model_validate(document)
+    except ValidationError as error:
+        raise SpecError(describe_errors(error), source) from None

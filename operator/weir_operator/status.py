@@ -1,0 +1,115 @@
+"""The ModelDeployment status: typed, so the operator, `weir run` and the CLI read and write the
+same shape, and the CRD's status schema (and so `kubectl explain md.status`) comes from it.
+
+All rollout state lives here (never only in memory), so a restarted operator resumes
+mid-rollout."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+Phase = Literal["Pending", "Progressing", "Paused", "Healthy", "RolledBack", "Failed", "Degraded"]
+Verdict = Literal["Pass", "Fail", "Inconclusive"]
+Outcome = Literal["Promoted", "RolledBack", "Aborted", "Failed"]
+
+HISTORY_LIMIT = 10
+
+
+class StatusModel(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
+
+
+class RevisionRef(StatusModel):
+    """A revision: the hash of what defines its serving pods (spec.model + spec.server)."""
+
+    revision: str = Field(description="Revision hash; pods carry it as serving.weir.dev/revision.")
+    uri: str = Field(description="Model URI of this revision.")
+    version: str | None = Field(None, description="Model version label of this revision.")
+
+
+class CanaryStatus(RevisionRef):
+    """The revision being rolled out."""
+
+    weight: int = Field(0, ge=0, le=100, description="Percent of traffic the canary receives.")
+    step: int = Field(0, ge=0, description="Index of the current rollout step.")
+    failed_checks: int = Field(0, ge=0, description="Failed analyses in a row.")
+    step_started_at: str | None = Field(None, description="When the current step began (RFC 3339).")
+    started_at: str | None = Field(None, description="When the rollout began (RFC 3339).")
+
+
+class TrackMeasurement(StatusModel):
+    """What one track served in the last analysis window."""
+
+    requests: float = Field(0, description="Requests in the window.")
+    error_rate: float = Field(0, description="Share of 5xx answers.")
+    p99_ms: float | None = Field(None, description="p99 latency (ms); absent without requests.")
+
+
+class AnalysisResult(StatusModel):
+    """The last analysis of the canary."""
+
+    at: str = Field(description="When (RFC 3339).")
+    verdict: Verdict = Field(description="Pass, Fail or Inconclusive (too little data: hold).")
+    reason: str = Field("", description="Why, with the numbers.")
+    canary: TrackMeasurement | None = Field(None, description="The canary's window.")
+    stable: TrackMeasurement | None = Field(None, description="The stable revision's window.")
+
+
+class Condition(StatusModel):
+    """A condition, shaped like metav1.Condition."""
+
+    type: str = Field(description="Ready, Progressing, RolledBack, ...")
+    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
+    reason: str = Field(description="CamelCase reason.")
+    message: str = Field("", description="Human-readable details.")
+    last_transition_time: str = Field(description="When the status last changed (RFC 3339).")
+    observed_generation: int | None = Field(None, description="Generation this was computed for.")
+
+
+class HistoryEntry(StatusModel):
+    """One finished rollout."""
+
+    revision: str = Field(description="Revision hash.")
+    uri: str = Field(description="Model URI.")
+    version: str | None = Field(None, description="Model version label.")
+    outcome: Outcome = Field(description="Promoted, RolledBack, Aborted or Failed.")
+    at: str = Field(description="When it finished (RFC 3339).")
+    reason: str = Field("", description="Why.")
+
+
+class ModelDeploymentStatus(StatusModel):
+    """Observed state, written by Weir only."""
+
+    phase: Phase = Field(
+        "Pending",
+        description="Pending, Progressing, Paused, Healthy, RolledBack, Failed or Degraded.",
+    )
+    observed_generation: int | None = Field(
+        None, description="The spec generation this status describes."
+    )
+    model_name: str | None = Field(None, description="Served model name.")
+    url: str | None = Field(
+        None, description="In-cluster URL of the Open Inference Protocol endpoint."
+    )
+    stable: RevisionRef | None = Field(None, description="The revision serving most traffic.")
+    canary: CanaryStatus | None = Field(None, description="The revision being rolled out, if any.")
+    last_analysis: AnalysisResult | None = Field(
+        None, description="The last analysis of the canary."
+    )
+    replicas: int = Field(0, ge=0, description="Servers (scale subresource).")
+    ready_replicas: int = Field(0, ge=0, description="Ready servers.")
+    ready_text: str | None = Field(None, description="ready/desired, for kubectl get.")
+    selector: str | None = Field(
+        None, description="Label selector of the servers (scale subresource)."
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list, max_length=16, description="Conditions."
+    )
+    history: list[HistoryEntry] = Field(
+        default_factory=list,
+        max_length=HISTORY_LIMIT,
+        description="Finished rollouts, newest first.",
+    )

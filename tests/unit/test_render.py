@@ -1,0 +1,290 @@
+"""Rendering a ModelDeployment's children: pure, labelled as DESIGN.md says, owned by the
+ModelDeployment, restricted pod security, and valid for Kubernetes' own OpenAPI schemas."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.support.crdschema import validate_custom_resource
+from weir_operator.render import (
+    REVISION_LABEL,
+    TRACK_LABEL,
+    render_children,
+    render_deployment,
+    revision_of,
+)
+from weir_operator.spec import ModelDeployment, parse_model_deployment
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
+KUBERNETES_VERSIONS = ["1.30.0", kubernetes_validate.latest_version()]
+GATEWAY_API = "sigs.k8s.io/gateway-api@v1.2.1"
+
+
+@cache
+def httproute_crd() -> dict[str, Any] | None:
+    """Gateway API's own HTTPRoute CRD, from its Go module (the module proxy is reachable)."""
+    go = shutil.which("go")
+    if go is None:
+        return None
+    result = subprocess.run(
+        [go, "mod", "download", "-json", GATEWAY_API], capture_output=True, text=True, timeout=300
+    )
+    if result.returncode != 0:
+        raise AssertionError(
+            f"go mod download {GATEWAY_API} failed: {result.stdout}{result.stderr}"
+        )
+    folder = Path(json.loads(result.stdout)["Dir"])
+    text = (folder / "config/crd/standard/gateway.networking.k8s.io_httproutes.yaml").read_text()
+    crd = yaml.safe_load(text)
+    crd["spec"]["versions"] = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
+    return crd
+
+
+def with_identity(
+    document: dict[str, Any], uid: str = "0b5c8e2a-6a43-4a43-9d1b-3a1d2f3c4b5e"
+) -> dict[str, Any]:
+    return {**document, "metadata": {"namespace": "default", **document["metadata"], "uid": uid}}
+
+
+def assert_valid(manifest: dict[str, Any]) -> None:
+    if manifest["kind"] == "HTTPRoute":
+        crd = httproute_crd()
+        if crd is None:
+            pytest.skip("no `go` to fetch the Gateway API CRD with")
+        problems = validate_custom_resource(manifest, crd)
+        assert problems == [], problems
+        return
+    for version in KUBERNETES_VERSIONS:
+        kubernetes_validate.validate(manifest, version, strict=True)
+
+
+def example(name: str) -> ModelDeployment:
+    return parse_model_deployment(
+        with_identity(yaml.safe_load((ROOT / "examples" / name).read_text()))
+    )
+
+
+class TestRevision:
+    def test_the_revision_changes_with_the_model_and_the_server_only(self) -> None:
+        md = example("iris.yaml")
+        base = revision_of(md.spec)
+        assert len(base) == 16
+        for change in (
+            {"model": {**md.spec.model.to_manifest(), "version": "8"}},
+            {"server": {"workers": 3}},
+        ):
+            changed = parse_model_deployment(
+                with_identity(
+                    {
+                        **yaml.safe_load((ROOT / "examples/iris.yaml").read_text()),
+                        "spec": {**md.spec.to_manifest(), **change},
+                    }
+                )
+            )
+            assert revision_of(changed.spec) != base
+        scaled = parse_model_deployment(
+            with_identity(
+                {
+                    **yaml.safe_load((ROOT / "examples/iris.yaml").read_text()),
+                    "spec": {
+                        **md.spec.to_manifest(),
+                        "replicas": 7,
+                        "rollout": {"steps": [{"setWeight": 30}]},
+                    },
+                }
+            )
+        )
+        assert revision_of(scaled.spec) == base
+
+
+class TestDeployment:
+    def test_labels_selector_and_owner(self) -> None:
+        md = example("iris.yaml")
+        deployment = render_deployment(md, "abcdef0123456789", "canary", 2)
+        assert deployment["metadata"]["name"] == "iris-abcdef0123"
+        assert deployment["metadata"]["labels"][TRACK_LABEL] == "canary"
+        template_labels = deployment["spec"]["template"]["metadata"]["labels"]
+        assert template_labels == {
+            "app.kubernetes.io/name": "weir-server",
+            "app.kubernetes.io/instance": "iris",
+            "app.kubernetes.io/managed-by": "weir",
+            REVISION_LABEL: "abcdef0123456789",
+        }
+        assert TRACK_LABEL not in template_labels, "a role change must never restart pods"
+        assert deployment["spec"]["selector"]["matchLabels"].items() <= template_labels.items()
+        (owner,) = deployment["metadata"]["ownerReferences"]
+        assert owner["kind"] == "ModelDeployment"
+        assert owner["uid"] == md.metadata.uid
+        assert owner["controller"] is True
+
+    def test_changing_the_role_leaves_the_pod_template_alone(self) -> None:
+        md = example("iris.yaml")
+        as_canary = render_deployment(md, "abcdef0123456789", "canary", 2)
+        as_stable = render_deployment(md, "abcdef0123456789", "stable", 2)
+        assert as_canary["spec"]["template"] == as_stable["spec"]["template"]
+
+    def test_restricted_pod_security(self) -> None:
+        pod = render_deployment(example("iris.yaml"), "r" * 16, "stable", 1)["spec"]["template"][
+            "spec"
+        ]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        for container in pod["containers"] + pod["initContainers"]:
+            context = container["securityContext"]
+            assert context["allowPrivilegeEscalation"] is False
+            assert context["readOnlyRootFilesystem"] is True
+            assert context["capabilities"] == {"drop": ["ALL"]}
+
+    def test_the_init_container_fetches_and_checks_the_model(self) -> None:
+        md = example("iris.yaml")
+        pod = render_deployment(md, "r" * 16, "stable", 1)["spec"]["template"]["spec"]
+        (init,) = pod["initContainers"]
+        assert init["args"][:3] == ["fetch-model", "--uri", md.spec.model.uri]
+        assert init["args"][init["args"].index("--sha256") + 1] == md.spec.model.sha256
+        (server,) = pod["containers"]
+        assert server["args"][:2] == ["serve", "/models/model.onnx"]
+        assert {"name": "WEIR_REVISION", "value": "r" * 16} in server["env"]
+        assert server["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+        assert server["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+        assert server["lifecycle"]["preStop"] == {"sleep": {"seconds": 5}}
+        assert pod["terminationGracePeriodSeconds"] > 5 + 30
+
+    def test_a_pvc_model_is_mounted_read_only_and_read_as_a_file(self) -> None:
+        pod = render_deployment(example("iris-autoscaling.yaml"), "r" * 16, "stable", None)["spec"][
+            "template"
+        ]["spec"]
+        assert {
+            "name": "model-source",
+            "persistentVolumeClaim": {"claimName": "models", "readOnly": True},
+        } in pod["volumes"]
+        assert pod["initContainers"][0]["args"][2] == "file:///source/iris/iris-7.onnx"
+
+
+class TestChildren:
+    def test_cpu_autoscaling_renders_an_hpa_per_track_and_leaves_replicas_to_it(self) -> None:
+        md = example("iris-autoscaling.yaml")
+        children = render_children(md, "s" * 16, None, canary="c" * 16, canary_replicas=None)
+        hpas = [c for c in children if c["kind"] == "HorizontalPodAutoscaler"]
+        assert [h["spec"]["scaleTargetRef"]["name"] for h in hpas] == [
+            "iris-autoscaled-ssssssssss",
+            "iris-autoscaled-cccccccccc",
+        ]
+        assert all("replicas" not in c["spec"] for c in children if c["kind"] == "Deployment")
+        assert hpas[0]["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"] == 70
+
+    def test_gateway_api_routes_by_weight_and_services_select_one_revision_each(self) -> None:
+        md = example("iris-gateway.yaml")
+        children = render_children(
+            md, "s" * 16, 3, canary="c" * 16, canary_replicas=1, canary_weight=25
+        )
+        (route,) = [c for c in children if c["kind"] == "HTTPRoute"]
+        assert route["spec"]["rules"][0]["backendRefs"] == [
+            {"name": "fraud-stable", "port": 80, "weight": 75},
+            {"name": "fraud-canary", "port": 80, "weight": 25},
+        ]
+        services = {
+            c["metadata"]["name"]: c["spec"]["selector"] for c in children if c["kind"] == "Service"
+        }
+        assert REVISION_LABEL not in services["fraud"]
+        assert services["fraud-stable"][REVISION_LABEL] == "s" * 16
+        assert services["fraud-canary"][REVISION_LABEL] == "c" * 16
+
+    @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+    def test_every_child_of_every_example_is_valid_for_kubernetes(self, path: Path) -> None:
+        md = parse_model_deployment(with_identity(yaml.safe_load(path.read_text())))
+        for canary in (None, "c" * 16):
+            for child in render_children(
+                md, revision_of(md.spec), 2, canary=canary, canary_replicas=1, canary_weight=10
+            ):
+                assert_valid(child)
+                assert child["metadata"]["ownerReferences"][0]["name"] == md.name
+
+
+uris = st.sampled_from(
+    [
+        "https://models.example.com/a/b.onnx",
+        "http://10.0.0.1:8000/m.onnx",
+        "s3://bucket-1/path/m.onnx",
+        "pvc://claim-a/dir/m.onnx",
+        "file:///models/m.onnx",
+    ]
+)
+steps = st.lists(st.integers(0, 100), max_size=5).map(
+    lambda ws: [s for w in sorted(ws) for s in ({"setWeight": w}, {"pause": {"duration": "10s"}})]
+)
+
+
+@st.composite
+def model_deployments(draw: st.DrawFn) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "model": {"uri": draw(uris)},
+        "replicas": draw(st.integers(0, 20)),
+        "server": {
+            "workers": draw(st.integers(1, 4)),
+            "batching": {
+                "maxBatchSize": draw(st.integers(0, 64)),
+                "maxBatchDelayMs": draw(st.floats(0, 50)),
+            },
+            "env": [{"name": f"VAR_{i}", "value": str(i)} for i in range(draw(st.integers(0, 3)))],
+        },
+        "rollout": {"steps": draw(steps)},
+    }
+    if draw(st.booleans()):
+        spec["model"]["sha256"] = "ab" * 32
+    if draw(st.booleans()):
+        spec["model"]["version"] = str(draw(st.integers(1, 999)))
+    if draw(st.booleans()):
+        low = draw(st.integers(1, 10))
+        spec["autoscaling"] = {
+            "minReplicas": low,
+            "maxReplicas": draw(st.integers(low, 50)),
+            "metric": draw(st.sampled_from(["cpu", "concurrency", "rps"])),
+            "target": draw(st.integers(1, 100)),
+        }
+    if draw(st.booleans()):
+        spec["traffic"] = {
+            "router": "gateway-api",
+            "gateway": {"parentRefs": [{"name": "gw"}], "hostnames": ["a.example.com"]},
+        }
+    name = draw(st.from_regex(r"[a-z][a-z0-9-]{0,20}[a-z0-9]", fullmatch=True))
+    return with_identity(
+        {
+            "apiVersion": "serving.weir.dev/v1alpha1",
+            "kind": "ModelDeployment",
+            "metadata": {"name": name},
+            "spec": spec,
+        }
+    )
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(model_deployments(), st.integers(0, 100), st.booleans())
+def test_generated_specs_render_children_kubernetes_accepts(
+    document: dict[str, Any], weight: int, with_canary: bool
+) -> None:
+    md = parse_model_deployment(document)
+    replicas = (
+        None if md.spec.autoscaling and md.spec.autoscaling.metric == "cpu" else md.spec.replicas
+    )
+    canary = "c" * 16 if with_canary else None
+    for child in render_children(
+        md,
+        revision_of(md.spec),
+        replicas,
+        canary=canary,
+        canary_replicas=replicas,
+        canary_weight=weight,
+    ):
+        assert_valid(child)
