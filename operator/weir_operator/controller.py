@@ -1,0 +1,168 @@
+"""The kopf operator: thin handlers that observe, call the pure `reconcile`, and apply the plan.
+
+`create_registry()` builds a fresh kopf registry (nothing is registered at import time). Children
+are watched through kopf indexes (in-memory, from watch streams), so a reconcile reads no list
+from the API; it runs on create, update and resume of a ModelDeployment and on a timer, which is
+what makes it level-based: whatever happened meanwhile, the next tick converges."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+from kubernetes.client.exceptions import ApiException
+
+from weir_operator.kube import Kube, is_transient
+from weir_operator.metrics import OperatorMetrics
+from weir_operator.observe import observe, owner_key
+from weir_operator.reconcile import reconcile, status_patch
+from weir_operator.render import MANAGED_BY_LABEL, RenderSettings
+from weir_operator.spec import GROUP, PLURAL, VERSION, SpecError, parse_model_deployment
+from weir_operator.status import Condition, ModelDeploymentStatus
+
+log = logging.getLogger("weir.operator")
+WEIR = {MANAGED_BY_LABEL: "weir"}
+
+
+@dataclass
+class OperatorContext:
+    """What every handler needs; kept in kopf's `memo`."""
+
+    kube: Kube
+    metrics: OperatorMetrics
+    render: RenderSettings = field(default_factory=RenderSettings)
+    exact_namespaces: bool = False
+
+
+def _dump(status: ModelDeploymentStatus) -> dict[str, Any]:
+    return status.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+def reconcile_object(
+    body: kopf.Body, patch: kopf.Patch, memo: Any, indexes: dict[str, kopf.Index[Any, Any]]
+) -> None:
+    """Observe, decide, apply; shared by every ModelDeployment handler."""
+    context: OperatorContext = memo.context
+    namespace, name = body.metadata.namespace or "default", body.metadata.name or ""
+    old_raw = dict(body.get("status") or {})
+    old = ModelDeploymentStatus.model_validate(old_raw)
+    started = time.perf_counter()
+    try:
+        md = parse_model_deployment(dict(body))
+    except SpecError as error:
+        invalid = old.model_copy(
+            update={
+                "phase": "Failed",
+                "observed_generation": body.metadata.get("generation"),
+                "conditions": [_invalid_spec_condition(old, error)],
+            }
+        )
+        patch.status.update(status_patch(old_raw, _dump(invalid)))
+        return
+    key = (namespace, name)
+    observed = observe(
+        indexes["deployments"].get(key, []),
+        indexes["pods"].get(key, []),
+        indexes["others"].get(key, []),
+    )
+    plan = reconcile(md, old, observed, datetime.now(UTC), context.render)
+    try:
+        for child in plan.apply:
+            context.kube.apply(child)
+        for kind, child_name in plan.delete:
+            context.kube.delete(kind, namespace, child_name)
+    except ApiException as error:
+        context.metrics.reconcile_errors.labels(f"api{error.status}").inc()
+        if is_transient(error):
+            raise kopf.TemporaryError(
+                f"API answered {error.status}: {error.reason}; retrying", delay=2
+            ) from None
+        raise kopf.PermanentError(f"API answered {error.status}: {error.reason}") from None
+    for event in plan.events:
+        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+    patch.status.update(status_patch(old_raw, _dump(plan.status)))
+    context.metrics.record(namespace, name, old, plan.status)
+    context.metrics.reconcile_seconds.observe(time.perf_counter() - started)
+
+
+def _invalid_spec_condition(old: ModelDeploymentStatus, error: SpecError) -> Condition:
+    now = datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    return Condition(
+        type="Ready",
+        status="False",
+        reason="InvalidSpec",
+        message="; ".join(error.problems),
+        last_transition_time=now,
+    )
+
+
+def create_registry(interval: float = 5.0) -> kopf.OperatorRegistry:
+    registry = kopf.OperatorRegistry()
+    resource: dict[str, Any] = {
+        "group": GROUP,
+        "version": VERSION,
+        "plural": PLURAL,
+        "registry": registry,
+    }
+
+    @kopf.on.startup(registry=registry)
+    def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
+        # kopf keeps its progress in annotations: the status schema is Weir's own, and fields
+        # it does not declare would be pruned by the API server.
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+            prefix=GROUP, key="last-handled-configuration"
+        )
+        settings.posting.level = logging.WARNING  # events are posted on purpose, not from logs
+        settings.networking.error_backoffs = [1, 2, 5, 10, 20]
+        settings.batching.error_delays = [1, 2, 5, 10, 20]
+        settings.execution.max_workers = 16
+        if memo.context.exact_namespaces:
+            settings.scanning.disabled = True
+
+    @kopf.index("apps", "v1", "deployments", labels=WEIR, registry=registry)
+    def deployments(body: kopf.Body, **_: Any) -> dict[Any, Any]:
+        key = owner_key(body)
+        return {key: dict(body)} if key else {}
+
+    @kopf.index("v1", "pods", labels=WEIR, registry=registry)
+    def pods(body: kopf.Body, **_: Any) -> dict[Any, Any]:
+        key = owner_key(body)
+        return (
+            {key: {"metadata": dict(body.metadata), "status": dict(body.get("status") or {})}}
+            if key
+            else {}
+        )
+
+    @kopf.index("autoscaling", "v2", "horizontalpodautoscalers", labels=WEIR, registry=registry)
+    def others(body: kopf.Body, **_: Any) -> dict[Any, Any]:
+        key = owner_key(body)
+        return (
+            {key: {"kind": "HorizontalPodAutoscaler", "metadata": {"name": body.metadata.name}}}
+            if key
+            else {}
+        )
+
+    def handle(body: kopf.Body, patch: kopf.Patch, memo: Any, **kwargs: Any) -> None:
+        reconcile_object(
+            body, patch, memo, {n: kwargs[n] for n in ("deployments", "pods", "others")}
+        )
+
+    kopf.on.create(**resource)(handle)
+    kopf.on.update(**resource)(handle)
+    kopf.on.resume(**resource)(handle)
+
+    @kopf.timer(**resource, interval=interval, initial_delay=1.0)
+    def converge(body: kopf.Body, patch: kopf.Patch, memo: Any, **kwargs: Any) -> None:
+        handle(body, patch, memo, **kwargs)
+
+    @kopf.on.delete(**resource, optional=True)
+    def forget(namespace: str | None, name: str | None, memo: Any, **_: Any) -> None:
+        # Children go with their ownerReferences (the garbage collector); metrics go here.
+        memo.context.metrics.forget(namespace or "default", name or "")
+
+    return registry

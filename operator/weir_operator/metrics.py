@@ -1,0 +1,75 @@
+"""The operator's Prometheus metrics (`weir_rollout_*`, `weir_rollouts_total`, reconcile health)."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import get_args
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from weir_operator.status import ModelDeploymentStatus, Phase
+
+PHASES = get_args(Phase)
+
+
+class OperatorMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        labels = ("namespace", "name")
+        self.phase = Gauge(
+            "weir_rollout_phase",
+            "1 for the phase each ModelDeployment is in, 0 for the others.",
+            (*labels, "phase"),
+            registry=self.registry,
+        )
+        self.canary_weight = Gauge(
+            "weir_rollout_canary_weight",
+            "Percent of traffic on the canary (0 without one).",
+            labels,
+            registry=self.registry,
+        )
+        self.analysis = Counter(
+            "weir_rollout_analysis",
+            "Canary analyses, by verdict.",
+            (*labels, "verdict"),
+            registry=self.registry,
+        )
+        self.rollouts = Counter(
+            "weir_rollouts",
+            "Finished rollouts, by outcome.",
+            (*labels, "outcome"),
+            registry=self.registry,
+        )
+        self.reconcile_errors = Counter(
+            "weir_reconcile_errors",
+            "Reconciles that failed (and will be retried), by reason.",
+            ("reason",),
+            registry=self.registry,
+        )
+        self.reconcile_seconds = Histogram(
+            "weir_reconcile_duration_seconds",
+            "Time one reconcile takes, API calls included.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=self.registry,
+        )
+
+    def record(
+        self, namespace: str, name: str, old: ModelDeploymentStatus, new: ModelDeploymentStatus
+    ) -> None:
+        for phase in PHASES:
+            self.phase.labels(namespace, name, phase).set(1 if new.phase == phase else 0)
+        self.canary_weight.labels(namespace, name).set(new.canary.weight if new.canary else 0)
+        seen = {(h.revision, h.at, h.outcome) for h in old.history}
+        for entry in new.history:
+            if (entry.revision, entry.at, entry.outcome) not in seen:
+                self.rollouts.labels(namespace, name, entry.outcome).inc()
+
+    def forget(self, namespace: str, name: str) -> None:
+        """Drop the series of a deleted ModelDeployment."""
+        series: list[tuple[Gauge, tuple[str, ...]]] = [
+            (self.phase, (namespace, name, p)) for p in PHASES
+        ]
+        series.append((self.canary_weight, (namespace, name)))
+        for gauge, values in series:
+            with contextlib.suppress(KeyError):
+                gauge.remove(*values)

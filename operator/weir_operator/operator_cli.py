@@ -1,0 +1,80 @@
+"""`weir operator`: run the kopf operator (standard kubeconfig discovery)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def add_operator_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "operator",
+        help="run the Kubernetes operator (in-cluster, KUBECONFIG or ~/.kube/config)",
+        description="Reconcile ModelDeployments into inference servers.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--namespace",
+        "-n",
+        action="append",
+        default=[],
+        help="watch only this namespace (repeatable); default: all namespaces",
+    )
+    parser.add_argument(
+        "--server-image", default="weir:0.1.0", help="image of the inference servers"
+    )
+    parser.add_argument(
+        "--metrics-port", type=int, default=9090, help="Prometheus /metrics port; 0 = off"
+    )
+    parser.add_argument(
+        "--liveness-port", type=int, default=8081, help="kopf's /healthz port; 0 = off"
+    )
+    parser.add_argument(
+        "--interval", type=float, default=5.0, help="seconds between convergence checks"
+    )
+    parser.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
+    parser.set_defaults(handler=run_operator)
+
+
+def run_operator(args: argparse.Namespace) -> int:
+    import kopf
+    import kubernetes
+    from prometheus_client import start_http_server
+
+    from weir_operator.controller import OperatorContext, create_registry
+    from weir_operator.kube import Kube
+    from weir_operator.metrics import OperatorMetrics
+    from weir_operator.render import RenderSettings
+    from weir_server.accesslog import configure_logging
+
+    configure_logging(args.log_level)
+    try:
+        kubernetes.config.load_config()  # type: ignore[no-untyped-call]
+    except kubernetes.config.ConfigException as error:
+        print(f"weir operator: error: no Kubernetes cluster to talk to: {error}", file=sys.stderr)
+        return 1
+    metrics = OperatorMetrics()
+    if args.metrics_port:
+        start_http_server(args.metrics_port, registry=metrics.registry)
+    context = OperatorContext(
+        kube=Kube(),
+        metrics=metrics,
+        render=RenderSettings(server_image=args.server_image),
+        exact_namespaces=bool(args.namespace) and not any("*" in n for n in args.namespace),
+    )
+    registry = create_registry(interval=args.interval)
+    liveness = f"http://0.0.0.0:{args.liveness_port}/healthz" if args.liveness_port else None
+    logging.getLogger("weir.operator").info(
+        "watching %s", ", ".join(args.namespace) if args.namespace else "all namespaces"
+    )
+    kopf.run(
+        registry=registry,
+        clusterwide=not args.namespace,
+        namespaces=args.namespace,
+        liveness_endpoint=liveness,
+        memo=kopf.Memo(context=context),
+    )
+    return 0
