@@ -40,8 +40,8 @@ demo: setup models
 	$(PY) examples/demo.py
 
 lint: setup
-	$(VENV)/bin/ruff check operator server tests bench examples
-	$(VENV)/bin/ruff format --check operator server tests bench examples
+	$(VENV)/bin/ruff check operator server tests bench examples hack
+	$(VENV)/bin/ruff format --check operator server tests bench examples hack
 	$(VENV)/bin/mypy
 
 bench: setup models
@@ -51,6 +51,7 @@ bench: setup models
 # tests fail when the checked-in files are stale.
 generate: setup
 	$(PY) -m weir_operator.crd > crds/modeldeployment.yaml
+	cp crds/modeldeployment.yaml charts/weir/crds/modeldeployment.yaml
 	$(PY) -m weir_operator.apidocs > docs/api.md
 
 image:

@@ -109,6 +109,11 @@ def create_registry(interval: float = 5.0) -> kopf.OperatorRegistry:
         "registry": registry,
     }
 
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        # The same credentials as the `kubernetes` client (in-cluster, KUBECONFIG, ~/.kube/config).
+        return kopf.login_via_client(**kwargs)
+
     @kopf.on.startup(registry=registry)
     def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
         # kopf keeps its progress in annotations: the status schema is Weir's own, and fields
@@ -124,12 +129,12 @@ def create_registry(interval: float = 5.0) -> kopf.OperatorRegistry:
         if memo.context.exact_namespaces:
             settings.scanning.disabled = True
 
-    @kopf.index("apps", "v1", "deployments", labels=WEIR, registry=registry)
+    @kopf.index("apps", "v1", "deployments", id="deployments", labels=WEIR, registry=registry)
     def deployments(body: kopf.Body, **_: Any) -> dict[Any, Any]:
         key = owner_key(body)
         return {key: dict(body)} if key else {}
 
-    @kopf.index("v1", "pods", labels=WEIR, registry=registry)
+    @kopf.index("v1", "pods", id="pods", labels=WEIR, registry=registry)
     def pods(body: kopf.Body, **_: Any) -> dict[Any, Any]:
         key = owner_key(body)
         return (
@@ -138,7 +143,9 @@ def create_registry(interval: float = 5.0) -> kopf.OperatorRegistry:
             else {}
         )
 
-    @kopf.index("autoscaling", "v2", "horizontalpodautoscalers", labels=WEIR, registry=registry)
+    @kopf.index(
+        "autoscaling", "v2", "horizontalpodautoscalers", id="others", labels=WEIR, registry=registry
+    )
     def others(body: kopf.Body, **_: Any) -> dict[Any, Any]:
         key = owner_key(body)
         return (
@@ -152,15 +159,15 @@ def create_registry(interval: float = 5.0) -> kopf.OperatorRegistry:
             body, patch, memo, {n: kwargs[n] for n in ("deployments", "pods", "others")}
         )
 
-    kopf.on.create(**resource)(handle)
-    kopf.on.update(**resource)(handle)
-    kopf.on.resume(**resource)(handle)
+    kopf.on.create(**resource, id="reconcile-on-create", backoff=2)(handle)
+    kopf.on.update(**resource, id="reconcile-on-update", backoff=2)(handle)
+    kopf.on.resume(**resource, id="reconcile-on-resume", backoff=2)(handle)
 
-    @kopf.timer(**resource, interval=interval, initial_delay=1.0)
+    @kopf.timer(**resource, id="converge", interval=interval, initial_delay=1.0, backoff=2)
     def converge(body: kopf.Body, patch: kopf.Patch, memo: Any, **kwargs: Any) -> None:
         handle(body, patch, memo, **kwargs)
 
-    @kopf.on.delete(**resource, optional=True)
+    @kopf.on.delete(**resource, id="forget", optional=True)
     def forget(namespace: str | None, name: str | None, memo: Any, **_: Any) -> None:
         # Children go with their ownerReferences (the garbage collector); metrics go here.
         memo.context.metrics.forget(namespace or "default", name or "")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import random
 import sys
 
 
@@ -72,6 +73,9 @@ def run_operator(args: argparse.Namespace) -> int:
     )
     kopf.run(
         registry=registry,
+        # Replicas of equal priority would all pause when peering is on; a random priority lets
+        # one lead while the others stand by (a tie only delays the choice to the next check).
+        priority=random.randint(1, 2**31 - 1),
         clusterwide=not args.namespace,
         namespaces=args.namespace,
         liveness_endpoint=liveness,
