@@ -42,7 +42,7 @@ KUBERNETES_FUNCTIONS: dict[str, Any] = {"isSorted": _is_sorted}
 
 
 @cache
-def _program(rule: str) -> Any:
+def compiled(rule: str) -> Any:
     environment = celpy.Environment()
     return environment.program(environment.compile(rule), functions=KUBERNETES_FUNCTIONS)
 
@@ -50,7 +50,7 @@ def _program(rule: str) -> Any:
 def holds(rule: CelRule, value: dict[str, Any]) -> bool:
     """Evaluate `rule` with `self` bound to `value` (the object as the API server sees it)."""
     try:
-        result = _program(rule.rule).evaluate({"self": json_to_cel(value)})
+        result = compiled(rule.rule).evaluate({"self": json_to_cel(value)})
     except CELEvalError:
         return False  # an evaluation error rejects the object, as on the API server
     return bool(result)

@@ -21,11 +21,25 @@ from weir_operator.metrics import OperatorMetrics
 from weir_operator.observe import observe, owner_key
 from weir_operator.reconcile import reconcile, status_patch
 from weir_operator.render import MANAGED_BY_LABEL, RenderSettings
-from weir_operator.spec import GROUP, PLURAL, VERSION, SpecError, parse_model_deployment
+from weir_operator.spec import (
+    GROUP,
+    PLURAL,
+    VERSION,
+    SpecError,
+    parse_model_deployment,
+    warm_up_cel_rules,
+)
 from weir_operator.status import Condition, ModelDeploymentStatus
 
 log = logging.getLogger("weir.operator")
 WEIR = {MANAGED_BY_LABEL: "weir"}
+# Children kept in kopf indexes (watch caches): kind -> ("group/version", plural).
+CACHED_CHILDREN = {
+    "Deployment": ("apps/v1", "deployments"),
+    "Service": ("v1", "services"),
+    "PodDisruptionBudget": ("policy/v1", "poddisruptionbudgets"),
+    "HorizontalPodAutoscaler": ("autoscaling/v2", "horizontalpodautoscalers"),
+}
 
 
 @dataclass
@@ -64,15 +78,22 @@ def reconcile_object(
         patch.status.update(status_patch(old_raw, _dump(invalid)))
         return
     key = (namespace, name)
+    cache = {
+        (kind, child["metadata"]["name"]): child
+        for kind, (_, plural) in CACHED_CHILDREN.items()
+        for child in indexes[plural].get(key, [])
+    }
     observed = observe(
         indexes["deployments"].get(key, []),
         indexes["pods"].get(key, []),
-        indexes["others"].get(key, []),
+        indexes["horizontalpodautoscalers"].get(key, []),
     )
     plan = reconcile(md, old, observed, datetime.now(UTC), context.render)
     try:
         for child in plan.apply:
-            context.kube.apply(child)
+            cached = child["kind"] in CACHED_CHILDREN
+            found = cache.get((child["kind"], child["metadata"]["name"]))
+            context.kube.apply(child, found, trust_cache=cached)
         for kind, child_name in plan.delete:
             context.kube.delete(kind, namespace, child_name)
     except ApiException as error:
@@ -83,6 +104,7 @@ def reconcile_object(
             ) from None
         raise kopf.PermanentError(f"API answered {error.status}: {error.reason}") from None
     for event in plan.events:
+        log.info("%s/%s: %s: %s", namespace, name, event.reason, event.message)
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
     patch.status.update(status_patch(old_raw, _dump(plan.status)))
     context.metrics.record(namespace, name, old, plan.status)
@@ -128,36 +150,28 @@ def create_registry(interval: float = 5.0) -> kopf.OperatorRegistry:
         settings.execution.max_workers = 16
         if memo.context.exact_namespaces:
             settings.scanning.disabled = True
+        warm_up_cel_rules()
 
-    @kopf.index("apps", "v1", "deployments", id="deployments", labels=WEIR, registry=registry)
-    def deployments(body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    def index_child(body: kopf.Body, **_: Any) -> dict[Any, Any]:
         key = owner_key(body)
         return {key: dict(body)} if key else {}
+
+    for group_version, plural in CACHED_CHILDREN.values():
+        group, _, version = group_version.rpartition("/")
+        kopf.index(
+            group=group, version=version, plural=plural, id=plural, labels=WEIR, registry=registry
+        )(index_child)
 
     @kopf.index("v1", "pods", id="pods", labels=WEIR, registry=registry)
     def pods(body: kopf.Body, **_: Any) -> dict[Any, Any]:
         key = owner_key(body)
-        return (
-            {key: {"metadata": dict(body.metadata), "status": dict(body.get("status") or {})}}
-            if key
-            else {}
-        )
-
-    @kopf.index(
-        "autoscaling", "v2", "horizontalpodautoscalers", id="others", labels=WEIR, registry=registry
-    )
-    def others(body: kopf.Body, **_: Any) -> dict[Any, Any]:
-        key = owner_key(body)
-        return (
-            {key: {"kind": "HorizontalPodAutoscaler", "metadata": {"name": body.metadata.name}}}
-            if key
-            else {}
-        )
+        if not key:
+            return {}
+        return {key: {"metadata": dict(body.metadata), "status": dict(body.get("status") or {})}}
 
     def handle(body: kopf.Body, patch: kopf.Patch, memo: Any, **kwargs: Any) -> None:
-        reconcile_object(
-            body, patch, memo, {n: kwargs[n] for n in ("deployments", "pods", "others")}
-        )
+        names = ("pods", *(plural for _, plural in CACHED_CHILDREN.values()))
+        reconcile_object(body, patch, memo, {n: kwargs[n] for n in names})
 
     kopf.on.create(**resource, id="reconcile-on-create", backoff=2)(handle)
     kopf.on.update(**resource, id="reconcile-on-update", backoff=2)(handle)

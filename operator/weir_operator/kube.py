@@ -147,20 +147,26 @@ class Kube:
             raise
         return True
 
-    def apply(self, manifest: Manifest) -> Literal["created", "patched", "unchanged"]:
-        """Create `manifest`, or merge-patch the live object until it says the same."""
+    def apply(
+        self, manifest: Manifest, cached: Manifest | None = None, *, trust_cache: bool = False
+    ) -> Literal["created", "patched", "unchanged"]:
+        """Create `manifest`, or merge-patch the live object until it says the same.
+
+        With `trust_cache`, `cached` (the object from a watch cache, or None when the cache has
+        none) stands in for a GET, so a converged object costs no API call at all."""
         metadata = manifest["metadata"]
-        existing = self.get(manifest["kind"], metadata["namespace"], metadata["name"])
+        kind, namespace, name = manifest["kind"], metadata["namespace"], metadata["name"]
+        existing = cached if trust_cache else self.get(kind, namespace, name)
         if existing is None:
             try:
                 self.create(manifest)
                 return "created"
             except ApiException as error:
-                if error.status != 409:  # created meanwhile by another reconcile: patch it
+                if error.status != 409:  # it exists after all (a stale cache, a racing reconcile)
                     raise
-                existing = self.get(manifest["kind"], metadata["namespace"], metadata["name"])
+                existing = self.get(kind, namespace, name)
         wanted = {k: v for k, v in manifest.items() if k not in ("apiVersion", "kind")}
         if existing is not None and contains(existing, wanted):
             return "unchanged"
-        self.merge_patch(manifest["kind"], metadata["namespace"], metadata["name"], wanted)
+        self.merge_patch(kind, namespace, name, wanted)
         return "patched"

@@ -83,5 +83,5 @@ def observe(
         )
         children.add(("Deployment", metadata["name"]))
     for other in others:
-        children.add((other["kind"], other["metadata"]["name"]))
+        children.add((other.get("kind", "HorizontalPodAutoscaler"), other["metadata"]["name"]))
     return Observed(revisions=revisions, children=frozenset(children))

@@ -52,6 +52,8 @@ def run_operator(args: argparse.Namespace) -> int:
     from weir_server.accesslog import configure_logging
 
     configure_logging(args.log_level)
+    if args.log_level != "debug":  # kopf logs every timer tick of every object at info
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     try:
         kubernetes.config.load_config()  # type: ignore[no-untyped-call]
     except kubernetes.config.ConfigException as error:

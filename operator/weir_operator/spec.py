@@ -511,3 +511,13 @@ def parse_model_deployment(document: Any, source: str = "") -> ModelDeployment:
         return ModelDeployment.model_validate(document)
     except ValidationError as error:
         raise SpecError(describe_errors(error), source) from None
+
+
+def warm_up_cel_rules() -> None:
+    """Compile every CEL rule now: the first compile is slow, and concurrent reconciles would
+    otherwise all pay for it at once."""
+    from weir_operator.celrules import compiled
+
+    for model in (ModelDeploymentSpec, Autoscaling, Traffic, Step, MetricsProvider, Rollout):
+        for rule in model.cel_rules:
+            compiled(rule.rule)
