@@ -100,6 +100,37 @@ class ServingState:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.executor, model.run, inputs, outputs)
 
+    async def infer(
+        self, body: bytes, header_length: str | None, model_name: str, model_version: str | None
+    ) -> tuple[int, bytes, str, int | None]:
+        """One infer request, start to end: (status, body, content type, binary header length).
+        Shared by the ASGI fast path and the FastAPI route, and never raises."""
+        started = time.perf_counter()
+        metrics = self.metrics
+        metrics.in_flight.inc()
+        status = 200
+        try:
+            self.check_model(model_name, model_version)
+            model = self.check_ready()
+            decoded = decode_request(body, parse_header_length(header_length), model.signature)
+            outputs = await self.run(decoded.inputs, decoded.requested_outputs)
+            encoded = encode_response(
+                self.settings.model_name, self.settings.model_version, decoded, outputs
+            )
+            if encoded.header_length is None:
+                return 200, encoded.body, JSON, None
+            return 200, encoded.body, BINARY, encoded.header_length
+        except ProtocolError as error:
+            status = error.status
+            return status, error_body(error.message), JSON, None
+        except ModelRunError as error:
+            status = 500
+            message = f"model '{self.settings.model_name}' failed on this request: {error}"
+            return 500, error_body(message), JSON, None
+        finally:
+            metrics.observe(status, time.perf_counter() - started)
+            metrics.in_flight.dec()
+
 
 def _prepare(
     settings: ServerSettings, model: LoadedModel | None
@@ -121,7 +152,13 @@ def _prepare(
         load_seconds = model.load_seconds
     warm_started = time.perf_counter()
     per_run = model.warmup(rounds=5)
-    return model, load_seconds + (time.perf_counter() - warm_started), per_run < INLINE_RUN_SECONDS
+    fast = per_run < INLINE_RUN_SECONDS
+    if fast and model.intra_op_threads != 1:
+        # A model this small gains nothing from a thread pool, whose threads would only take
+        # CPU from the event loop; it runs on one thread, on the event loop.
+        model = LoadedModel.load(model.path, intra_op_threads=1)
+        model.warmup(rounds=2)
+    return model, load_seconds + (time.perf_counter() - warm_started), fast
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -144,7 +181,7 @@ def create_app(
     settings: ServerSettings,
     model: LoadedModel | None = None,
     on_fatal: Callable[[str], None] | None = None,
-) -> FastAPI:
+) -> InferenceApp:
     """The server for one model. `model` may be pre-loaded; `on_fatal` runs if loading fails."""
     metrics = ServerMetrics(
         settings.model_name, settings.model_version, settings.revision, settings.track
@@ -191,7 +228,9 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        state.executor = ThreadPoolExecutor(thread_name_prefix="infer")
+        # One model run at a time: ONNX Runtime already uses every core it was given, and
+        # several concurrent runs would only fight over them (and ruin the tail latency).
+        state.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="infer")
         if access_log is not None:
             access_log.start()
         loader = asyncio.get_running_loop().create_task(load_in_background())
@@ -286,34 +325,18 @@ def create_app(
         return _json(200 if state.ready else 503, body)
 
     async def infer(request: Request, model_name: str, model_version: str | None) -> Response:
-        started = time.perf_counter()
-        metrics.in_flight.inc()
-        status = 200
+        # Reached only without the fast path in front (e.g. the app mounted elsewhere).
         try:
-            state.check_model(model_name, model_version)
-            state.check_ready()
             body = await _read_body(request, settings.max_request_bytes)
-            header_length = parse_header_length(request.headers.get(HEADER_LENGTH))
-            assert state.model is not None
-            decoded = decode_request(body, header_length, state.model.signature)
-            outputs = await state.run(decoded.inputs, decoded.requested_outputs)
-            encoded = encode_response(settings.model_name, settings.model_version, decoded, outputs)
-            if encoded.header_length is None:
-                return Response(encoded.body, media_type=JSON)
-            return Response(
-                encoded.body,
-                media_type=BINARY,
-                headers={"Inference-Header-Content-Length": str(encoded.header_length)},
-            )
         except ProtocolError as error:
-            status = error.status
-            return _error(status, error.message)
-        except ModelRunError as error:
-            status = 500
-            return _error(500, f"model '{settings.model_name}' failed on this request: {error}")
-        finally:
-            metrics.observe(status, time.perf_counter() - started)
-            metrics.in_flight.dec()
+            state.metrics.observe(error.status, 0.0)
+            return _error(error.status, error.message)
+        header = request.headers.get(HEADER_LENGTH)
+        status, payload, media_type, length = await state.infer(
+            body, header, model_name, model_version
+        )
+        headers = {"Inference-Header-Content-Length": str(length)} if length is not None else None
+        return Response(payload, status_code=status, media_type=media_type, headers=headers)
 
     infer_docs: dict[str, Any] = {
         "response_model": schemas.InferenceResponse,
@@ -370,9 +393,103 @@ def create_app(
         return Response(body, media_type=content_type)
 
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
-    if access_log is not None:
-        app.add_middleware(AccessLogMiddleware, log=access_log)
-    return app
+    return InferenceApp(app, state, access_log)
+
+
+class InferenceApp:
+    """The ASGI app uvicorn runs: infer requests take a pure-ASGI fast path, everything else
+    (health, metadata, metrics, OpenAPI, errors) goes to FastAPI.
+
+    Measured (bench/server.py, docs/benchmarks.md): FastAPI's routing, dependency resolution
+    and middleware cost more per request than decoding, running and encoding a small model."""
+
+    def __init__(self, fastapi: FastAPI, state: ServingState, access_log: AccessLog | None) -> None:
+        self.fastapi = fastapi
+        self.state = state
+        self.access_log = access_log
+        self._other: Any = AccessLogMiddleware(fastapi, access_log) if access_log else fastapi
+        self._limit = state.settings.max_request_bytes
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            target = _infer_target(scope["path"])
+            if target is not None:
+                await self._infer(scope, receive, send, *target)
+                return
+        await self._other(scope, receive, send)
+
+    async def _infer(
+        self, scope: Any, receive: Any, send: Any, model_name: str, model_version: str | None
+    ) -> None:
+        started = time.perf_counter()
+        declared = header_length = None
+        for key, value in scope["headers"]:
+            if key == b"content-length":
+                declared = value
+            elif key == b"inference-header-content-length":
+                header_length = value.decode("latin-1")
+        body = await _receive_body(receive, declared, self._limit)
+        if isinstance(body, ProtocolError):
+            self.state.metrics.observe(body.status, time.perf_counter() - started)
+            status, payload, media_type, length = body.status, error_body(body.message), JSON, None
+        else:
+            status, payload, media_type, length = await self.state.infer(
+                body, header_length, model_name, model_version
+            )
+        headers = [
+            (b"content-type", media_type.encode()),
+            (b"content-length", str(len(payload)).encode()),
+        ]
+        if length is not None:
+            headers.append((b"inference-header-content-length", str(length).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})
+        if self.access_log is not None:
+            client = scope.get("client")
+            self.access_log.record(
+                (
+                    time.time(),
+                    "POST",
+                    scope["path"],
+                    status,
+                    time.perf_counter() - started,
+                    f"{client[0]}:{client[1]}" if client else "",
+                )
+            )
+
+
+def _infer_target(path: str) -> tuple[str, str | None] | None:
+    """(model, version) of an infer path, or None for any other path."""
+    parts = path.split("/")
+    if parts[-1] != "infer" or parts[1:3] != ["v2", "models"]:
+        return None
+    if len(parts) == 5 and parts[3]:
+        return parts[3], None
+    if len(parts) == 7 and parts[4] == "versions" and parts[3] and parts[5]:
+        return parts[3], parts[5]
+    return None
+
+
+async def _receive_body(receive: Any, declared: bytes | None, limit: int) -> bytes | ProtocolError:
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        return ProtocolError(
+            f"request body of {declared.decode()} bytes is over this server's limit of "
+            f"{limit} bytes",
+            413,
+        )
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return ProtocolError("the client went away", 400)
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return ProtocolError(f"request body is over this server's limit of {limit} bytes", 413)
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:
@@ -399,7 +516,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     return document
 
 
-def create_app_from_env() -> FastAPI:
+def create_app_from_env() -> InferenceApp:
     """Factory for uvicorn worker processes: settings come from WEIR_SERVER_SETTINGS."""
     from weir_server.accesslog import configure_logging
 

@@ -2,8 +2,9 @@
 
 On a model where compute dominates, one ONNX Runtime call on 32 rows costs far less than 32
 calls on one row. Requests are grouped only when their inputs agree on every name, datatype and
-non-batch dimension; a batch waits at most `max_delay` for company, and one request that makes
-a batch fail is found by running the batch's requests one by one, so it fails alone."""
+non-batch dimension; a batch waits at most `max_delay` for company (and not at all while
+requests come one at a time), and one request that makes a batch fail is found by running the
+batch's requests one by one, so it fails alone."""
 
 from __future__ import annotations
 
@@ -97,10 +98,12 @@ class DynamicBatcher:
     async def _collect_forever(self) -> None:
         loop = asyncio.get_running_loop()
         carry: deque[_Pending] = deque()
+        alone = True  # the last batch had one request: the load is light, do not wait
         while True:
             first = carry.popleft() if carry else await self._queue.get()
             batch, rows = [first], first.rows
-            deadline = loop.time() + self._max_delay
+            waiting = not alone or not self._queue.empty() or bool(carry)
+            deadline = loop.time() + (self._max_delay if waiting else 0.0)
             left_over: deque[_Pending] = deque()
             for item in carry:
                 if item.key == first.key and rows + item.rows <= self._max_rows:
@@ -126,6 +129,7 @@ class DynamicBatcher:
                     rows += item.rows
                 else:
                     carry.append(item)
+            alone = len(batch) == 1
             await self._run_batch([item for item in batch if not item.future.done()])
 
     async def _run_batch(self, batch: list[_Pending]) -> None:

@@ -43,7 +43,7 @@ def add_serve_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
     parser.add_argument(
         "--max-batch-delay-ms",
         type=float,
-        default=2.0,
+        default=1.0,
         help="longest a request waits for others to batch with",
     )
     parser.add_argument(

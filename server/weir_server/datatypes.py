@@ -57,11 +57,16 @@ def v2_datatype_of_onnx(onnx_type: str) -> str:
         raise ValueError(f"ONNX type {onnx_type} has no Open Inference Protocol datatype") from None
 
 
+_NUMPY_TO_V2: Final[dict[np.dtype[np.generic], str]] = {
+    dtype: name for name, dtype in V2_TO_NUMPY.items() if name != "BYTES"
+}
+
+
 def v2_datatype_of_numpy(dtype: np.dtype[np.generic]) -> str:
     """The V2 datatype for a numpy array that ONNX Runtime returned."""
     if dtype.kind in ("U", "S", "O"):
         return "BYTES"
-    for name, candidate in V2_TO_NUMPY.items():
-        if candidate == dtype:
-            return name
-    raise ValueError(f"numpy dtype {dtype} has no Open Inference Protocol datatype")
+    try:
+        return _NUMPY_TO_V2[dtype]
+    except KeyError:
+        raise ValueError(f"numpy dtype {dtype} has no Open Inference Protocol datatype") from None

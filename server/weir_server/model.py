@@ -47,6 +47,7 @@ class LoadedModel:
     signature: ModelSignature
     load_seconds: float
     path: Path
+    intra_op_threads: int
 
     @classmethod
     def load(
@@ -82,7 +83,7 @@ class LoadedModel:
             )
         except ValueError as error:
             raise ModelLoadError(f"model file {path}: {error}") from None
-        return cls(session, signature, time.perf_counter() - started, path)
+        return cls(session, signature, time.perf_counter() - started, path, intra_op_threads)
 
     def run(
         self, inputs: dict[str, Array], output_names: list[str] | None = None

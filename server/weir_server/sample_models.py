@@ -108,6 +108,29 @@ def mlp(path: Path, *, width: int = 1024, layers: int = 6, seed: int = 3) -> Pat
     return _save(graph, path)
 
 
+def slow(path: Path, *, width: int = 512, layers: int = 32) -> Path:
+    """Many layers sharing one weight matrix: a small file whose run time grows with the rows
+    sent (`x` FP32 [-1, width] -> `y`), for tests that need a request to stay in flight."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = (np.random.default_rng(5).normal(size=(width, width)) / np.sqrt(width)).astype(
+        np.float32
+    )
+    nodes, current = [], "x"
+    for layer in range(layers):
+        out = "y" if layer == layers - 1 else f"h{layer}"
+        nodes.append(helper.make_node("MatMul", [current, "W"], [out]))
+        current = out
+    graph = helper.make_graph(
+        nodes,
+        "slow",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", width])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", width])],
+        initializer=[numpy_helper.from_array(weight, "W")],
+    )
+    return _save(graph, path)
+
+
 def gather(path: Path) -> Path:
     """Looks up `indices` INT64 [-1] in a table of 10 floats -> `values` FP32 [-1]. An index
     outside 0..9 makes ONNX Runtime raise: a model that fails on some valid-looking requests."""
@@ -129,6 +152,7 @@ BUILDERS: dict[str, Callable[[Path], Path]] = {
     "identity_all_types": identity_all_types,
     "mlp": mlp,
     "gather": gather,
+    "slow": slow,
 }
 
 

@@ -27,7 +27,7 @@ class ServerSettings:
     workers: int = 1
     intra_op_threads: int = 0  # 0 = the pod's CPU limit divided among the workers
     max_batch_size: int = 0  # 0 or 1 = no dynamic batching
-    max_batch_delay_ms: float = 2.0
+    max_batch_delay_ms: float = 1.0
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     access_log: bool = True
     graceful_timeout_seconds: float = 30.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import signal
 import subprocess
 import sys
@@ -11,9 +12,12 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
+import onnxruntime as ort
 import pytest
 
 from tests.support.processes import free_port, running_server, start_server
+from weir_server import sample_models
 from weir_server.app import create_app
 from weir_server.settings import ServerSettings
 
@@ -90,35 +94,54 @@ class TestReadiness:
 
 
 class TestGracefulShutdown:
-    def test_sigterm_finishes_the_in_flight_request_then_exits_0(self, iris_model: Path) -> None:
-        # A lone request waits out the batch delay (1.5 s), so it is in flight when SIGTERM comes.
-        server = start_server(
-            iris_model, "--max-batch-size", "8", "--max-batch-delay-ms", "1500", "--no-access-log"
-        )
+    def test_sigterm_finishes_the_in_flight_request_then_exits_0(self, tmp_path: Path) -> None:
+        model = sample_models.slow(tmp_path / "slow.onnx")
+        # Size one request so that it runs for about 1.5 s on this machine.
+        session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+        probe = np.zeros((64, 512), dtype=np.float32)
+        started = time.perf_counter()
+        session.run(["y"], {"x": probe})
+        rows = max(64, int(64 * 1.5 / (time.perf_counter() - started)))
+        body = np.zeros((rows, 512), dtype=np.float32)
+        header = json.dumps(
+            {
+                "inputs": [
+                    {
+                        "name": "x",
+                        "shape": [rows, 512],
+                        "datatype": "FP32",
+                        "parameters": {"binary_data_size": body.nbytes},
+                    }
+                ],
+                "outputs": [{"name": "y", "parameters": {"binary_data": True}}],
+            }
+        ).encode()
+
+        server = start_server(model, "--no-access-log")
         try:
             server.wait_ready()
             results: list[httpx.Response] = []
-            body = {
-                "inputs": [
-                    {"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}
-                ]
-            }
             request = threading.Thread(
                 target=lambda: results.append(
-                    httpx.post(f"{server.url}/v2/models/iris/infer", json=body, timeout=10)
+                    httpx.post(
+                        f"{server.url}/v2/models/slow/infer",
+                        content=header + body.tobytes(),
+                        headers={"Inference-Header-Content-Length": str(len(header))},
+                        timeout=60,
+                    )
                 )
             )
-            started = time.monotonic()
             request.start()
-            time.sleep(0.5)
+            time.sleep(0.4)
             server.process.send_signal(signal.SIGTERM)
-            time.sleep(0.3)
+            time.sleep(0.2)
             with pytest.raises(httpx.ConnectError):  # no longer accepting
                 httpx.get(f"{server.url}/v2/health/live", timeout=1)
-            request.join(timeout=10)
+            assert request.is_alive(), "the request should still be running when SIGTERM came"
+            request.join(timeout=60)
             assert results, "the in-flight request got no answer"
             assert results[0].status_code == 200
-            assert time.monotonic() - started >= 1.4  # it really waited for the batch
+            assert len(results[0].content) > body.nbytes  # the whole [rows, 512] output
             assert server.process.wait(timeout=15) == 0
         finally:
             server.stop()
