@@ -24,19 +24,35 @@ def md(version: str = "1", replicas: int = 2, **spec: Any) -> ModelDeployment:
             "apiVersion": "serving.weir.dev/v1alpha1",
             "kind": "ModelDeployment",
             "metadata": {"name": "iris", "namespace": "ml", "uid": "u-1", "generation": 3},
-            "spec": {"model": {"uri": f"https://m.example.com/iris-{version}.onnx", "version": version}, "replicas": replicas, **spec},
+            "spec": {
+                "model": {"uri": f"https://m.example.com/iris-{version}.onnx", "version": version},
+                "replicas": replicas,
+                **spec,
+            },
         }
     )
 
 
-def ready(model: ModelDeployment, replicas: int | None = None, revision: str | None = None, **extra: Any) -> RevisionState:
+def ready(
+    model: ModelDeployment, replicas: int | None = None, revision: str | None = None, **extra: Any
+) -> RevisionState:
     revision = revision or revision_of(model.spec)
     count = model.spec.replicas if replicas is None else replicas
-    return RevisionState(revision=revision, name=f"iris-{revision[:10]}", replicas=count, ready_replicas=count, updated_replicas=count, **extra)
+    return RevisionState(
+        revision=revision,
+        name=f"iris-{revision[:10]}",
+        replicas=count,
+        ready_replicas=count,
+        updated_replicas=count,
+        **extra,
+    )
 
 
 def seen(*states: RevisionState) -> Observed:
-    return Observed(revisions={s.revision: s for s in states}, children=frozenset(("Deployment", s.name) for s in states))
+    return Observed(
+        revisions={s.revision: s for s in states},
+        children=frozenset(("Deployment", s.name) for s in states),
+    )
 
 
 def kinds(plan_apply: list[dict[str, Any]]) -> list[tuple[str, str]]:
@@ -48,22 +64,35 @@ class TestFirstRevision:
         model = md()
         plan = reconcile(model, ModelDeploymentStatus(), Observed(), T0)
         revision = revision_of(model.spec)
-        assert plan.status.stable is not None and plan.status.stable.revision == revision
+        assert plan.status.stable is not None
+        assert plan.status.stable.revision == revision
         assert plan.status.canary is None
         assert plan.status.phase == "Pending"
         assert kinds(plan.apply) == [
-            ("Deployment", f"iris-{revision[:10]}"), ("Service", "iris"), ("Service", "iris-stable"),
-            ("Service", "iris-canary"), ("PodDisruptionBudget", "iris"),
+            ("Deployment", f"iris-{revision[:10]}"),
+            ("Service", "iris"),
+            ("Service", "iris-stable"),
+            ("Service", "iris-canary"),
+            ("PodDisruptionBudget", "iris"),
         ]
         assert [e.reason for e in plan.events] == ["Created"]
         assert plan.status.observed_generation == 3
-        assert plan.status.selector == "app.kubernetes.io/name=weir-server,app.kubernetes.io/instance=iris"
+        assert (
+            plan.status.selector
+            == "app.kubernetes.io/name=weir-server,app.kubernetes.io/instance=iris"
+        )
 
     def test_is_healthy_once_every_server_is_ready(self) -> None:
         model = md()
         first = reconcile(model, ModelDeploymentStatus(), Observed(), T0)
         revision = revision_of(model.spec)
-        half = RevisionState(revision=revision, name=f"iris-{revision[:10]}", replicas=2, ready_replicas=1, updated_replicas=2)
+        half = RevisionState(
+            revision=revision,
+            name=f"iris-{revision[:10]}",
+            replicas=2,
+            ready_replicas=1,
+            updated_replicas=2,
+        )
         starting = reconcile(model, first.status, seen(half), T0)
         assert starting.status.phase == "Progressing"
         healthy = reconcile(model, starting.status, seen(ready(model)), T0 + timedelta(seconds=5))
@@ -84,19 +113,23 @@ class TestNewRevision:
         status = reconcile(model, status, seen(ready(model)), T0).status
         return model, status
 
-    def test_starts_a_canary_then_promotes_it_when_ready_and_retires_the_old_after_draining(self) -> None:
+    def test_starts_a_canary_then_promotes_it_when_ready_and_retires_the_old_after_draining(
+        self,
+    ) -> None:
         old_model, status = self.settled()
         new_model = md("2")
         old, new = revision_of(old_model.spec), revision_of(new_model.spec)
         started = reconcile(new_model, status, seen(ready(old_model)), T0)
-        assert started.status.canary is not None and started.status.canary.revision == new
+        assert started.status.canary is not None
+        assert started.status.canary.revision == new
         assert started.status.phase == "Progressing"
         assert ("Deployment", f"iris-{new[:10]}") in kinds(started.apply)
         assert [e.reason for e in started.events] == ["RolloutStarted"]
 
         both = seen(ready(old_model), ready(new_model))
         promoted = reconcile(new_model, started.status, both, T0 + timedelta(seconds=3))
-        assert promoted.status.stable is not None and promoted.status.stable.revision == new
+        assert promoted.status.stable is not None
+        assert promoted.status.stable.revision == new
         assert promoted.status.canary is None
         assert promoted.status.history[0].outcome == "Promoted"
         assert "Promoted" in [e.reason for e in promoted.events]
@@ -104,14 +137,21 @@ class TestNewRevision:
         stable_service = next(c for c in promoted.apply if c["metadata"]["name"] == "iris-stable")
         assert stable_service["spec"]["selector"]["serving.weir.dev/revision"] == new
 
-        later = reconcile(new_model, promoted.status, both, T0 + timedelta(seconds=3 + DRAIN_SECONDS))
+        later = reconcile(
+            new_model, promoted.status, both, T0 + timedelta(seconds=3 + DRAIN_SECONDS)
+        )
         assert later.delete == [("Deployment", f"iris-{old[:10]}")]
 
     def test_a_canary_whose_model_cannot_be_fetched_is_rolled_back(self) -> None:
         old_model, status = self.settled()
         new_model = md("2")
         started = reconcile(new_model, status, seen(ready(old_model)), T0)
-        broken = RevisionState(revision=revision_of(new_model.spec), name="iris-new", replicas=2, problem=("ModelFetchFailed", "sha256 mismatch"))
+        broken = RevisionState(
+            revision=revision_of(new_model.spec),
+            name="iris-new",
+            replicas=2,
+            problem=("ModelFetchFailed", "sha256 mismatch"),
+        )
         rolled = reconcile(new_model, started.status, seen(ready(old_model), broken), T0)
         assert rolled.status.canary is None
         assert rolled.status.stable == status.stable
@@ -147,29 +187,79 @@ def test_cpu_autoscaling_leaves_replicas_to_the_hpa() -> None:
 def test_a_crash_looping_stable_revision_is_reported_with_its_reason() -> None:
     model = md()
     status = reconcile(model, ModelDeploymentStatus(), Observed(), T0).status
-    crashing = RevisionState(revision=revision_of(model.spec), name="x", replicas=2, problem=("CrashLoopBackOff", "model failed to load"))
+    crashing = RevisionState(
+        revision=revision_of(model.spec),
+        name="x",
+        replicas=2,
+        problem=("CrashLoopBackOff", "model failed to load"),
+    )
     plan = reconcile(model, status, seen(crashing), T0)
     assert plan.status.phase == "Failed"
     ready_condition = next(c for c in plan.status.conditions if c.type == "Ready")
-    assert (ready_condition.status, ready_condition.reason, ready_condition.message) == ("False", "CrashLoopBackOff", "model failed to load")
+    assert (ready_condition.status, ready_condition.reason, ready_condition.message) == (
+        "False",
+        "CrashLoopBackOff",
+        "model failed to load",
+    )
 
 
 class TestObserve:
     def test_a_failed_fetch_model_init_container_is_a_model_fetch_failure(self) -> None:
-        pod = {"status": {"initContainerStatuses": [{"name": "fetch-model", "state": {"terminated": {"exitCode": 1, "message": "downloading\nweir fetch-model: error: sha256 mismatch"}}}]}}
+        pod = {
+            "status": {
+                "initContainerStatuses": [
+                    {
+                        "name": "fetch-model",
+                        "state": {
+                            "terminated": {
+                                "exitCode": 1,
+                                "message": "downloading\nweir fetch-model: error: sha256 mismatch",
+                            }
+                        },
+                    }
+                ]
+            }
+        }
         assert pod_problem(pod) == ("ModelFetchFailed", "weir fetch-model: error: sha256 mismatch")
 
     def test_crash_loops_and_image_pull_errors_are_problems_but_starting_is_not(self) -> None:
-        crash = {"status": {"containerStatuses": [{"name": "server", "state": {"waiting": {"reason": "CrashLoopBackOff"}}, "lastState": {"terminated": {"message": "boom"}}}]}}
+        crash = {
+            "status": {
+                "containerStatuses": [
+                    {
+                        "name": "server",
+                        "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                        "lastState": {"terminated": {"message": "boom"}},
+                    }
+                ]
+            }
+        }
         assert pod_problem(crash) == ("CrashLoopBackOff", "boom")
-        starting = {"status": {"containerStatuses": [{"name": "server", "state": {"waiting": {"reason": "ContainerCreating"}}}]}}
+        starting = {
+            "status": {
+                "containerStatuses": [
+                    {"name": "server", "state": {"waiting": {"reason": "ContainerCreating"}}}
+                ]
+            }
+        }
         assert pod_problem(starting) is None
 
     def test_deployments_are_summarised_by_revision(self) -> None:
-        deployment = {"metadata": {"name": "iris-abc", "labels": {"serving.weir.dev/revision": "abc"}}, "spec": {"replicas": 3}, "status": {"readyReplicas": 2, "updatedReplicas": 3}}
-        observed = observe([deployment], [], [{"kind": "HorizontalPodAutoscaler", "metadata": {"name": "iris-abc"}}])
+        deployment = {
+            "metadata": {"name": "iris-abc", "labels": {"serving.weir.dev/revision": "abc"}},
+            "spec": {"replicas": 3},
+            "status": {"readyReplicas": 2, "updatedReplicas": 3},
+        }
+        observed = observe(
+            [deployment],
+            [],
+            [{"kind": "HorizontalPodAutoscaler", "metadata": {"name": "iris-abc"}}],
+        )
         assert observed.revisions["abc"] == RevisionState("abc", "iris-abc", 3, 2, 3)
-        assert observed.children == {("Deployment", "iris-abc"), ("HorizontalPodAutoscaler", "iris-abc")}
+        assert observed.children == {
+            ("Deployment", "iris-abc"),
+            ("HorizontalPodAutoscaler", "iris-abc"),
+        }
 
 
 def test_status_patch_sets_changes_and_nulls_removed_keys() -> None:
@@ -179,23 +269,36 @@ def test_status_patch_sets_changes_and_nulls_removed_keys() -> None:
 
 @settings(max_examples=80, deadline=None)
 @given(
-    st.lists(st.tuples(st.sampled_from(["1", "2", "3"]), st.integers(0, 4), st.integers(0, 4), st.booleans()), min_size=1, max_size=12)
+    st.lists(
+        st.tuples(
+            st.sampled_from(["1", "2", "3"]), st.integers(0, 4), st.integers(0, 4), st.booleans()
+        ),
+        min_size=1,
+        max_size=12,
+    )
 )
-def test_any_sequence_of_specs_and_observations_keeps_a_valid_status(steps: list[tuple[str, int, int, bool]]) -> None:
+def test_any_sequence_of_specs_and_observations_keeps_a_valid_status(
+    steps: list[tuple[str, int, int, bool]],
+) -> None:
     status = ModelDeploymentStatus()
     now = T0
     for version, replicas, ready_count, broken in steps:
         model = md(version, replicas=replicas)
         revision = revision_of(model.spec)
         state = RevisionState(
-            revision=revision, name=f"iris-{revision[:10]}", replicas=replicas,
-            ready_replicas=min(ready_count, replicas), updated_replicas=replicas,
+            revision=revision,
+            name=f"iris-{revision[:10]}",
+            replicas=replicas,
+            ready_replicas=min(ready_count, replicas),
+            updated_replicas=replicas,
             problem=("CrashLoopBackOff", "x") if broken else None,
         )
         plan = reconcile(model, status, seen(state), now)
         ModelDeploymentStatus.model_validate(plan.status.model_dump(by_alias=True))
         assert plan.status.stable is not None
-        assert plan.status.canary is None or plan.status.canary.revision != plan.status.stable.revision
+        assert (
+            plan.status.canary is None or plan.status.canary.revision != plan.status.stable.revision
+        )
         assert plan.status.ready_replicas <= plan.status.replicas + replicas
         names = [(c["kind"], c["metadata"]["name"]) for c in plan.apply]
         assert len(names) == len(set(names)), "each child rendered once"
