@@ -20,7 +20,7 @@ import kubernetes_validate
 import pytest_asyncio
 import yaml
 
-from tests.support.emulator import EmulatorApi, WeirEmulator, eventually
+from tests.support.emulator import EmulatorApi, WeirEmulator, delayed, eventually
 from tests.support.processes import free_port
 from weir_operator.render import revision_of
 from weir_operator.spec import parse_model_deployment
@@ -302,9 +302,28 @@ async def test_api_errors_are_retried_and_the_operator_stays_up(
     name = f"iris-{revision(created)[:10]}"
     await eventually(lambda: emulator_api.get(DEPLOYMENTS, "default", name), within=30)
     await make_ready(emulator_api, name)
-    await eventually(lambda: phase_is(emulator_api, "Healthy"), within=30)
+    await eventually(lambda: phase_is(emulator_api, "Healthy"), within=45)
+    assert len(await emulator_api.list(SERVICES, "default")) == 3
     assert operator.process.poll() is None, "the operator survived the errors"
     assert "weir_reconcile_errors_total" in operator.metrics()
+
+
+async def test_a_namespaced_operator_reconciles_only_its_namespaces(
+    emulator_api: EmulatorApi, kubeconfig: Path, tmp_path: Path
+) -> None:
+    watched = Operator(kubeconfig, tmp_path / "namespaced.log", "--namespace", "team-a")
+    try:
+        inside = manifest(name="inside")
+        inside["metadata"]["namespace"] = "team-a"
+        await emulator_api.create(MD, inside)
+        await emulator_api.create(MD, manifest(name="outside"))
+        await eventually(lambda: emulator_api.get(DEPLOYMENTS, "team-a", f"inside-{revision(inside)[:10]}"), within=20)
+        await asyncio.sleep(3)  # several ticks: nothing may happen outside team-a
+        assert await emulator_api.list(DEPLOYMENTS, "default") == []
+        assert await status_of(emulator_api, "outside") == {}
+    finally:
+        await watched.stop()
+        print(watched.log()[-3000:])
 
 
 async def test_a_spec_the_crd_would_reject_becomes_a_condition_and_the_operator_goes_on(
