@@ -285,6 +285,8 @@ async def test_api_errors_are_retried_and_the_operator_stays_up(
             "message": "etcd is having a bad day",
         }
     )
+    services = emulator[kmock.action.CREATE, kmock.resource(SERVICES)]
+    services[:3] << delayed(3.0)  # slow answers: each of the first three takes 3 s
     patches = emulator[kmock.action.UPDATE, kmock.resource(MD)]
     (
         patches[:1]
