@@ -319,7 +319,10 @@ async def test_a_namespaced_operator_reconciles_only_its_namespaces(
         inside["metadata"]["namespace"] = "team-a"
         await emulator_api.create(MD, inside)
         await emulator_api.create(MD, manifest(name="outside"))
-        await eventually(lambda: emulator_api.get(DEPLOYMENTS, "team-a", f"inside-{revision(inside)[:10]}"), within=20)
+        await eventually(
+            lambda: emulator_api.get(DEPLOYMENTS, "team-a", f"inside-{revision(inside)[:10]}"),
+            within=20,
+        )
         await asyncio.sleep(3)  # several ticks: nothing may happen outside team-a
         assert await emulator_api.list(DEPLOYMENTS, "default") == []
         assert await status_of(emulator_api, "outside") == {}
