@@ -191,6 +191,9 @@ def render_deployment(
                         "imagePullPolicy": settings.image_pull_policy,
                         "args": fetch_args,
                         "env": user_env,
+                        # The last log lines become the termination message, which the
+                        # operator shows in the Ready condition (e.g. a sha256 mismatch).
+                        "terminationMessagePolicy": "FallbackToLogsOnError",
                         "resources": {
                             "requests": {"cpu": "100m", "memory": "128Mi"},
                             "limits": {"memory": "512Mi"},
@@ -209,6 +212,7 @@ def render_deployment(
                         "image": image,
                         "imagePullPolicy": settings.image_pull_policy,
                         "args": _server_args(md),
+                        "terminationMessagePolicy": "FallbackToLogsOnError",
                         "env": [{"name": "WEIR_REVISION", "value": revision}, *user_env],
                         "ports": [
                             {"name": "http", "containerPort": SERVER_PORT, "protocol": "TCP"}

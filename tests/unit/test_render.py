@@ -153,6 +153,7 @@ class TestDeployment:
         (init,) = pod["initContainers"]
         assert init["args"][:3] == ["fetch-model", "--uri", md.spec.model.uri]
         assert init["args"][init["args"].index("--sha256") + 1] == md.spec.model.sha256
+        assert init["terminationMessagePolicy"] == "FallbackToLogsOnError"  # errors reach status
         (server,) = pod["containers"]
         assert server["args"][:2] == ["serve", "/models/model.onnx"]
         assert {"name": "WEIR_REVISION", "value": "r" * 16} in server["env"]
