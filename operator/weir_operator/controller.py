@@ -25,6 +25,7 @@ from weir_operator.spec import (
     GROUP,
     PLURAL,
     VERSION,
+    ModelDeployment,
     SpecError,
     parse_model_deployment,
     warm_up_cel_rules,
@@ -50,6 +51,9 @@ class OperatorContext:
     metrics: OperatorMetrics
     render: RenderSettings = field(default_factory=RenderSettings)
     exact_namespaces: bool = False
+    # Parsed specs by (uid, generation): the spec only changes with the generation, and
+    # parsing (CEL rules included) is most of an idle reconcile's cost.
+    parsed: dict[tuple[str, int], ModelDeployment] = field(default_factory=dict)
 
 
 def _dump(status: ModelDeploymentStatus) -> dict[str, Any]:
@@ -65,8 +69,9 @@ def reconcile_object(
     old_raw = dict(body.get("status") or {})
     old = ModelDeploymentStatus.model_validate(old_raw)
     started = time.perf_counter()
+    cache_key = (str(body.metadata.uid), int(body.metadata.get("generation") or 0))
     try:
-        md = parse_model_deployment(dict(body))
+        md = context.parsed.get(cache_key) or parse_model_deployment(dict(body))
     except SpecError as error:
         invalid = old.model_copy(
             update={
@@ -77,6 +82,9 @@ def reconcile_object(
         )
         patch.status.update(status_patch(old_raw, _dump(invalid)))
         return
+    if len(context.parsed) > 4096:
+        context.parsed.clear()
+    context.parsed[cache_key] = md
     key = (namespace, name)
     cache = {
         (kind, child["metadata"]["name"]): child

@@ -9,31 +9,27 @@ from typing import Final
 
 # (apiGroup, resource, verbs). "" is the core group.
 RULES: Final[tuple[tuple[str, str, tuple[str, ...]], ...]] = (
-    # The custom resource: watched, its finalizer and kopf's progress annotations patched.
-    ("serving.weir.dev", "modeldeployments", ("get", "list", "watch", "patch")),
-    ("serving.weir.dev", "modeldeployments/status", ("get", "patch")),
-    # Children, applied with create-or-merge-patch; old revisions deleted after a rollout.
+    # The custom resource: watched; kopf's progress annotations patched.
+    ("serving.weir.dev", "modeldeployments", ("list", "watch", "patch")),
+    ("serving.weir.dev", "modeldeployments/status", ("patch",)),
+    # Children, read from watches, applied with create-or-merge-patch; old revisions deleted.
     ("apps", "deployments", ("get", "list", "watch", "create", "patch", "delete")),
-    ("", "services", ("get", "list", "watch", "create", "patch", "delete")),
     (
         "autoscaling",
         "horizontalpodautoscalers",
         ("get", "list", "watch", "create", "patch", "delete"),
     ),
-    ("policy", "poddisruptionbudgets", ("get", "list", "watch", "create", "patch", "delete")),
-    (
-        "gateway.networking.k8s.io",
-        "httproutes",
-        ("get", "list", "watch", "create", "patch", "delete"),
-    ),
-    # Pods are only read: readiness, restarts and crash loops of the servers; direct scrapes.
-    ("", "pods", ("get", "list", "watch")),
+    ("", "services", ("get", "list", "watch", "create", "patch")),
+    ("policy", "poddisruptionbudgets", ("get", "list", "watch", "create", "patch")),
+    # Not watched (the Gateway API CRDs may be absent): read before a patch.
+    ("gateway.networking.k8s.io", "httproutes", ("get", "create", "patch")),
+    # Pods are only watched: readiness, restarts and crash loops of the servers.
+    ("", "pods", ("list", "watch")),
     # Events that tell each rollout's story in `kubectl describe md`.
-    ("", "events", ("create", "patch")),
-    ("events.k8s.io", "events", ("create", "patch")),
-    # kopf: peering between operator replicas, and discovery of watched namespaces.
-    ("kopf.dev", "clusterkopfpeerings", ("get", "list", "watch", "patch")),
-    ("kopf.dev", "kopfpeerings", ("get", "list", "watch", "patch")),
-    ("", "namespaces", ("get", "list", "watch")),
-    ("apiextensions.k8s.io", "customresourcedefinitions", ("get", "list", "watch")),
+    ("", "events", ("create",)),
+    # kopf: peering between operator replicas, and discovery of watched namespaces and the CRD.
+    ("kopf.dev", "clusterkopfpeerings", ("list", "watch", "patch")),
+    ("kopf.dev", "kopfpeerings", ("list", "watch", "patch")),
+    ("", "namespaces", ("list", "watch")),
+    ("apiextensions.k8s.io", "customresourcedefinitions", ("list", "watch")),
 )

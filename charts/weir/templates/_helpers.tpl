@@ -79,55 +79,52 @@ tests/chart/test_chart.py. Namespaced resources go into a Role per watched names
 ClusterRole when watching all namespaces); cluster-scoped ones always into the ClusterRole.
 */}}
 {{- define "weir.rules.namespaced" -}}
-# The custom resource: watched, its finalizer and kopf's progress annotations patched.
+# The custom resource: watched; kopf's progress annotations patched.
 - apiGroups: ["serving.weir.dev"]
   resources: ["modeldeployments"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["list", "watch", "patch"]
 - apiGroups: ["serving.weir.dev"]
   resources: ["modeldeployments/status"]
-  verbs: ["get", "patch"]
-# Children, applied with create-or-merge-patch; old revisions deleted after a rollout.
+  verbs: ["patch"]
+# Children, read from watches, applied with create-or-merge-patch; old revisions deleted.
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
-- apiGroups: [""]
-  resources: ["services"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: ["autoscaling"]
   resources: ["horizontalpodautoscalers"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: [""]
+  resources: ["services"]
+  verbs: ["get", "list", "watch", "create", "patch"]
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch"]
 - apiGroups: ["gateway.networking.k8s.io"]
   resources: ["httproutes"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
-# Pods are only read: readiness, restarts and crash loops of the servers; direct scrapes.
+  verbs: ["get", "create", "patch"]
+# Pods are only watched: readiness, restarts and crash loops of the servers.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["list", "watch"]
 # Events that tell each rollout's story in `kubectl describe md`.
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "patch"]
-- apiGroups: ["events.k8s.io"]
-  resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["create"]
 # kopf: peering between operator replicas that watch namespaces.
 - apiGroups: ["kopf.dev"]
   resources: ["kopfpeerings"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["list", "watch", "patch"]
 {{- end }}
 
 {{- define "weir.rules.cluster" -}}
 # kopf: cluster-wide peering, discovery of watched namespaces and of the CRD.
 - apiGroups: ["kopf.dev"]
   resources: ["clusterkopfpeerings"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["list", "watch", "patch"]
 - apiGroups: [""]
   resources: ["namespaces"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["list", "watch"]
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["list", "watch"]
 {{- end }}
