@@ -580,7 +580,7 @@ class EmulatorApi:
     """Objects through the emulator's HTTP API, from async tests on the emulator's event loop.
 
     `resource` is kmock's notation: "v1/pods", "apps/v1/deployments". Requests are recorded in
-    ``emulator.requests`` like the operator's; they carry a "kmock/..." User-Agent."""
+    ``list(emulator)`` like the operator's; they carry a "kmock/..." User-Agent."""
 
     def __init__(self, emulator: WeirEmulator) -> None:
         self.emulator = emulator
