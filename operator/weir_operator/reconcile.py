@@ -26,6 +26,7 @@ from weir_operator.status import (
     Condition,
     HistoryEntry,
     ModelDeploymentStatus,
+    Outcome,
     Phase,
     RevisionRef,
 )
@@ -129,8 +130,15 @@ def _condition(
     )
 
 
-def _history(status: ModelDeploymentStatus, entry: HistoryEntry) -> list[HistoryEntry]:
-    return [entry, *status.history][:HISTORY_LIMIT]
+def _finished(
+    history: list[HistoryEntry], canary: CanaryStatus, outcome: Outcome, at: str, reason: str
+) -> list[HistoryEntry]:
+    """History with the canary's rollout recorded first, bounded to HISTORY_LIMIT entries."""
+    entry = HistoryEntry(
+        revision=canary.revision, uri=canary.uri, version=canary.version,
+        outcome=outcome, at=at, reason=reason,
+    )  # fmt: skip
+    return [entry, *history][:HISTORY_LIMIT]
 
 
 def reconcile(
@@ -160,17 +168,7 @@ def reconcile(
             if revision == stable.revision
             else (f"superseded by revision {revision}")
         )
-        history = _history(
-            status.model_copy(update={"history": history}),
-            HistoryEntry(
-                revision=canary.revision,
-                uri=canary.uri,
-                version=canary.version,
-                outcome="Aborted",
-                at=at,
-                reason=reason,
-            ),
-        )
+        history = _finished(history, canary, "Aborted", at, reason)
         events.append(Event("Normal", "RolloutAborted", f"canary {canary.revision}: {reason}"))
         canary = None
 
@@ -195,17 +193,7 @@ def reconcile(
 
     if canary is not None and canary_state is not None and canary_state.problem is not None:
         reason, message = canary_state.problem
-        history = _history(
-            status.model_copy(update={"history": history}),
-            HistoryEntry(
-                revision=canary.revision,
-                uri=canary.uri,
-                version=canary.version,
-                outcome="RolledBack",
-                at=at,
-                reason=f"{reason}: {message}",
-            ),
-        )
+        history = _finished(history, canary, "RolledBack", at, f"{reason}: {message}")
         events.append(
             Event(
                 "Warning",
@@ -216,16 +204,8 @@ def reconcile(
         canary = None
         canary_state = None
     elif canary is not None and _ready(canary_state, canary_replicas):
-        history = _history(
-            status.model_copy(update={"history": history}),
-            HistoryEntry(
-                revision=canary.revision,
-                uri=canary.uri,
-                version=canary.version,
-                outcome="Promoted",
-                at=at,
-                reason="all servers of the new revision are ready",
-            ),
+        history = _finished(
+            history, canary, "Promoted", at, "all servers of the new revision are ready"
         )
         events.append(Event("Normal", "Promoted", f"revision {canary.revision} is now stable"))
         stable = RevisionRef(revision=canary.revision, uri=canary.uri, version=canary.version)
@@ -259,16 +239,9 @@ def reconcile(
         md, status, stable_state, stable_ready, canary is not None
     )
     generation = md.metadata.generation
-    replicas_total = sum(
-        (s.replicas or 0)
-        for s in observed.revisions.values()
-        if s.revision in {stable.revision, *([canary.revision] if canary else [])}
-    )
-    ready_total = sum(
-        s.ready_replicas
-        for s in observed.revisions.values()
-        if s.revision in {stable.revision, *([canary.revision] if canary else [])}
-    )
+    serving = [s for s in (stable_state, canary_state) if s is not None]
+    replicas_total = sum(s.replicas or 0 for s in serving)
+    ready_total = sum(s.ready_replicas for s in serving)
     desired_total = (stable_replicas if stable_replicas is not None else replicas_total) + (
         canary_replicas or 0
     )
