@@ -16,7 +16,7 @@ from typing import Any
 import kopf
 from kubernetes.client.exceptions import ApiException
 
-from weir_operator.kube import Kube, is_transient
+from weir_operator.kube import Kube, explain, is_transient
 from weir_operator.metrics import OperatorMetrics
 from weir_operator.observe import observe, owner_key
 from weir_operator.reconcile import reconcile, status_patch
@@ -107,10 +107,8 @@ def reconcile_object(
     except ApiException as error:
         context.metrics.reconcile_errors.labels(f"api{error.status}").inc()
         if is_transient(error):
-            raise kopf.TemporaryError(
-                f"API answered {error.status}: {error.reason}; retrying", delay=2
-            ) from None
-        raise kopf.PermanentError(f"API answered {error.status}: {error.reason}") from None
+            raise kopf.TemporaryError(f"API answered {explain(error)}; retrying", delay=2) from None
+        raise kopf.PermanentError(f"API answered {explain(error)}") from None
     for event in plan.events:
         log.info("%s/%s: %s: %s", namespace, name, event.reason, event.message)
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)

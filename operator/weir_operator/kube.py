@@ -6,6 +6,7 @@ when the object already says what we want, so a level-based reconcile loop costs
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from typing import Any, Literal, cast
@@ -40,6 +41,20 @@ KINDS: dict[str, Kind] = {
 def is_transient(error: ApiException) -> bool:
     """Conflicts, throttling and server errors are worth retrying; 4xx otherwise are not."""
     return error.status in (409, 429) or (error.status or 0) >= 500
+
+
+def explain(error: ApiException) -> str:
+    """The API's own words for a refusal ("403 Forbidden: deployments.apps is forbidden: User
+    ... cannot create resource ..."), so an operator log names the call and the missing right."""
+    message = ""
+    try:
+        body = json.loads(error.body or "")
+        if isinstance(body, dict):
+            message = str(body.get("message") or "")
+    except (TypeError, ValueError):
+        message = ""
+    head = f"{error.status} {error.reason}"
+    return f"{head}: {message}" if message else head
 
 
 def contains(existing: Any, desired: Any) -> bool:

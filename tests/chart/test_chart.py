@@ -10,22 +10,20 @@ from __future__ import annotations
 
 import argparse
 import copy
-import importlib.util
 import itertools
-import os
 import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import kubernetes_validate
 import pytest
 import yaml
 
+from tests.support.helm import HELM_TIMEOUT_S, helm, helm_path
 from weir_operator.permissions import RULES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,7 +33,6 @@ VALUES_FILES = sorted(VALUES_DIR.glob("*.yaml"))
 KUBE_VERSION = "1.30.0"
 NAMESPACE = "weir-system"
 RELEASE = "weir"
-HELM_TIMEOUT_S = 60
 
 # The download in hack/helm.py is bounded by its own timeout; everything else takes seconds.
 pytestmark = pytest.mark.timeout(420)
@@ -61,60 +58,6 @@ STANDARD_LABELS = (
 
 
 # --- Helm ---------------------------------------------------------------------------------------
-
-
-def _load_hack_helm() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("weir_hack_helm", ROOT / "hack" / "helm.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@cache
-def _obtain_helm() -> Path | str:
-    """The Helm binary, or why it could not be obtained (tried once per session)."""
-    try:
-        path: Path = _load_hack_helm().ensure_helm()
-    except Exception as e:
-        return f"could not obtain Helm through hack/helm.py: {type(e).__name__}: {e}"
-    return path
-
-
-def _helm_path() -> Path:
-    helm = _obtain_helm()
-    if isinstance(helm, str):
-        pytest.fail(helm, pytrace=False)
-    return helm
-
-
-@cache
-def _helm_env() -> dict[str, str]:
-    # Helm's own state out of the user's home; no cluster is ever contacted.
-    home = ROOT / ".cache" / "helm" / "home"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HELM_")}
-    env.update(
-        HELM_CACHE_HOME=str(home / "cache"),
-        HELM_CONFIG_HOME=str(home / "config"),
-        HELM_DATA_HOME=str(home / "data"),
-        KUBECONFIG=str(home / "no-kubeconfig"),
-    )
-    return env
-
-
-def helm(*args: str | Path, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(
-        [str(_helm_path()), *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=HELM_TIMEOUT_S,
-        env=_helm_env(),
-        cwd=ROOT,
-    )
-    if check and proc.returncode != 0:
-        pytest.fail(f"helm {' '.join(map(str, args))} exited {proc.returncode}:\n{proc.stderr}")
-    return proc
 
 
 def template_args(values: Path | None, *sets: str, chart: Path = CHART) -> list[str | Path]:
@@ -547,7 +490,7 @@ def test_notes_follow_watched_namespaces_and_warn_about_replicas(tmp_path: Path)
 
 
 def test_helm_script_prints_the_verified_binary() -> None:
-    helm_path = _helm_path()
+    helm_binary = helm_path()
     proc = subprocess.run(
         [sys.executable, str(ROOT / "hack" / "helm.py")],
         capture_output=True,
@@ -555,5 +498,5 @@ def test_helm_script_prints_the_verified_binary() -> None:
         timeout=HELM_TIMEOUT_S,
         check=True,
     )
-    assert Path(proc.stdout.strip()) == helm_path
+    assert Path(proc.stdout.strip()) == helm_binary
     assert helm("version", "--short").stdout.startswith("v3.17.2+")

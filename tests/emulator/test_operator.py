@@ -7,21 +7,17 @@ from __future__ import annotations
 import asyncio
 import copy
 import os
-import signal
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import kmock
 import kubernetes_validate
 import pytest_asyncio
 import yaml
 
 from tests.support.emulator import EmulatorApi, WeirEmulator, delayed, eventually
-from tests.support.processes import free_port
+from tests.support.operator_process import Operator
 from weir_operator.render import revision_of
 from weir_operator.spec import parse_model_deployment
 
@@ -29,36 +25,6 @@ ROOT = Path(__file__).resolve().parents[2]
 MD = "serving.weir.dev/v1alpha1/modeldeployments"
 DEPLOYMENTS = "apps/v1/deployments"
 SERVICES = "v1/services"
-
-
-class Operator:
-    """`weir operator` as users run it, as a subprocess, with its log kept for failures."""
-
-    def __init__(self, kubeconfig: Path, log_path: Path, *args: str) -> None:
-        self.metrics_port = free_port()
-        self.log_path = log_path
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "weir_operator.cli", "operator", "--interval", "1",
-             "--metrics-port", str(self.metrics_port), "--liveness-port", str(free_port()), *args],
-            env={**os.environ, "KUBECONFIG": str(kubeconfig)},
-            stdout=log_path.open("ab"), stderr=subprocess.STDOUT,
-        )  # fmt: skip
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    async def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(asyncio.to_thread(self.process.wait), 20)
-            except TimeoutError:
-                self.process.kill()
-                await asyncio.to_thread(self.process.wait)
-        return self.process.returncode
-
-    def metrics(self) -> str:
-        return httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).text
 
 
 @pytest_asyncio.fixture

@@ -42,7 +42,6 @@ from tests.emulator.test_operator import (
     DEPLOYMENTS,
     MD,
     SERVICES,
-    Operator,
     make_ready,
     manifest,
     phase_is,
@@ -56,6 +55,7 @@ from tests.support.emulator import (
     serve,
     write_kubeconfig,
 )
+from tests.support.operator_process import Operator
 from weir_operator.permissions import RULES
 from weir_operator.render import RenderSettings, render_children
 from weir_operator.spec import parse_model_deployment

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import socket
@@ -15,6 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """`preexec_fn` for test subprocesses: the kernel sends them SIGTERM when the thread that
+    started them ends, so a test run killed hard leaves no server or control plane behind."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def free_port() -> int:

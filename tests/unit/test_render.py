@@ -3,10 +3,6 @@ ModelDeployment, restricted pod security, and valid for Kubernetes' own OpenAPI 
 
 from __future__ import annotations
 
-import json
-import shutil
-import subprocess
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.support.crdschema import validate_custom_resource
+from tests.support.gateway_api import httproute_crd
 from weir_operator.render import (
     REVISION_LABEL,
     TRACK_LABEL,
@@ -29,27 +26,6 @@ from weir_operator.spec import ModelDeployment, parse_model_deployment
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 KUBERNETES_VERSIONS = ["1.30.0", kubernetes_validate.latest_version()]
-GATEWAY_API = "sigs.k8s.io/gateway-api@v1.2.1"
-
-
-@cache
-def httproute_crd() -> dict[str, Any] | None:
-    """Gateway API's own HTTPRoute CRD, from its Go module (the module proxy is reachable)."""
-    go = shutil.which("go")
-    if go is None:
-        return None
-    result = subprocess.run(
-        [go, "mod", "download", "-json", GATEWAY_API], capture_output=True, text=True, timeout=300
-    )
-    if result.returncode != 0:
-        raise AssertionError(
-            f"go mod download {GATEWAY_API} failed: {result.stdout}{result.stderr}"
-        )
-    folder = Path(json.loads(result.stdout)["Dir"])
-    text = (folder / "config/crd/standard/gateway.networking.k8s.io_httproutes.yaml").read_text()
-    crd = yaml.safe_load(text)
-    crd["spec"]["versions"] = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
-    return crd
 
 
 def with_identity(
