@@ -303,12 +303,44 @@ class DirectProvider(ApiModel):
     """Scrape each server's /metrics directly (no Prometheus needed)."""
 
 
+PROMQL_MAX_LENGTH = 4096
+
+
+class PrometheusQueries(ApiModel):
+    """PromQL templates that replace the defaults, one per measurement. Placeholders:
+    {{revision}}, {{namespace}}, {{name}} (the ModelDeployment), {{model}} (served model name)
+    and {{interval}} (the analysis interval as a PromQL range, e.g. 10s). Each query must
+    return one instant value; an empty result counts as 0 (requests, errors) or no data (p99)."""
+
+    requests: str | None = Field(
+        None,
+        min_length=1,
+        max_length=PROMQL_MAX_LENGTH,
+        description="Requests the revision answered in the interval.",
+    )
+    errors: str | None = Field(
+        None,
+        min_length=1,
+        max_length=PROMQL_MAX_LENGTH,
+        description="5xx answers of the revision in the interval.",
+    )
+    p99: str | None = Field(
+        None,
+        min_length=1,
+        max_length=PROMQL_MAX_LENGTH,
+        description="p99 latency of the revision in the interval, in seconds.",
+    )
+
+
 class PrometheusProvider(ApiModel):
-    """Query a Prometheus server's HTTP API."""
+    """Query a Prometheus server's HTTP API. The default queries read the servers' own
+    weir_inference_* series by their `revision`, `model` and `namespace` labels; the range is
+    the analysis interval, which must cover at least two Prometheus scrapes."""
 
     url: str = Field(
         pattern=r"^https?://[^\s]+$", max_length=2048, description="Prometheus base URL."
     )
+    queries: PrometheusQueries | None = Field(None, description=PrometheusQueries.__doc__)
 
 
 class MetricsProvider(ApiModel):
@@ -336,7 +368,10 @@ class Analysis(ApiModel):
         20,
         ge=0,
         le=1000000,
-        description="Fewer canary requests in an interval make the analysis Inconclusive (hold).",
+        description=(
+            "Fewer canary requests in an interval make the analysis Inconclusive (hold); an "
+            "interval without any canary request always is."
+        ),
     )
     max_error_rate: float = Field(
         0.01, ge=0, le=1, description="Highest share of 5xx answers the canary may give."
@@ -346,6 +381,24 @@ class Analysis(ApiModel):
     )
     max_latency_ratio: float = Field(
         1.5, ge=1, le=1000, description="Highest canary p99 / stable p99 in the same interval."
+    )
+    latency_tolerance_ms: float = Field(
+        5,
+        ge=0,
+        le=3600000,
+        description=(
+            "A canary p99 at most this much above stable's (ms) never fails maxLatencyRatio: "
+            "the scheduling jitter of a fast model is not a regression."
+        ),
+    )
+    max_error_rate_increase: float = Field(
+        0.01,
+        ge=0,
+        le=1,
+        description=(
+            "How much higher than stable's, in the same interval, the canary's error rate may "
+            "be (0.01 = one percentage point)."
+        ),
     )
     provider: MetricsProvider = Field(
         default_factory=lambda: MetricsProvider(direct=DirectProvider()),
@@ -380,7 +433,8 @@ class Rollout(ApiModel):
     )
     analysis: Analysis = Field(default_factory=Analysis, description=Analysis.__doc__)
     progress_deadline: Duration = Field(
-        "10m", description="A rollout that has not finished in this time is rolled back."
+        "10m",
+        description="Time the canary has to become ready for traffic (and to reach full size after the last step); past it, the canary is rolled back. Steps waiting on analysis never time out: missing data holds.",
     )
     allow_signature_change: bool = Field(
         False,

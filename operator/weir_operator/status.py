@@ -6,6 +6,7 @@ mid-rollout."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -14,8 +15,19 @@ from pydantic.alias_generators import to_camel
 Phase = Literal["Pending", "Progressing", "Paused", "Healthy", "RolledBack", "Failed", "Degraded"]
 Verdict = Literal["Pass", "Fail", "Inconclusive"]
 Outcome = Literal["Promoted", "RolledBack", "Aborted", "Failed"]
+RequestAction = Literal["promote", "promote-full", "abort", "retry", "undo"]
 
 HISTORY_LIMIT = 10
+
+
+def timestamp(now: datetime) -> str:
+    """RFC 3339 in UTC to the second, as every time in the status is written."""
+    return now.astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def parse_timestamp(text: str) -> datetime:
+    """A time written by `timestamp` (or any RFC 3339 time) as an aware datetime."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 class StatusModel(BaseModel):
@@ -28,16 +40,54 @@ class RevisionRef(StatusModel):
     revision: str = Field(description="Revision hash; pods carry it as serving.weir.dev/revision.")
     uri: str = Field(description="Model URI of this revision.")
     version: str | None = Field(None, description="Model version label of this revision.")
+    sha256: str | None = Field(
+        None, description="sha256 of its model file, when the spec gave one (undo restores it)."
+    )
 
 
 class CanaryStatus(RevisionRef):
     """The revision being rolled out."""
 
-    weight: int = Field(0, ge=0, le=100, description="Percent of traffic the canary receives.")
-    step: int = Field(0, ge=0, description="Index of the current rollout step.")
+    weight: int = Field(
+        0,
+        ge=0,
+        le=100,
+        description=(
+            "Percent of traffic the canary receives: setWeight as the router can give it (the "
+            "replicas router splits by whole servers)."
+        ),
+    )
+    set_weight: int = Field(
+        0, ge=0, le=100, description="Percent of traffic the current step asks for."
+    )
+    step: int = Field(
+        0,
+        ge=0,
+        description=(
+            "Index of the current rollout step; the number of steps once they are all done and "
+            "the canary is scaled up to become stable."
+        ),
+    )
     failed_checks: int = Field(0, ge=0, description="Failed analyses in a row.")
-    step_started_at: str | None = Field(None, description="When the current step began (RFC 3339).")
+    inconclusive_checks: int = Field(
+        0, ge=0, description="Inconclusive analyses in a row while the canary had traffic."
+    )
     started_at: str | None = Field(None, description="When the rollout began (RFC 3339).")
+    verified_at: str | None = Field(
+        None,
+        description=(
+            "When the canary passed its pre-traffic checks (servers ready, model signature, "
+            "sample inference); it gets no traffic before (RFC 3339)."
+        ),
+    )
+    step_started_at: str | None = Field(None, description="When the current step began (RFC 3339).")
+    weight_changed_at: str | None = Field(
+        None,
+        description=(
+            "When the canary's weight last changed; only analyses of windows that began after "
+            "it count for the step (RFC 3339)."
+        ),
+    )
 
 
 class TrackMeasurement(StatusModel):
@@ -51,7 +101,10 @@ class TrackMeasurement(StatusModel):
 class AnalysisResult(StatusModel):
     """The last analysis of the canary."""
 
-    at: str = Field(description="When (RFC 3339).")
+    at: str = Field(description="When the window ended (RFC 3339).")
+    since: str | None = Field(
+        None, description="When the window began (RFC 3339); default: at minus the interval."
+    )
     verdict: Verdict = Field(description="Pass, Fail or Inconclusive (too little data: hold).")
     reason: str = Field("", description="Why, with the numbers.")
     canary: TrackMeasurement | None = Field(None, description="The canary's window.")
@@ -75,9 +128,21 @@ class HistoryEntry(StatusModel):
     revision: str = Field(description="Revision hash.")
     uri: str = Field(description="Model URI.")
     version: str | None = Field(None, description="Model version label.")
+    sha256: str | None = Field(None, description="sha256 of the model file, if the spec gave one.")
     outcome: Outcome = Field(description="Promoted, RolledBack, Aborted or Failed.")
     at: str = Field(description="When it finished (RFC 3339).")
     reason: str = Field("", description="Why.")
+
+
+class RequestRecord(StatusModel):
+    """The last request (promote, abort, ...) Weir handled; a request with the same id is
+    never applied again."""
+
+    id: str = Field(description="The request's id, chosen by whoever made it.")
+    action: RequestAction = Field(description="promote, promote-full, abort, retry or undo.")
+    at: str = Field(description="When it was handled (RFC 3339).")
+    accepted: bool = Field(description="Whether it was carried out.")
+    message: str = Field("", description="What was done, or why not.")
 
 
 class ModelDeploymentStatus(StatusModel):
@@ -96,8 +161,18 @@ class ModelDeploymentStatus(StatusModel):
     )
     stable: RevisionRef | None = Field(None, description="The revision serving most traffic.")
     canary: CanaryStatus | None = Field(None, description="The revision being rolled out, if any.")
+    rolled_back_revision: str | None = Field(
+        None,
+        description=(
+            "The revision the spec asks for that was rolled back or aborted; it is not rolled out "
+            "again until `weir retry` or a change of the spec."
+        ),
+    )
     last_analysis: AnalysisResult | None = Field(
         None, description="The last analysis of the canary."
+    )
+    last_request: RequestRecord | None = Field(
+        None, description="The last promote/abort/retry/undo request handled."
     )
     replicas: int = Field(0, ge=0, description="Servers (scale subresource).")
     ready_replicas: int = Field(0, ge=0, description="Ready servers.")

@@ -1,0 +1,89 @@
+"""Metric providers: where the canary analysis gets its numbers. Thin shells that do I/O and
+nothing clever; the math and the verdict live in `weir_operator.analysis`.
+
+One implementation per file (as Flagger does): `direct` scrapes every server pod's /metrics and
+keeps the previous scrape in memory; `prometheus` asks a Prometheus server with PromQL. Both
+answer the same question through `MetricsProvider.measure`: what did each revision serve in the
+window that ends now? A provider that cannot tell raises `ProviderError`, which the verdict
+turns into Inconclusive (hold), never into Pass or Fail.
+
+Use one `Providers` for the operator's lifetime: the direct provider's memory of the previous
+scrapes is what makes windows, and is rebuilt from nothing after a restart (so the first window
+after a restart is Inconclusive)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import httpx
+
+from weir_operator.analysis import judge
+from weir_operator.providers.base import (
+    MetricsProvider,
+    PodTarget,
+    ProviderError,
+    RevisionTarget,
+    pod_target,
+)
+from weir_operator.providers.direct import DirectProvider
+from weir_operator.providers.prometheus import PrometheusProvider
+from weir_operator.spec import ModelDeployment
+from weir_operator.status import AnalysisResult
+
+__all__ = [
+    "DirectProvider",
+    "MetricsProvider",
+    "PodTarget",
+    "PrometheusProvider",
+    "ProviderError",
+    "Providers",
+    "RevisionTarget",
+    "analyse",
+    "pod_target",
+]
+
+
+class Providers:
+    """The providers of one operator process, chosen per ModelDeployment by
+    `spec.rollout.analysis.provider`, sharing one HTTP client."""
+
+    def __init__(self, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self._client = httpx.AsyncClient(transport=transport, follow_redirects=False)
+        self.direct = DirectProvider(self._client)
+        self.prometheus = PrometheusProvider(self._client)
+
+    def for_deployment(self, md: ModelDeployment) -> MetricsProvider:
+        if md.spec.rollout.analysis.provider.prometheus is not None:
+            return self.prometheus
+        return self.direct
+
+    def forget(self, namespace: str, name: str) -> None:
+        self.direct.forget(namespace, name)
+        self.prometheus.forget(namespace, name)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+async def analyse(
+    provider: MetricsProvider,
+    md: ModelDeployment,
+    canary: RevisionTarget,
+    stable: RevisionTarget | None,
+    canary_problem: str | None,
+    now: datetime,
+) -> AnalysisResult:
+    """Measure the window that ends now and judge it: the one call an analysis tick needs."""
+    try:
+        windows = await provider.measure(md, canary, stable)
+    except ProviderError as error:
+        return judge(
+            md.spec.rollout.analysis, None, None, canary_problem, now, provider_error=str(error)
+        )
+    return judge(
+        md.spec.rollout.analysis,
+        windows.get(canary.revision),
+        windows.get(stable.revision) if stable else None,
+        canary_problem,
+        now,
+    )

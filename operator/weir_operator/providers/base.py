@@ -1,0 +1,82 @@
+"""The shapes every metric provider shares: what to measure (revisions and their pods), the
+`MetricsProvider` protocol, and the error that makes a window Inconclusive."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import httpx
+
+from weir_operator.analysis import TrackWindow
+from weir_operator.render import SERVER_PORT
+from weir_operator.spec import ModelDeployment
+
+SCRAPE_TIMEOUT = httpx.Timeout(2.0, connect=1.0)
+QUERY_TIMEOUT = httpx.Timeout(5.0, connect=2.0)
+
+
+class ProviderError(Exception):
+    """The provider could not measure the window; the message says why, for the status."""
+
+
+@dataclass(frozen=True, slots=True)
+class PodTarget:
+    """A server pod to measure: its name (the key of what is remembered about it) and where
+    its server listens."""
+
+    name: str
+    ip: str
+    port: int = SERVER_PORT
+
+    @property
+    def address(self) -> str:
+        host = f"[{self.ip}]" if ":" in self.ip else self.ip
+        return f"{host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class RevisionTarget:
+    """A revision and the pods that serve it now."""
+
+    revision: str
+    pods: tuple[PodTarget, ...] = ()
+
+
+def pod_target(pod: Mapping[str, Any]) -> PodTarget | None:
+    """Where a Pod object's server listens (its IP and the container port named `http`), if
+    the pod is serving: None for a pod that is not Ready (still starting: it gets no traffic
+    yet) or is being deleted (draining). A pod that stops being ready is the verdict's business
+    (`analysis.pod_health`), not the provider's."""
+    metadata = pod.get("metadata") or {}
+    status = pod.get("status") or {}
+    ip = status.get("podIP")
+    ready = any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in status.get("conditions") or []
+    )
+    if not ip or not ready or metadata.get("deletionTimestamp"):
+        return None
+    port = SERVER_PORT
+    for container in (pod.get("spec") or {}).get("containers") or []:
+        for declared in container.get("ports") or []:
+            if declared.get("name") == "http" and declared.get("containerPort"):
+                port = int(declared["containerPort"])
+    return PodTarget(str(metadata.get("name", ip)), str(ip), port)
+
+
+class MetricsProvider(Protocol):
+    """Measures what each revision served in the window that ends now."""
+
+    async def measure(
+        self, md: ModelDeployment, canary: RevisionTarget, stable: RevisionTarget | None
+    ) -> dict[str, TrackWindow]:
+        """Track windows by revision; a revision without any measurement is left out. Call it
+        once per analysis interval: each call closes the window the previous one opened.
+        Raises ProviderError when the canary cannot be measured."""
+        ...
+
+    def forget(self, namespace: str, name: str) -> None:
+        """Drop what is kept about a ModelDeployment (deleted, or its rollout finished)."""
+        ...

@@ -1,0 +1,104 @@
+"""The `direct` metrics provider: the operator scrapes every server pod's /metrics itself, so
+canary analysis works without Prometheus.
+
+A window is the difference between two scrapes of a pod, so the previous scrape of each pod is
+kept in memory (per ModelDeployment, by pod name), and only that: after an operator restart the
+first scrape only opens windows, and that analysis is Inconclusive, never a guess. Pods that are
+gone are forgotten at the next scrape. A canary pod that cannot be scraped (or that answers for
+another revision: its IP was reused) makes the window a provider error, since the canary's
+numbers would be partial; a stable pod that cannot be scraped is left out of stable's window."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import Callable
+
+import httpx
+
+from weir_operator.analysis import (
+    PodSample,
+    ScrapeError,
+    TrackWindow,
+    parse_scrape,
+    windows_between,
+)
+from weir_operator.providers.base import (
+    SCRAPE_TIMEOUT,
+    PodTarget,
+    ProviderError,
+    RevisionTarget,
+)
+from weir_operator.spec import ModelDeployment
+
+MAX_CONCURRENT_SCRAPES = 16
+MAX_SCRAPE_BYTES = 4 * 1024 * 1024  # a weir server's scrape is about 40 kB
+
+
+class DirectProvider:
+    """Scrapes `http://<podIP>:<port>/metrics` of every pod of the canary and stable revisions."""
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        *,
+        timeout: httpx.Timeout = SCRAPE_TIMEOUT,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._client = client
+        self._timeout = timeout
+        self._clock = clock
+        self._previous: dict[tuple[str, str], dict[str, PodSample]] = {}
+        self._limit = asyncio.Semaphore(MAX_CONCURRENT_SCRAPES)
+
+    async def measure(
+        self, md: ModelDeployment, canary: RevisionTarget, stable: RevisionTarget | None
+    ) -> dict[str, TrackWindow]:
+        targets = [(t.revision, pod) for t in (canary, stable) if t for pod in t.pods]
+        scraped = await asyncio.gather(*(self._scrape(rev, pod) for rev, pod in targets))
+        samples = [s for s in scraped if isinstance(s, PodSample)]
+        key = (md.namespace, md.name)
+        windows = windows_between(self._previous.get(key, {}), samples)
+        # Only the pods scraped now are remembered: gone or unreachable pods start afresh.
+        self._previous[key] = {s.pod: s for s in samples}
+        canary_failures = [
+            failure
+            for (revision, _), failure in zip(targets, scraped, strict=True)
+            if revision == canary.revision and isinstance(failure, str)
+        ]
+        if canary_failures:
+            raise ProviderError("; ".join(canary_failures))
+        return windows
+
+    def forget(self, namespace: str, name: str) -> None:
+        self._previous.pop((namespace, name), None)
+
+    def remembered(self, namespace: str, name: str) -> frozenset[str]:
+        """Names of the pods whose previous scrape is kept for a ModelDeployment."""
+        return frozenset(self._previous.get((namespace, name), {}))
+
+    async def _scrape(self, revision: str, pod: PodTarget) -> PodSample | str:
+        """The pod's sample, or why it could not be had."""
+        url = f"http://{pod.address}/metrics"
+        try:
+            async with self._limit:
+                response = await self._client.get(url, timeout=self._timeout)
+            taken_at = self._clock()
+            if response.status_code != 200:
+                return f"cannot scrape pod {pod.name} ({url}): HTTP {response.status_code}"
+            if len(response.content) > MAX_SCRAPE_BYTES:
+                return f"cannot scrape pod {pod.name} ({url}): over {MAX_SCRAPE_BYTES} bytes"
+            sample = parse_scrape(response.text, pod=pod.name, taken_at=taken_at)
+        except httpx.HTTPError as error:
+            return f"cannot scrape pod {pod.name} ({url}): {type(error).__name__} {error}".strip()
+        except ScrapeError as error:
+            return str(error)
+        if sample.revision and sample.revision != revision:
+            return (
+                f"pod {pod.name} ({url}) serves revision {sample.revision}, not {revision}: "
+                "its address was reused"
+            )
+        if not sample.revision:  # a server started without WEIR_REVISION
+            sample = dataclasses.replace(sample, revision=revision)
+        return sample

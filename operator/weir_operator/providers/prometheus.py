@@ -1,0 +1,159 @@
+"""The `prometheus` metrics provider: PromQL over a Prometheus server's HTTP API
+(`GET <url>/api/v1/query`), for clusters that already scrape the servers.
+
+Three instant queries per revision (requests, 5xx answers, p99 in seconds), from templates that
+`spec.rollout.analysis.provider.prometheus.queries` may replace one by one. The placeholders are
+filled with label values that cannot hold a quote (a revision is hex, names are DNS labels or
+model names), so a template cannot be broken out of. Prometheus keeps the history, so nothing is
+remembered here; any failure (unreachable, HTTP error, PromQL error, a result that is not one
+number) is a ProviderError: Inconclusive, never a guess."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from typing import Any, Final
+
+import httpx
+
+from weir_operator.analysis import TrackWindow
+from weir_operator.providers.base import QUERY_TIMEOUT, ProviderError, RevisionTarget
+from weir_operator.spec import ModelDeployment, duration_seconds
+
+_SELECTOR: Final = 'namespace="{{namespace}}",model="{{model}}",revision="{{revision}}"'
+DEFAULT_QUERIES: Final = {
+    "requests": f"sum(increase(weir_inference_requests_total{{{_SELECTOR}}}[{{{{interval}}}}]))",
+    "errors": (
+        f'sum(increase(weir_inference_requests_total{{{_SELECTOR},code=~"5.."}}[{{{{interval}}}}]))'
+    ),
+    "p99": (
+        "histogram_quantile(0.99, sum by (le) "
+        f"(rate(weir_inference_request_duration_seconds_bucket{{{_SELECTOR}}}[{{{{interval}}}}])))"
+    ),
+}
+"""PromQL templates by measurement. The series carry the server's own `model` and `revision`
+labels; `namespace` is the label Prometheus' usual Kubernetes pod discovery adds."""
+
+
+def promql_duration(seconds: float) -> str:
+    """A PromQL range: whole seconds as `10s`, anything finer in milliseconds."""
+    if seconds == int(seconds):
+        return f"{int(seconds)}s"
+    return f"{round(seconds * 1000)}ms"
+
+
+def render_query(template: str, md: ModelDeployment, revision: str) -> str:
+    """A template with its placeholders filled for one revision of a ModelDeployment."""
+    values = {
+        "revision": revision,
+        "namespace": md.namespace,
+        "name": md.name,
+        "model": md.model_name,
+        "interval": promql_duration(duration_seconds(md.spec.rollout.analysis.interval)),
+    }
+    for name, value in values.items():
+        template = template.replace("{{" + name + "}}", value)
+    return template
+
+
+def queries_for(md: ModelDeployment, revision: str) -> dict[str, str]:
+    """The three PromQL queries (requests, errors, p99) for one revision."""
+    provider = md.spec.rollout.analysis.provider.prometheus
+    custom = provider.queries if provider is not None else None
+    templates = {
+        name: (getattr(custom, name, None) if custom is not None else None) or default
+        for name, default in DEFAULT_QUERIES.items()
+    }
+    return {name: render_query(template, md, revision) for name, template in templates.items()}
+
+
+class PrometheusProvider:
+    """Asks the Prometheus server named in the ModelDeployment's spec."""
+
+    def __init__(
+        self, client: httpx.AsyncClient, *, timeout: httpx.Timeout = QUERY_TIMEOUT
+    ) -> None:
+        self._client = client
+        self._timeout = timeout
+
+    async def measure(
+        self, md: ModelDeployment, canary: RevisionTarget, stable: RevisionTarget | None
+    ) -> dict[str, TrackWindow]:
+        provider = md.spec.rollout.analysis.provider.prometheus
+        if provider is None:
+            raise ProviderError("the ModelDeployment does not name a Prometheus server")
+        revisions = [canary.revision] + ([stable.revision] if stable else [])
+        windows = await asyncio.gather(
+            *(self._window(provider.url, md, revision) for revision in revisions)
+        )
+        return {window.revision: window for window in windows}
+
+    def forget(self, namespace: str, name: str) -> None:
+        """Nothing is kept: Prometheus holds the history."""
+
+    async def _window(self, url: str, md: ModelDeployment, revision: str) -> TrackWindow:
+        queries = queries_for(md, revision)
+        requests, errors, p99 = await asyncio.gather(
+            self._value(url, queries["requests"]),
+            self._value(url, queries["errors"]),
+            self._value(url, queries["p99"]),
+        )
+        for name, value in (("requests", requests), ("errors", errors)):
+            if value is not None and (math.isnan(value) or value < 0):
+                raise ProviderError(f"{name} query for revision {revision} gave {value}")
+        p99_ok = p99 is not None and math.isfinite(p99) and p99 >= 0
+        return TrackWindow(
+            revision=revision,
+            requests=requests or 0.0,
+            errors=errors or 0.0,
+            p99_ms=p99 * 1000.0 if p99 is not None and p99_ok else None,
+            seconds=duration_seconds(md.spec.rollout.analysis.interval),
+        )
+
+    async def _value(self, url: str, query: str) -> float | None:
+        """The one number an instant query returns; None for an empty result."""
+        endpoint = url.rstrip("/") + "/api/v1/query"
+        try:
+            response = await self._client.get(
+                endpoint, params={"query": query}, timeout=self._timeout
+            )
+        except httpx.HTTPError as error:
+            raise ProviderError(
+                f"Prometheus at {url} unreachable: {type(error).__name__} {error}".strip()
+            ) from None
+        try:
+            body: Any = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            raise ProviderError(
+                f"Prometheus at {url} answered HTTP {response.status_code} without JSON"
+            )
+        if response.status_code != 200 or body.get("status") != "success":
+            detail = body.get("error") or body.get("status") or "no error given"
+            raise ProviderError(
+                f"Prometheus at {url} answered HTTP {response.status_code}: {detail} "
+                f"(query: {query})"
+            )
+        return _one_number(body.get("data"), query)
+
+
+def _one_number(data: Any, query: str) -> float | None:
+    if not isinstance(data, dict):
+        raise ProviderError(f"Prometheus answer without data (query: {query})")
+    kind: Any = data.get("resultType")
+    result: Any = data.get("result")
+    try:
+        if kind == "scalar":
+            return float(result[1])
+        if kind == "vector" and isinstance(result, list):
+            if not result:
+                return None
+            if len(result) == 1:
+                return float(result[0]["value"][1])
+            raise ProviderError(
+                f"query returned {len(result)} series, it must return one (query: {query})"
+            )
+    except (TypeError, KeyError, IndexError, ValueError):
+        pass
+    raise ProviderError(f"query returned a {kind} that is not one number (query: {query})")

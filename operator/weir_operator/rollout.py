@@ -1,0 +1,1083 @@
+"""The rollout state machine: how a new revision replaces the stable one, step by step.
+
+Why it exists: deciding when a canary gets traffic, when it moves on, when it is rolled back and
+when it becomes stable is the heart of Weir, and it must decide the same way on a cluster (the
+kopf operator) and on a laptop (`weir run`). So it is one pure function, `decide`, with no I/O and
+no clock: a shell observes the world, passes it in with `now`, applies the returned actions and
+writes the returned status. All of its memory is in `.status` (a restarted shell resumes
+mid-rollout), and it is idempotent: called again with the status it returned and the same
+inputs, it returns that status unchanged, no event and no new edge action.
+
+The life of a rollout (the shell passes the desired revision, a hash of spec.model + spec.server):
+- The first revision becomes stable directly. Later, a desired revision that differs from
+  `status.stable` starts a canary at step 0. A new revision mid-rollout ends the canary (history:
+  Aborted, superseded) and starts the new one from step 0; the spec going back to the stable
+  revision just ends it.
+- Pre-traffic gate: the canary gets weight 0 until its servers (as many as its first weight needs)
+  are ready, its model signature matches stable's (unless `allowSignatureChange`) and, when
+  `server.sampleInput` is set, a sample inference succeeded. A failed check, or a stuck pod
+  (CrashLoopBackOff, ModelFetchFailed, ...), fails the revision at once (history: Failed): such a
+  state never heals by itself, and no traffic is at stake. Transient trouble (restarts, lost
+  readiness) is the analysis' business: it makes Fail verdicts, which `failureThreshold` debounces.
+- Steps. `setWeight W` raises the weight once the canary has the servers W needs, and completes
+  on a Pass whose window began after the weight changed and ended within the step: every step
+  with traffic needs its own passing analysis (as Flagger's steps, unlike Argo's). A timed
+  `pause` completes when its time is up and, if the canary has traffic, the latest analysis that
+  ended within the pause passed; a pause without duration waits for `promote`. Weight-0 steps
+  need no analysis (nothing to measure). After the last step the canary is scaled to the full
+  server count while the stable keeps its servers; once all canary servers are ready (and no
+  failure is pending) it is promoted: the stable role moves to it and the old revision retires.
+- Analysis results count once (by their end time) and only for windows that began after the gate
+  passed. Pass resets both streaks. Fail extends the fail streak; `failureThreshold` in a row
+  rolls back in the same decision: weight 0, canary retired, spec held (phase RolledBack) until
+  `retry` or a new revision. Inconclusive extends only the inconclusive streak: it never moves the
+  weight, never completes a step, never promotes and never rolls back; after INCONCLUSIVE_LIMIT
+  in a row at a weight > 0 (or no result at all for STALE_ANALYSIS_INTERVALS intervals) the
+  rollout holds with a Paused condition that says why, and resumes on the next Pass.
+- `progressDeadline` bounds what depends on servers becoming ready: the gate (from the rollout's
+  start) and the final scale-up (from the end of the steps). Steps are never rolled back for time:
+  a step waiting for analysis waits for data, and no data is not failure (DESIGN.md).
+- Replica counts and weights come from `weir_operator.traffic` (the `replicas` router splits by
+  whole servers and says honestly what share that gives; `gateway-api` weights exactly).
+  `replicas: 0` holds a rollout (Paused, ScaledToZero) with no server on either track.
+
+Requests (`weir promote|abort|retry|undo`) carry an id; `status.lastRequest` records the last id
+handled with what was done, so a level-based shell may pass the same request on every reconcile
+and it applies once. `promote` ends the current step (its time and its analysis waived; never
+the gate); `promote-full` skips the remaining steps and pending failures (never the gate);
+`abort` rolls back now and holds the spec (history: Aborted); `retry` rolls a held spec out again
+from step 0; `undo` returns a `RestoreModel` action: the shell writes that revision's model back
+into spec.model, and the next decision sees an ordinary spec change (back to the stable: the
+canary ends; to an older revision: a normal rollout through the steps).
+
+Actions are typed and idempotent, in the order they must be applied. Every decision carries one
+`ScaleTracks` and one `SetCanaryWeight`, the complete level state (so a shell needs no memory);
+weight goes down before counts shrink, counts grow before weight goes up. Transitions add edge
+actions: `CreateCanary` (first), `Promote` (before the level actions), `RetireRevision` and
+`RestoreModel` (last)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from weir_operator import traffic
+from weir_operator.spec import ModelDeploymentSpec, Step, duration_seconds
+from weir_operator.status import (
+    HISTORY_LIMIT,
+    AnalysisResult,
+    CanaryStatus,
+    Condition,
+    HistoryEntry,
+    ModelDeploymentStatus,
+    Outcome,
+    Phase,
+    RequestAction,
+    RequestRecord,
+    RevisionRef,
+    parse_timestamp,
+    timestamp,
+)
+
+INCONCLUSIVE_LIMIT = 3
+"""Inconclusive analyses in a row, at a weight > 0, after which the rollout holds (Paused)."""
+STALE_ANALYSIS_INTERVALS = 3
+"""Analysis intervals without any result, at a weight > 0, after which the rollout holds."""
+HOLD_REASONS = frozenset({"InconclusiveAnalysis", "NoAnalysis", "ScaledToZero"})
+"""Paused reasons that are holds (Weir's own decision) rather than configured pauses."""
+
+CONDITION_TYPES = ("Progressing", "Paused", "RolledBack")
+"""The conditions this module owns; the shell owns the others (Ready)."""
+
+# ---------------------------------------------------------------------------------------------
+# Inputs
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A person's (or CI's) request, e.g. from `weir promote`. `id` must be unique per request.
+    `revision` guards promote, promote-full, abort and retry (rejected if the rollout has moved
+    on to another revision) and, for undo, names the revision to bring back (a unique prefix
+    will do; default: the previous one)."""
+
+    id: str
+    action: RequestAction
+    revision: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PodProblem:
+    """Why a revision's pods cannot serve and will not by themselves (`observe.pod_problem`)."""
+
+    reason: str  # CamelCase: CrashLoopBackOff, ModelFetchFailed, ImagePullBackOff, ...
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """A pre-traffic check's outcome. Only report a failure the model itself gave (a different
+    signature, an error answer to the sample); a check that could not run is not known yet."""
+
+    passed: bool
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RevisionObservation:
+    """What the shell sees of one revision's servers. None for a check: not known yet."""
+
+    ready_replicas: int = 0
+    problem: PodProblem | None = None
+    signature: CheckResult | None = None  # V2 metadata inputs/outputs equal to stable's
+    sample_inference: CheckResult | None = None  # server.sampleInput answered without error
+
+
+@dataclass(frozen=True, slots=True)
+class RolloutInput:
+    """Everything one decision depends on."""
+
+    spec: ModelDeploymentSpec
+    desired: RevisionRef  # the revision the spec asks for, with its model's uri/version/sha256
+    status: ModelDeploymentStatus
+    now: datetime  # timezone-aware
+    total_replicas: int  # servers wanted in all: spec.replicas, or the autoscaler's count
+    revisions: Mapping[str, RevisionObservation] = field(default_factory=dict)
+    analysis: AnalysisResult | None = None  # the latest completed window (counted once)
+    request: Request | None = None  # the pending request, if any (applied once per id)
+    generation: int | None = None  # metadata.generation, for the conditions
+
+
+# ---------------------------------------------------------------------------------------------
+# Outputs
+
+
+@dataclass(frozen=True, slots=True)
+class CreateCanary:
+    """Start the servers of this revision in the canary role (create them if missing)."""
+
+    revision: RevisionRef
+
+
+@dataclass(frozen=True, slots=True)
+class ScaleTracks:
+    """Servers to run per track, now. `canary_revision` None: no canary (retire any)."""
+
+    stable_revision: str
+    stable_replicas: int
+    canary_revision: str | None
+    canary_replicas: int
+
+
+@dataclass(frozen=True, slots=True)
+class SetCanaryWeight:
+    """The canary's share of traffic (percent). gateway-api: the HTTPRoute weight. replicas:
+    0 keeps canary servers out of the Service (before the gate, after a rollback); above 0 they
+    serve, and the share follows the ScaleTracks counts."""
+
+    weight: int
+
+
+@dataclass(frozen=True, slots=True)
+class Promote:
+    """Give `revision` the stable role (repoint `<md>-stable`); `previous` loses it."""
+
+    revision: str
+    previous: str
+
+
+@dataclass(frozen=True, slots=True)
+class RetireRevision:
+    """This revision has no role any more and no traffic: drain and remove its servers."""
+
+    revision: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RestoreModel:
+    """Undo: write this revision's model (uri, sha256, version) back into spec.model."""
+
+    revision: RevisionRef
+
+
+Action = CreateCanary | ScaleTracks | SetCanaryWeight | Promote | RetireRevision | RestoreModel
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A Kubernetes Event: what happened, for `kubectl describe`."""
+
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The next status, the actions to apply (in order, before writing the status) and the
+    events to post."""
+
+    status: ModelDeploymentStatus
+    actions: tuple[Action, ...]
+    events: tuple[Event, ...]
+
+
+def decide(given: RolloutInput) -> Decision:
+    """One decision of the rollout state machine; pure and total."""
+    return _Decider(given).run()
+
+
+# ---------------------------------------------------------------------------------------------
+# Words
+
+
+def label(ref: RevisionRef) -> str:
+    """A revision as people read it: its Deployment suffix and its version label."""
+    return f"{ref.revision[:10]} ({ref.version})" if ref.version else ref.revision[:10]
+
+
+def describe_step(step: Step) -> str:
+    if step.set_weight is not None:
+        return f"setWeight {step.set_weight}"
+    if step.pause is not None and step.pause.duration is not None:
+        return f"pause {step.pause.duration}"
+    return "pause until promoted"
+
+
+def weight_in_force(steps: list[Step], index: int) -> int:
+    """The weight the last setWeight at or before step `index` asks for (0 if none)."""
+    for step in reversed(steps[: index + 1]):
+        if step.set_weight is not None:
+            return step.set_weight
+    return 0
+
+
+def _numbers(result: AnalysisResult) -> str:
+    parts = []
+    for track, measured in (("canary", result.canary), ("stable", result.stable)):
+        if measured is None:
+            continue
+        text = f"{track} {measured.requests:.0f} requests, {measured.error_rate:.2%} errors"
+        if measured.p99_ms is not None:
+            text += f", p99 {measured.p99_ms:.1f} ms"
+        parts.append(text)
+    return f" ({'; '.join(parts)})" if parts else ""
+
+
+def _duration(seconds: float) -> str:
+    whole = int(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    minutes, rest = divmod(whole, 60)
+    return f"{minutes}m{rest:02d}s" if rest else f"{minutes}m"
+
+
+_PROGRESS_ENDED: dict[Outcome, str] = {
+    "Promoted": "RolloutComplete",
+    "Aborted": "RolloutAborted",
+    "RolledBack": "RolledBack",
+    "Failed": "RolloutFailed",
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# The decision
+
+
+class _Decider:
+    """One call of `decide` as working state; the inputs are never changed."""
+
+    def __init__(self, given: RolloutInput) -> None:
+        self.given = given
+        self.steps = given.spec.rollout.steps
+        self.router: traffic.Router = given.spec.traffic.router
+        self.analysis = given.spec.rollout.analysis
+        self.interval = timedelta(seconds=duration_seconds(self.analysis.interval))
+        self.deadline = timedelta(seconds=duration_seconds(given.spec.rollout.progress_deadline))
+        self.at = timestamp(given.now)
+        self.now = parse_timestamp(self.at)  # to the second, as every time in the status
+        self.total = max(given.total_replicas, 0)
+        status = given.status
+        self.stable = status.stable
+        self.canary = status.canary
+        self.held = status.rolled_back_revision
+        self.history = list(status.history)
+        self.last_analysis = status.last_analysis
+        self.last_request = status.last_request
+        self.events: list[Event] = []
+        self.first_actions: list[Action] = []  # CreateCanary, Promote
+        self.last_actions: list[Action] = []  # RetireRevision, RestoreModel
+        self.rollback: tuple[str, str] | None = None  # (condition reason, message) decided now
+
+    # -- the sequence ---------------------------------------------------------------------------
+
+    def run(self) -> Decision:
+        self._settle_first_revision()
+        self._follow_desired_revision()
+        self._handle_request()
+        if self.canary is not None:
+            self._progress()
+        return self._result()
+
+    def _settle_first_revision(self) -> None:
+        if self.stable is not None:
+            return
+        desired = self.given.desired
+        self.stable = desired
+        self._record(desired, "Promoted", "first revision: served directly, nothing to compare")
+        self._event("Normal", "Created", f"serving revision {label(desired)} from {desired.uri}")
+
+    def _follow_desired_revision(self) -> None:
+        desired, stable, canary = self.given.desired, self._stable(), self.canary
+        if canary is not None and canary.revision != desired.revision:
+            if desired.revision == stable.revision:
+                reason = "the spec changed back to the stable revision"
+            else:
+                reason = f"superseded by revision {label(desired)}"
+            self._event(
+                "Normal",
+                "RolloutAborted",
+                f"canary {label(canary)} ended at weight {canary.weight}%: {reason}",
+            )
+            self._end_canary("Aborted", reason, hold=False)
+        if self.held is not None and self.held != desired.revision:
+            self.held = None
+        if desired.revision != stable.revision and self.canary is None and self.held is None:
+            self._start_canary(desired)
+
+    def _progress(self) -> None:
+        canary = self._canary()
+        seen = self.given.revisions.get(canary.revision, RevisionObservation())
+        if seen.problem is not None:
+            problem = seen.problem
+            self._roll_back("Failed", problem.reason, f"{problem.reason}: {problem.message}")
+            return
+        self._take_analysis()
+        if self.canary is None:
+            return
+        if self.total == 0:
+            if self._canary().weight:
+                self._set_weight(0)
+            return
+        if self._canary().verified_at is None and not self._pass_gate(seen):
+            return
+        for _ in range(len(self.steps) + 1):
+            self._apply_weight(seen)
+            canary = self._canary()
+            if canary.step >= len(self.steps):
+                self._promote_when_ready(seen)
+                return
+            how = self._step_done()
+            if how is None:
+                return
+            self._event(
+                "Normal",
+                "StepCompleted",
+                f"step {self._step_name(canary.step)} completed: {how}; "
+                f"next: {self._next_name(canary.step)}",
+            )
+            self._enter_step(canary.step + 1)
+
+    # -- requests -------------------------------------------------------------------------------
+
+    def _handle_request(self) -> None:
+        request = self.given.request
+        if request is None:
+            return
+        if self.last_request is not None and self.last_request.id == request.id:
+            return
+        handlers = {
+            "promote": self._promote_request,
+            "promote-full": self._full_promote_request,
+            "abort": self._abort_request,
+            "retry": self._retry_request,
+            "undo": self._undo_request,
+        }
+        accepted, message = handlers[request.action](request)
+        self.last_request = RequestRecord(
+            id=request.id, action=request.action, at=self.at, accepted=accepted, message=message
+        )
+        if not accepted:
+            self._event(
+                "Warning",
+                "RequestRejected",
+                f"{request.action} (request {request.id}) rejected: {message}",
+            )
+
+    def _guard(self, request: Request, revision: str | None) -> str | None:
+        """Why a request about another revision than the current one is rejected."""
+        if request.revision and revision and not revision.startswith(request.revision):
+            return (
+                f"it is about revision {request.revision}, but the rollout is now at "
+                f"{revision[:10]}"
+            )
+        return None
+
+    def _nothing_to(self, action: str) -> str:
+        if self.held is not None:
+            return (
+                f"nothing to {action}: revision {self.held[:10]} was rolled back; "
+                "`weir retry` rolls it out again"
+            )
+        return f"nothing to {action}: no rollout in progress"
+
+    def _promote_request(self, request: Request) -> tuple[bool, str]:
+        canary = self.canary
+        if canary is None:
+            return False, self._nothing_to("promote")
+        if problem := self._guard(request, canary.revision):
+            return False, problem
+        if canary.verified_at is None:
+            return False, (
+                f"canary {label(canary)} has not passed its pre-traffic checks yet; "
+                "`promote --full` skips the steps, never these checks"
+            )
+        if canary.step >= len(self.steps):
+            return False, (
+                f"all steps are done: canary {label(canary)} becomes stable once its "
+                f"{self.total} servers are ready"
+            )
+        ended = self._step_name(canary.step)
+        message = f"step {ended} ended by request; next: {self._next_name(canary.step)}"
+        self._event("Normal", "PromoteRequested", f"{message} (request {request.id})")
+        self._enter_step(canary.step + 1)
+        return True, message
+
+    def _full_promote_request(self, request: Request) -> tuple[bool, str]:
+        canary = self.canary
+        if canary is None:
+            return False, self._nothing_to("promote")
+        if problem := self._guard(request, canary.revision):
+            return False, problem
+        message = (
+            f"steps skipped: canary {label(canary)} becomes stable once its {self.total} servers "
+            "are ready"
+        )
+        if canary.verified_at is None:
+            message += " and have passed the pre-traffic checks"
+        self.canary = canary.model_copy(update={"failed_checks": 0})
+        self._event("Normal", "FullPromoteRequested", f"{message} (request {request.id})")
+        self._enter_step(len(self.steps))
+        return True, message
+
+    def _abort_request(self, request: Request) -> tuple[bool, str]:
+        canary = self.canary
+        if canary is None:
+            return False, self._nothing_to("abort")
+        if problem := self._guard(request, canary.revision):
+            return False, problem
+        self._roll_back("Aborted", "Aborted", f"aborted by request {request.id}")
+        return True, f"canary {label(canary)} aborted at weight {canary.weight}%"
+
+    def _retry_request(self, request: Request) -> tuple[bool, str]:
+        desired = self.given.desired
+        if self.held is None or self.held != desired.revision:
+            return False, "nothing to retry: no rolled-back revision is waiting"
+        if problem := self._guard(request, self.held):
+            return False, problem
+        self.held = None
+        self._event(
+            "Normal",
+            "RetryRequested",
+            f"rolling out revision {label(desired)} again from step 1 (request {request.id})",
+        )
+        self._start_canary(desired)
+        return True, f"rolling out revision {label(desired)} again from step 1"
+
+    def _undo_request(self, request: Request) -> tuple[bool, str]:
+        target, problem = self._undo_target(request)
+        if target is None:
+            return False, problem
+        self.last_actions.append(RestoreModel(target))
+        message = f"spec.model set back to revision {label(target)} ({target.uri})"
+        self._event("Normal", "UndoRequested", f"{message} (request {request.id})")
+        return True, message
+
+    def _undo_target(self, request: Request) -> tuple[RevisionRef | None, str]:
+        """The revision to bring back: the one named, else the stable one while the spec asks
+        for another, else the revision that was stable before the current one."""
+        desired, stable = self.given.desired, self._stable()
+        known: dict[str, RevisionRef] = {stable.revision: stable}
+        for entry in self.history:
+            known.setdefault(entry.revision, _ref_of(entry))
+        if request.revision:
+            matches = [r for r in known.values() if r.revision.startswith(request.revision)]
+            if len(matches) != 1:
+                found = "matches several revisions" if matches else "is not in the history"
+                return None, f"revision {request.revision} {found}"
+            target = matches[0]
+        elif desired.revision != stable.revision:
+            target = stable
+        else:
+            earlier = (
+                _ref_of(entry)
+                for entry in self.history
+                if entry.outcome == "Promoted" and entry.revision != stable.revision
+            )
+            found_target = next(earlier, None)
+            if found_target is None:
+                return None, "no earlier stable revision in the history to go back to"
+            target = found_target
+        if target.revision == desired.revision:
+            return None, f"the spec already asks for revision {label(target)}"
+        return target, ""
+
+    # -- the canary's life ----------------------------------------------------------------------
+
+    def _start_canary(self, desired: RevisionRef) -> None:
+        self.canary = CanaryStatus(
+            revision=desired.revision,
+            uri=desired.uri,
+            version=desired.version,
+            sha256=desired.sha256,
+            set_weight=weight_in_force(self.steps, 0),
+            started_at=self.at,
+            step_started_at=self.at,
+        )
+        self.last_analysis = None
+        self.first_actions.append(CreateCanary(desired))
+        plan = ", ".join(describe_step(s) for s in self.steps) or "none: straight to promotion"
+        self._event(
+            "Normal",
+            "RolloutStarted",
+            f"canary {label(desired)} from {desired.uri} against stable "
+            f"{label(self._stable())}; steps: {plan}; no traffic before its servers are ready "
+            "and pass the pre-traffic checks",
+        )
+
+    def _take_analysis(self) -> None:
+        result, canary = self.given.analysis, self._canary()
+        if result is None:
+            return
+        ended = parse_timestamp(result.at)
+        if self.last_analysis is not None and ended <= parse_timestamp(self.last_analysis.at):
+            return  # already counted
+        if canary.started_at is not None and ended < parse_timestamp(canary.started_at):
+            return  # about an earlier canary
+        self.last_analysis = result
+        if not self._counts(result):
+            return
+        if result.verdict == "Pass":
+            self._update(failed_checks=0, inconclusive_checks=0)
+        elif result.verdict == "Fail":
+            failed, threshold = canary.failed_checks + 1, self.analysis.failure_threshold
+            self._update(failed_checks=failed, inconclusive_checks=0)
+            self._event(
+                "Warning",
+                "AnalysisFailed",
+                f"analysis failed at weight {canary.weight}% ({failed} in a row, "
+                f"failureThreshold {threshold}): {result.reason}{_numbers(result)}",
+            )
+            if failed >= threshold:
+                self._roll_back(
+                    "RolledBack",
+                    "AnalysisFailed",
+                    f"{failed} analyses in a row failed (failureThreshold {threshold}); "
+                    f"last: {result.reason}",
+                )
+        elif canary.weight > 0:
+            self._update(inconclusive_checks=canary.inconclusive_checks + 1)
+
+    def _pass_gate(self, seen: RevisionObservation) -> bool:
+        """Verify the canary before it gets traffic; True once it passed."""
+        canary = self._canary()
+        signature, sample = seen.signature, seen.sample_inference
+        if self._checks_signature() and signature is not None and not signature.passed:
+            detail = f"model signature differs from stable's: {signature.message}"
+            self._roll_back("Failed", "SignatureMismatch", detail)
+            return False
+        if self._checks_sample() and sample is not None and not sample.passed:
+            detail = f"sample inference failed: {sample.message}"
+            self._roll_back("Failed", "SampleInferenceFailed", detail)
+            return False
+        waiting = self._gate_waiting(seen)
+        if not waiting:
+            self._update(verified_at=self.at)
+            self._event(
+                "Normal",
+                "PreTrafficChecksPassed",
+                f"canary {label(canary)}: {self._gate_summary(seen)}",
+            )
+            self._enter_step(canary.step)
+            return True
+        started = parse_timestamp(canary.started_at or self.at)
+        if self.now - started > self.deadline:
+            self._roll_back(
+                "Failed",
+                "ProgressDeadlineExceeded",
+                f"not ready for traffic within progressDeadline "
+                f"{self.given.spec.rollout.progress_deadline}: {'; '.join(waiting)}",
+            )
+        return False
+
+    def _enter_step(self, index: int) -> None:
+        canary = self._canary()
+        changes: dict[str, Any] = {
+            "step": index,
+            "step_started_at": self.at,
+            "inconclusive_checks": 0,
+        }
+        if index < len(self.steps):
+            changes["set_weight"] = weight_in_force(self.steps, index)
+        self.canary = canary.model_copy(update=changes)
+        if index >= len(self.steps) and canary.verified_at is not None:
+            self._event(
+                "Normal",
+                "Promoting",
+                f"steps done: scaling canary {label(canary)} to {self.total} servers; it "
+                "becomes stable once they are all ready",
+            )
+
+    def _apply_weight(self, seen: RevisionObservation) -> None:
+        """Move the weight to what the step asks for: down at once, up once the canary has the
+        servers the new weight needs."""
+        canary = self._canary()
+        target = traffic.split(self.router, self.total, canary.set_weight)
+        if canary.weight == target.canary_weight:
+            return
+        if target.canary_weight > canary.weight and seen.ready_replicas < target.canary_replicas:
+            return
+        self._set_weight(target.canary_weight)
+
+    def _set_weight(self, weight: int) -> None:
+        canary = self._canary()
+        self._update(weight=weight, weight_changed_at=self.at)
+        target = traffic.split(self.router, self.total, canary.set_weight)
+        detail = ""
+        if weight and self.router == "replicas":
+            servers = target.canary_replicas + target.stable_replicas
+            detail = f": {target.canary_replicas} of {servers} servers"
+            if weight != canary.set_weight:
+                detail += f" (the step asks for {canary.set_weight}%)"
+        self._event(
+            "Normal",
+            "WeightChanged",
+            f"canary {label(canary)} weight {canary.weight}% -> {weight}%{detail}",
+        )
+
+    def _step_done(self) -> str | None:
+        """How the current step completed, or None while it has not."""
+        canary = self._canary()
+        step = self.steps[canary.step]
+        began = parse_timestamp(canary.step_started_at or self.at)
+        if step.set_weight is not None:
+            target = traffic.split(self.router, self.total, canary.set_weight).canary_weight
+            if target == 0:
+                return "no traffic to analyse at weight 0"
+            if canary.weight != target or canary.weight_changed_at is None:
+                return None
+            changed = parse_timestamp(canary.weight_changed_at)
+            result = self._passed_after(began)
+            if result is None or self._window_start(result) < changed:
+                return None
+            return f"analysis passed at weight {canary.weight}%: {result.reason}"
+        assert step.pause is not None
+        if step.pause.duration is None:
+            return None
+        if self.now < began + timedelta(seconds=duration_seconds(step.pause.duration)):
+            return None
+        if canary.weight == 0:
+            return f"paused {step.pause.duration}"
+        result = self._passed_after(began)
+        if result is None:
+            return None
+        return f"paused {step.pause.duration}; analysis passed: {result.reason}"
+
+    def _passed_after(self, began: datetime) -> AnalysisResult | None:
+        """The latest analysis if it passed, counts and ended after `began`."""
+        result = self.last_analysis
+        if result is None or result.verdict != "Pass" or not self._counts(result):
+            return None
+        return result if parse_timestamp(result.at) > began else None
+
+    def _promote_when_ready(self, seen: RevisionObservation) -> None:
+        canary = self._canary()
+        if canary.failed_checks == 0 and seen.ready_replicas >= self.total:
+            self._promote()
+            return
+        began = parse_timestamp(canary.step_started_at or self.at)
+        if self.now - began > self.deadline:
+            waiting = f"{seen.ready_replicas}/{self.total} canary servers ready"
+            if canary.failed_checks:
+                waiting += f", {canary.failed_checks} failed analyses not cleared by a Pass"
+            self._roll_back(
+                "RolledBack",
+                "ProgressDeadlineExceeded",
+                f"not promoted within progressDeadline "
+                f"{self.given.spec.rollout.progress_deadline} after the steps: {waiting}",
+            )
+
+    def _promote(self) -> None:
+        canary, previous = self._canary(), self._stable()
+        request = self.last_request
+        if (
+            request is not None
+            and request.action == "promote-full"
+            and request.accepted
+            and canary.started_at is not None
+            and parse_timestamp(request.at) >= parse_timestamp(canary.started_at)
+        ):
+            reason = f"promoted by request {request.id}, steps skipped"
+        else:
+            reason = f"all {len(self.steps)} steps completed"
+        self._record(canary, "Promoted", reason)
+        self.stable = _ref_of(canary)
+        self.first_actions.append(Promote(canary.revision, previous.revision))
+        self.last_actions.append(RetireRevision(previous.revision, f"replaced by {label(canary)}"))
+        took = self.now - parse_timestamp(canary.started_at or self.at)
+        self._event(
+            "Normal",
+            "Promoted",
+            f"revision {label(canary)} is now stable, replacing {label(previous)}, "
+            f"{_duration(took.total_seconds())} after the rollout began ({reason})",
+        )
+        self.canary = None
+
+    def _roll_back(self, outcome: Outcome, reason: str, detail: str) -> None:
+        """End the canary now with weight 0 and hold the spec until retry or a new revision."""
+        canary, stable = self._canary(), self._stable()
+        verb = "aborted" if outcome == "Aborted" else "rolled back"
+        self._event(
+            "Warning",
+            "RolloutAborted" if outcome == "Aborted" else "RolledBack",
+            f"canary {label(canary)} {verb} at weight {canary.weight}%: {detail}; "
+            f"traffic back on stable {label(stable)}",
+        )
+        self.rollback = (
+            reason,
+            f"revision {label(canary)} {verb} at {self.at} at weight {canary.weight}%: {detail}; "
+            "the spec still asks for it: `weir retry` rolls it out again, `weir undo` or a "
+            "new model moves on",
+        )
+        self._end_canary(outcome, detail, hold=True)
+
+    def _end_canary(self, outcome: Outcome, reason: str, *, hold: bool) -> None:
+        canary = self._canary()
+        self._record(canary, outcome, reason)
+        self.last_actions.append(RetireRevision(canary.revision, reason))
+        if hold:
+            self.held = canary.revision
+        self.canary = None
+
+    # -- the pre-traffic gate -------------------------------------------------------------------
+
+    def _checks_signature(self) -> bool:
+        return not self.given.spec.rollout.allow_signature_change
+
+    def _checks_sample(self) -> bool:
+        return self.given.spec.server.sample_input is not None
+
+    def _gate_waiting(self, seen: RevisionObservation) -> list[str]:
+        wanted = self._canary_servers()
+        waiting = []
+        if seen.ready_replicas < wanted:
+            waiting.append(f"{seen.ready_replicas}/{wanted} servers ready")
+        if self._checks_signature() and seen.signature is None:
+            waiting.append("model signature not compared with stable's yet")
+        if self._checks_sample() and seen.sample_inference is None:
+            waiting.append("sample inference not run yet")
+        return waiting
+
+    def _gate_summary(self, seen: RevisionObservation) -> str:
+        parts = [f"{seen.ready_replicas}/{self._canary_servers()} servers ready"]
+        parts.append(
+            "model signature matches stable's"
+            if self._checks_signature()
+            else "signature not compared (allowSignatureChange)"
+        )
+        if self._checks_sample():
+            parts.append("sample inference succeeded")
+        return ", ".join(parts)
+
+    # -- counts, times and analyses -------------------------------------------------------------
+
+    def _canary_servers(self) -> int:
+        """Canary servers to run: the full count once the steps are done, else what the weight
+        in force (or, at weight 0, the next weight) needs, and one to verify without traffic."""
+        canary = self._canary()
+        if self.total == 0:
+            return 0
+        if canary.step >= len(self.steps):
+            return self.total
+        weight = canary.set_weight or next(
+            (s.set_weight for s in self.steps[canary.step :] if s.set_weight),
+            0,
+        )
+        if not weight:
+            return 1
+        return traffic.split(self.router, self.total, weight).canary_replicas
+
+    def _window_start(self, result: AnalysisResult) -> datetime:
+        if result.since is not None:
+            return parse_timestamp(result.since)
+        return parse_timestamp(result.at) - self.interval
+
+    def _counts(self, result: AnalysisResult) -> bool:
+        """Whether a result counts: its window began after the canary passed the gate."""
+        verified = self._canary().verified_at
+        return verified is not None and self._window_start(result) >= parse_timestamp(verified)
+
+    def _last_news(self) -> datetime:
+        """When the canary's analysis last had news: its last counted result, or the weight
+        change (or gate) that started the wait."""
+        canary = self._canary()
+        since = parse_timestamp(canary.weight_changed_at or canary.verified_at or self.at)
+        result = self.last_analysis
+        if result is not None and self._counts(result):
+            since = max(since, parse_timestamp(result.at))
+        return since
+
+    # -- the result -----------------------------------------------------------------------------
+
+    def _result(self) -> Decision:
+        pause = self._pause()
+        phase: Phase
+        if self.canary is not None:
+            phase = "Paused" if pause else "Progressing"
+        elif self.held is not None:
+            phase = "RolledBack"
+        else:
+            phase = "Healthy"
+        conditions = self._conditions(pause)
+        self._pause_events(pause)
+        status = self.given.status.model_copy(
+            update={
+                "phase": phase,
+                "stable": self.stable,
+                "canary": self.canary,
+                "rolled_back_revision": self.held,
+                "last_analysis": self.last_analysis,
+                "last_request": self.last_request,
+                "history": self.history,
+                "conditions": conditions,
+            }
+        )
+        return Decision(status, tuple(self._actions()), tuple(self.events))
+
+    def _actions(self) -> list[Action]:
+        stable, canary = self._stable(), self.canary
+        before = self.given.status.canary.weight if self.given.status.canary else 0
+        if canary is None:
+            level: list[Action] = [
+                ScaleTracks(stable.revision, self.total, None, 0),
+                SetCanaryWeight(0),
+            ]
+        else:
+            seen = self.given.revisions.get(canary.revision, RevisionObservation())
+            stable_servers = self.total
+            if canary.weight:
+                target = traffic.split(self.router, self.total, canary.set_weight)
+                stable_servers = traffic.serving_stable_replicas(
+                    self.router, self.total, target, seen.ready_replicas
+                )
+            level = [
+                ScaleTracks(
+                    stable.revision, stable_servers, canary.revision, self._canary_servers()
+                ),
+                SetCanaryWeight(canary.weight),
+            ]
+        after = canary.weight if canary else 0
+        if after < before:
+            level.reverse()  # take traffic away before taking servers away
+        return [*self.first_actions, *level, *self.last_actions]
+
+    def _pause(self) -> tuple[str, str] | None:
+        """(reason, message) while the rollout is paused or held, else None."""
+        canary = self.canary
+        if canary is None:
+            return None
+        name = label(canary)
+        if self.total == 0:
+            return "ScaledToZero", f"no servers wanted (replicas 0): canary {name} waits"
+        if canary.verified_at is None or canary.step >= len(self.steps):
+            return None
+        step = self.steps[canary.step]
+        where = f"step {self._step_name(canary.step)}"
+        if step.pause is not None and step.pause.duration is None:
+            return "WaitingForPromote", f"{where}: paused until `weir promote`"
+        if canary.weight > 0:
+            hint = (
+                "it resumes when an analysis passes; `weir promote` moves on without one, "
+                "`weir abort` rolls back"
+            )
+            if canary.inconclusive_checks >= INCONCLUSIVE_LIMIT:
+                last = self.last_analysis.reason if self.last_analysis else ""
+                return "InconclusiveAnalysis", (
+                    f"held at weight {canary.weight}%: {canary.inconclusive_checks} analyses in "
+                    f"a row were inconclusive (last: {last}); {hint}"
+                )
+            since = self._last_news()
+            if self.now - since > STALE_ANALYSIS_INTERVALS * self.interval:
+                return "NoAnalysis", (
+                    f"held at weight {canary.weight}%: no analysis result since "
+                    f"{timestamp(since)} ({STALE_ANALYSIS_INTERVALS} intervals of "
+                    f"{self.analysis.interval}); {hint}"
+                )
+        if step.pause is not None and step.pause.duration is not None:
+            began = parse_timestamp(canary.step_started_at or self.at)
+            end = began + timedelta(seconds=duration_seconds(step.pause.duration))
+            if self.now < end:
+                return "PauseStep", f"{where}: paused until {timestamp(end)}"
+        return None
+
+    def _pause_events(self, pause: tuple[str, str] | None) -> None:
+        before = _find(self.given.status.conditions, "Paused")
+        was = before.reason if before is not None and before.status == "True" else None
+        reason = pause[0] if pause else None
+        if pause is not None and reason != was:
+            missing_data = reason in ("InconclusiveAnalysis", "NoAnalysis")
+            kind: Literal["Normal", "Warning"] = "Warning" if missing_data else "Normal"
+            self._event(kind, "Paused" if reason == "PauseStep" else pause[0], pause[1])
+        same_canary = (
+            self.canary is not None
+            and self.given.status.canary is not None
+            and self.canary.revision == self.given.status.canary.revision
+        )
+        if was in HOLD_REASONS and reason not in HOLD_REASONS and same_canary:
+            canary = self._canary()
+            where = (
+                f"step {self._step_name(canary.step)}"
+                if canary.step < len(self.steps)
+                else "promotion"
+            )
+            self._event(
+                "Normal",
+                "RolloutResumed",
+                f"canary {label(canary)} resumed at {where}, weight {canary.weight}%",
+            )
+
+    def _conditions(self, pause: tuple[str, str] | None) -> list[Condition]:
+        progressing = self._progressing()
+        paused = (True, *pause) if pause else (False, "NotPaused", "")
+        rolled_back = self._rolled_back()
+        mine = {
+            "Progressing": progressing,
+            "Paused": paused,
+            "RolledBack": rolled_back,
+        }
+        previous = self.given.status.conditions
+        made = {
+            kind: _condition(previous, kind, ok, reason, message, self.at, self.given.generation)
+            for kind, (ok, reason, message) in mine.items()
+        }
+        kept = [made.pop(c.type) if c.type in made else c for c in previous]
+        return kept + [made[kind] for kind in CONDITION_TYPES if kind in made]
+
+    def _progressing(self) -> tuple[bool, str, str]:
+        canary = self.canary
+        if canary is not None:
+            name = label(canary)
+            seen = self.given.revisions.get(canary.revision, RevisionObservation())
+            if self.total == 0:
+                return True, "RollingOut", f"canary {name} waits for servers to be wanted"
+            if canary.verified_at is None:
+                waiting = "; ".join(self._gate_waiting(seen))
+                return True, "CanaryStarting", f"canary {name} before traffic: {waiting}"
+            if canary.step >= len(self.steps):
+                return (
+                    True,
+                    "Promoting",
+                    (
+                        f"steps done: {seen.ready_replicas}/{self.total} canary servers of {name} "
+                        "ready; it becomes stable when all are"
+                    ),
+                )
+            message = (
+                f"canary {name} at step {self._step_name(canary.step)}, weight {canary.weight}%"
+            )
+            if canary.weight != canary.set_weight:
+                message += f" (the step asks for {canary.set_weight}%)"
+            return True, "RollingOut", message
+        if self.held is not None:
+            return False, "RolledBack", f"revision {self.held[:10]} was rolled back"
+        if not self.history:
+            return False, "NoRollout", ""
+        last = self.history[0]
+        return (
+            False,
+            _PROGRESS_ENDED[last.outcome],
+            (f"revision {label(_ref_of(last))}: {last.outcome} at {last.at}: {last.reason}"),
+        )
+
+    def _rolled_back(self) -> tuple[bool, str, str]:
+        if self.held is None:
+            return False, "NotRolledBack", ""
+        if self.rollback is not None:
+            return True, *self.rollback
+        before = _find(self.given.status.conditions, "RolledBack")
+        if before is not None and before.status == "True":
+            return True, before.reason, before.message
+        entry = next((h for h in self.history if h.revision == self.held), None)
+        if entry is None:
+            return True, "RolledBack", f"revision {self.held[:10]} was rolled back"
+        message = f"revision {label(_ref_of(entry))}: {entry.reason}"
+        return True, _PROGRESS_ENDED[entry.outcome], message
+
+    # -- small helpers --------------------------------------------------------------------------
+
+    def _stable(self) -> RevisionRef:
+        assert self.stable is not None, "settled by _settle_first_revision"
+        return self.stable
+
+    def _canary(self) -> CanaryStatus:
+        assert self.canary is not None
+        return self.canary
+
+    def _update(self, **changes: Any) -> None:
+        self.canary = self._canary().model_copy(update=changes)
+
+    def _event(self, kind: Literal["Normal", "Warning"], reason: str, message: str) -> None:
+        self.events.append(Event(kind, reason, message))
+
+    def _record(self, ref: RevisionRef, outcome: Outcome, reason: str) -> None:
+        entry = HistoryEntry(
+            revision=ref.revision,
+            uri=ref.uri,
+            version=ref.version,
+            sha256=ref.sha256,
+            outcome=outcome,
+            at=self.at,
+            reason=reason,
+        )
+        self.history = [entry, *self.history][:HISTORY_LIMIT]
+
+    def _step_name(self, index: int) -> str:
+        return f"{index + 1}/{len(self.steps)} ({describe_step(self.steps[index])})"
+
+    def _next_name(self, index: int) -> str:
+        if index + 1 < len(self.steps):
+            return f"step {self._step_name(index + 1)}"
+        return "promotion"
+
+
+def _ref_of(ref: RevisionRef | HistoryEntry) -> RevisionRef:
+    return RevisionRef(revision=ref.revision, uri=ref.uri, version=ref.version, sha256=ref.sha256)
+
+
+def _find(conditions: list[Condition], kind: str) -> Condition | None:
+    return next((c for c in conditions if c.type == kind), None)
+
+
+def _condition(
+    previous: list[Condition],
+    kind: str,
+    ok: bool,
+    reason: str,
+    message: str,
+    at: str,
+    generation: int | None,
+) -> Condition:
+    """A condition; its lastTransitionTime moves only when its status changes."""
+    value: Literal["True", "False"] = "True" if ok else "False"
+    old = _find(previous, kind)
+    since = old.last_transition_time if old is not None and old.status == value else at
+    return Condition(
+        type=kind,
+        status=value,
+        reason=reason,
+        message=message,
+        last_transition_time=since,
+        observed_generation=generation,
+    )
