@@ -3,10 +3,16 @@
 `create_registry()` builds a fresh kopf registry (nothing is registered at import time). Children
 are watched through kopf indexes (in-memory, from watch streams), so a reconcile reads no list
 from the API; it runs on create, update and resume of a ModelDeployment and on a timer, which is
-what makes it level-based: whatever happened meanwhile, the next tick converges."""
+what makes it level-based: whatever happened meanwhile, the next tick converges.
+
+Handlers are async because the rollout's probes (pre-traffic checks, metric analysis) talk to
+many servers at once (`weir_operator.probing`); the `kubernetes` client is blocking, so the plan
+is applied in a worker thread. The timer is also the analysis clock: it must tick at least as
+often as the shortest `analysis.interval` (`weir operator --interval`, default 5 s)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
@@ -19,7 +25,8 @@ from kubernetes.client.exceptions import ApiException
 from weir_operator.kube import Kube, explain, is_transient
 from weir_operator.metrics import OperatorMetrics
 from weir_operator.observe import observe, owner_key
-from weir_operator.reconcile import reconcile, status_patch
+from weir_operator.probing import REQUEST_ANNOTATION, RolloutProbes
+from weir_operator.reconcile import Plan, reconcile, status_patch
 from weir_operator.render import MANAGED_BY_LABEL, RenderSettings
 from weir_operator.spec import (
     GROUP,
@@ -54,17 +61,46 @@ class OperatorContext:
     # Parsed specs by (uid, generation): the spec only changes with the generation, and
     # parsing (CEL rules included) is most of an idle reconcile's cost.
     parsed: dict[tuple[str, int], ModelDeployment] = field(default_factory=dict)
+    # Created in the operator's event loop (startup), which its HTTP clients belong to.
+    probes: RolloutProbes | None = None
+    # kopf runs the timer and the event handlers of one object concurrently: a lock per object
+    # serialises them, and a body whose status this process already changed is not decided on
+    # again until the status write arrives (SETTLE_SECONDS at most): the same request or
+    # analysis result would be taken twice, and the same events posted twice.
+    locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
+    written: dict[tuple[str, str], tuple[str, float]] = field(default_factory=dict)
+
+
+SETTLE_SECONDS = 5.0
 
 
 def _dump(status: ModelDeploymentStatus) -> dict[str, Any]:
     return status.model_dump(by_alias=True, exclude_none=True, mode="json")
 
 
-def reconcile_object(
+async def reconcile_object(
     body: kopf.Body, patch: kopf.Patch, memo: Any, indexes: dict[str, kopf.Index[Any, Any]]
 ) -> None:
-    """Observe, decide, apply; shared by every ModelDeployment handler."""
+    """Observe, probe, decide, apply; shared by every ModelDeployment handler, one at a time
+    per object, and never twice on the same stale body."""
     context: OperatorContext = memo.context
+    key = (body.metadata.namespace or "default", body.metadata.name or "")
+    version = str(body.metadata.get("resourceVersion") or "")
+    async with context.locks.setdefault(key, asyncio.Lock()):
+        written = context.written.get(key)
+        if written and written[0] == version and time.monotonic() - written[1] < SETTLE_SECONDS:
+            return
+        if await _reconcile(body, patch, context, indexes):
+            context.written[key] = (version, time.monotonic())
+
+
+async def _reconcile(
+    body: kopf.Body,
+    patch: kopf.Patch,
+    context: OperatorContext,
+    indexes: dict[str, kopf.Index[Any, Any]],
+) -> bool:
+    """One reconcile; True when it changed the status."""
     namespace, name = body.metadata.namespace or "default", body.metadata.name or ""
     old_raw = dict(body.get("status") or {})
     old = ModelDeploymentStatus.model_validate(old_raw)
@@ -81,7 +117,7 @@ def reconcile_object(
             }
         )
         patch.status.update(status_patch(old_raw, _dump(invalid)))
-        return
+        return False
     if len(context.parsed) > 4096:
         context.parsed.clear()
     context.parsed[cache_key] = md
@@ -91,30 +127,57 @@ def reconcile_object(
         for kind, (_, plural) in CACHED_CHILDREN.items()
         for child in indexes[plural].get(key, [])
     }
+    pods = list(indexes["pods"].get(key, []))
     observed = observe(
-        indexes["deployments"].get(key, []),
-        indexes["pods"].get(key, []),
-        indexes["horizontalpodautoscalers"].get(key, []),
+        indexes["deployments"].get(key, []), pods, indexes["horizontalpodautoscalers"].get(key, [])
     )
-    plan = reconcile(md, old, observed, datetime.now(UTC), context.render)
+    assert context.probes is not None, "created at startup"
+    request = body.metadata.annotations.get(REQUEST_ANNOTATION)
+    probes, probe_events = await context.probes.probe(md, old, pods, request, datetime.now(UTC))
+    plan = reconcile(md, old, observed, datetime.now(UTC), context.render, probes)
     try:
-        for child in plan.apply:
-            cached = child["kind"] in CACHED_CHILDREN
-            found = cache.get((child["kind"], child["metadata"]["name"]))
-            context.kube.apply(child, found, trust_cache=cached)
-        for kind, child_name in plan.delete:
-            context.kube.delete(kind, namespace, child_name)
+        await asyncio.to_thread(_apply, context, md, plan, cache)
     except ApiException as error:
         context.metrics.reconcile_errors.labels(f"api{error.status}").inc()
         if is_transient(error):
             raise kopf.TemporaryError(f"API answered {explain(error)}; retrying", delay=2) from None
         raise kopf.PermanentError(f"API answered {explain(error)}") from None
-    for event in plan.events:
+    if plan.ended:
+        context.probes.forget(namespace, name)
+    for event in [*probe_events, *plan.events]:
         log.info("%s/%s: %s: %s", namespace, name, event.reason, event.message)
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
-    patch.status.update(status_patch(old_raw, _dump(plan.status)))
+    changes = status_patch(old_raw, _dump(plan.status))
+    patch.status.update(changes)
     context.metrics.record(namespace, name, old, plan.status)
     context.metrics.reconcile_seconds.observe(time.perf_counter() - started)
+    return bool(changes)
+
+
+def _apply(
+    context: OperatorContext,
+    md: ModelDeployment,
+    plan: Plan,
+    cache: dict[tuple[str, str], dict[str, Any]],
+) -> None:
+    """Apply a plan's children, deletions and model restore (undo), in that order; blocking."""
+    for child in plan.apply:
+        cached = child["kind"] in CACHED_CHILDREN
+        found = cache.get((child["kind"], child["metadata"]["name"]))
+        context.kube.apply(child, found, trust_cache=cached)
+    for kind, child_name in plan.delete:
+        context.kube.delete(kind, md.namespace, child_name)
+    if plan.restore is not None:
+        model = {
+            "uri": plan.restore.uri,
+            "sha256": plan.restore.sha256,
+            "version": plan.restore.version,
+        }
+        # The request goes with the change it asked for, in one write: a reconcile that still
+        # reads the status from before this one must not find it and undo again.
+        annotations = {REQUEST_ANNOTATION: None}
+        body = {"metadata": {"annotations": annotations}, "spec": {"model": model}}
+        context.kube.merge_patch("ModelDeployment", md.namespace, md.name, body)
 
 
 def _invalid_spec_condition(old: ModelDeploymentStatus, error: SpecError) -> Condition:
@@ -158,6 +221,16 @@ def create_registry(interval: float = 5.0) -> kopf.OperatorRegistry:
             settings.scanning.disabled = True
         warm_up_cel_rules()
 
+    @kopf.on.startup(registry=registry)
+    async def start_probes(memo: Any, **_: Any) -> None:
+        if memo.context.probes is None:
+            memo.context.probes = RolloutProbes()
+
+    @kopf.on.cleanup(registry=registry)
+    async def close(memo: Any, **_: Any) -> None:
+        if memo.context.probes is not None:
+            await memo.context.probes.aclose()
+
     def index_child(body: kopf.Body, **_: Any) -> dict[Any, Any]:
         key = owner_key(body)
         return {key: dict(body)} if key else {}
@@ -175,21 +248,25 @@ def create_registry(interval: float = 5.0) -> kopf.OperatorRegistry:
             return {}
         return {key: {"metadata": dict(body.metadata), "status": dict(body.get("status") or {})}}
 
-    def handle(body: kopf.Body, patch: kopf.Patch, memo: Any, **kwargs: Any) -> None:
+    async def handle(body: kopf.Body, patch: kopf.Patch, memo: Any, **kwargs: Any) -> None:
         names = ("pods", *(plural for _, plural in CACHED_CHILDREN.values()))
-        reconcile_object(body, patch, memo, {n: kwargs[n] for n in names})
+        await reconcile_object(body, patch, memo, {n: kwargs[n] for n in names})
 
     kopf.on.create(**resource, id="reconcile-on-create", backoff=2)(handle)
     kopf.on.update(**resource, id="reconcile-on-update", backoff=2)(handle)
     kopf.on.resume(**resource, id="reconcile-on-resume", backoff=2)(handle)
 
     @kopf.timer(**resource, id="converge", interval=interval, initial_delay=1.0, backoff=2)
-    def converge(body: kopf.Body, patch: kopf.Patch, memo: Any, **kwargs: Any) -> None:
-        handle(body, patch, memo, **kwargs)
+    async def converge(body: kopf.Body, patch: kopf.Patch, memo: Any, **kwargs: Any) -> None:
+        await handle(body, patch, memo, **kwargs)
 
     @kopf.on.delete(**resource, id="forget", optional=True)
     def forget(namespace: str | None, name: str | None, memo: Any, **_: Any) -> None:
         # Children go with their ownerReferences (the garbage collector); metrics go here.
         memo.context.metrics.forget(namespace or "default", name or "")
+        memo.context.locks.pop((namespace or "default", name or ""), None)
+        memo.context.written.pop((namespace or "default", name or ""), None)
+        if memo.context.probes is not None:
+            memo.context.probes.forget(namespace or "default", name or "")
 
     return registry

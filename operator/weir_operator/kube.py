@@ -57,6 +57,40 @@ def explain(error: ApiException) -> str:
     return f"{head}: {message}" if message else head
 
 
+# Maps that must say exactly what is rendered: a merge patch leaves keys it does not name, so
+# keys that are gone from these are patched to null (the `<md>` Service drops the revision from
+# its selector when a canary gets traffic).
+EXACT_MAPS: dict[str, tuple[tuple[str, ...], ...]] = {"Service": (("spec", "selector"),)}
+
+
+def removed_keys(kind: str, existing: Manifest, desired: Manifest) -> Manifest:
+    """A merge patch fragment nulling the keys of `EXACT_MAPS` that `desired` no longer has."""
+    patch: Manifest = {}
+    for path in EXACT_MAPS.get(kind, ()):
+        old, new = existing, desired
+        for key in path:
+            old = old.get(key) or {} if isinstance(old, dict) else {}
+            new = new.get(key) or {} if isinstance(new, dict) else {}
+        gone = {key: None for key in old if key not in new}
+        if gone:
+            target = patch
+            for key in path[:-1]:
+                target = target.setdefault(key, {})
+            target[path[-1]] = gone
+    return patch
+
+
+def merged(base: Manifest, extra: Manifest) -> Manifest:
+    """`base` with `extra`'s keys added, recursively (for patches that do not overlap)."""
+    result = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(result.get(key), dict):
+            result[key] = merged(result[key], value)
+        else:
+            result[key] = value
+    return result
+
+
 def contains(existing: Any, desired: Any) -> bool:
     """True when `existing` already says everything `desired` says (server-side defaults,
     e.g. a container's terminationMessagePath, may add more without counting as a change)."""
@@ -181,7 +215,8 @@ class Kube:
                     raise
                 existing = self.get(kind, namespace, name)
         wanted = {k: v for k, v in manifest.items() if k not in ("apiVersion", "kind")}
-        if existing is not None and contains(existing, wanted):
+        gone = removed_keys(kind, existing or {}, wanted)
+        if existing is not None and contains(existing, wanted) and not gone:
             return "unchanged"
-        self.merge_patch(kind, namespace, name, wanted)
+        self.merge_patch(kind, namespace, name, merged(wanted, gone))
         return "patched"

@@ -59,6 +59,9 @@ class OperatorMetrics:
         for phase in PHASES:
             self.phase.labels(namespace, name, phase).set(1 if new.phase == phase else 0)
         self.canary_weight.labels(namespace, name).set(new.canary.weight if new.canary else 0)
+        result = new.last_analysis
+        if result is not None and (old.last_analysis is None or old.last_analysis.at != result.at):
+            self.analysis.labels(namespace, name, result.verdict).inc()
         seen = {(h.revision, h.at, h.outcome) for h in old.history}
         for entry in new.history:
             if (entry.revision, entry.at, entry.outcome) not in seen:

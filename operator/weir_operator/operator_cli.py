@@ -54,6 +54,7 @@ def run_operator(args: argparse.Namespace) -> int:
     configure_logging(args.log_level)
     if args.log_level != "debug":  # kopf logs every timer tick of every object at info
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per scrape and probe
     try:
         kubernetes.config.load_config()  # type: ignore[no-untyped-call]
     except kubernetes.config.ConfigException as error:

@@ -1,34 +1,37 @@
-"""The pure reconcile step: (ModelDeployment, status, observed children, now) -> plan.
+"""The pure reconcile step: (ModelDeployment, status, observed children, probes, now) -> plan.
 
-No I/O: the operator (and later `weir run`) observes the world, calls `reconcile`, then applies
-the plan: children to apply, obsolete children to delete, the new status, and the events that
-tell the story. Level-based, with all rollout state in `.status`, so any reconcile, including
-the first one after an operator restart, converges from what it reads.
+No I/O: the operator (and later `weir run`) observes the world, runs the probes the rollout
+needs (pre-traffic checks, metric analysis, the request annotation), calls `reconcile`, then
+applies the plan: children to apply, obsolete children to delete, the model to restore (undo),
+the new status and the events that tell the story. Level-based, with all rollout state in
+`.status`, so any reconcile, including the first one after an operator restart, converges from
+what it reads.
 
-Rollout policy until the progressive-delivery engine lands: the first revision becomes stable
-directly; a new revision starts as a canary at the stable replica count and is promoted as soon
-as all its servers are ready (traffic moves by repointing `<md>-stable`, no second rolling
-update); a canary whose pods cannot start (model fetch failed, crash loop) is rolled back. The
-old revision is deleted DRAIN_SECONDS after promotion, once the new stable is fully ready."""
+The rollout itself is `weir_operator.rollout.decide`'s: this module turns what was observed into
+its input, and its actions into children (ScaleTracks and SetCanaryWeight become the replica
+counts and the weight; Promote repoints `<md>-stable`; RetireRevision leaves a Deployment out,
+deleted DRAIN_SECONDS after the rollout ended once the stable is fully ready). The state machine
+owns phase Progressing/Paused/RolledBack/Healthy and its conditions; this module owns Ready and
+the counts, and refines Healthy into Pending/Degraded/Failed from the stable's readiness."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
 
-from weir_operator import render
+from weir_operator import render, rollout
 from weir_operator.render import Manifest, RenderSettings
+from weir_operator.rollout import CheckResult, Event, Request
 from weir_operator.spec import ModelDeployment
 from weir_operator.status import (
-    HISTORY_LIMIT,
-    CanaryStatus,
+    AnalysisResult,
     Condition,
-    HistoryEntry,
     ModelDeploymentStatus,
-    Outcome,
     Phase,
     RevisionRef,
+    parse_timestamp,
+    timestamp,
 )
 
 DRAIN_SECONDS = 10.0
@@ -64,10 +67,17 @@ class Observed:
 
 
 @dataclass(frozen=True, slots=True)
-class Event:
-    type: Literal["Normal", "Warning"]
-    reason: str
-    message: str
+class Probes:
+    """What the shell measured for the rollout: pre-traffic checks by revision (signature,
+    sample inference; None = not known yet), the analysis window that just ended (None when
+    none was due), and the pending request from the annotation."""
+
+    checks: dict[str, tuple[CheckResult | None, CheckResult | None]] = field(default_factory=dict)
+    analysis: AnalysisResult | None = None
+    request: Request | None = None
+
+
+NO_PROBES = Probes()
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,18 +86,8 @@ class Plan:
     delete: list[tuple[str, str]]
     status: ModelDeploymentStatus
     events: list[Event]
-
-
-def timestamp(now: datetime) -> str:
-    return now.astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
-
-
-def parse_timestamp(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
-def _ref(md: ModelDeployment, revision: str) -> RevisionRef:
-    return RevisionRef(revision=revision, uri=md.spec.model.uri, version=md.spec.model.version)
+    restore: RevisionRef | None = None  # undo: write this model into spec.model (before status)
+    ended: bool = False  # a rollout ended: what was kept in memory for it can go
 
 
 def desired_replicas(md: ModelDeployment, observed: RevisionState | None) -> int | None:
@@ -130,156 +130,134 @@ def _condition(
     )
 
 
-def _finished(
-    history: list[HistoryEntry], canary: CanaryStatus, outcome: Outcome, at: str, reason: str
-) -> list[HistoryEntry]:
-    """History with the canary's rollout recorded first, bounded to HISTORY_LIMIT entries."""
-    entry = HistoryEntry(
-        revision=canary.revision, uri=canary.uri, version=canary.version,
-        outcome=outcome, at=at, reason=reason,
-    )  # fmt: skip
-    return [entry, *history][:HISTORY_LIMIT]
-
-
 def reconcile(
     md: ModelDeployment,
     status: ModelDeploymentStatus,
     observed: Observed,
     now: datetime,
     settings: RenderSettings = DEFAULT_RENDER,
+    probes: Probes = NO_PROBES,
 ) -> Plan:
     """One reconcile step; pure and total (never raises on a valid ModelDeployment)."""
     at = timestamp(now)
-    revision = render.revision_of(md.spec)
-    events: list[Event] = []
-    history = list(status.history)
-    stable = status.stable
-    canary = status.canary
-
-    if stable is None:
-        stable = _ref(md, revision)
-        events.append(
-            Event("Normal", "Created", f"serving revision {revision} ({md.spec.model.uri})")
+    desired = RevisionRef(
+        revision=render.revision_of(md.spec),
+        uri=md.spec.model.uri,
+        version=md.spec.model.version,
+        sha256=md.spec.model.sha256,
+    )
+    current = observed.revisions.get(status.stable.revision) if status.stable else None
+    hpa = md.spec.autoscaling is not None and md.spec.autoscaling.metric == "cpu"
+    counted = desired_replicas(md, current)
+    total = counted if counted is not None else max(current.replicas or 1, 1) if current else 1
+    decision = rollout.decide(
+        rollout.RolloutInput(
+            spec=md.spec,
+            desired=desired,
+            status=status,
+            now=now,
+            total_replicas=total,
+            revisions={
+                revision: _observation(state, probes.checks.get(revision))
+                for revision, state in observed.revisions.items()
+            },
+            analysis=probes.analysis,
+            request=probes.request,
+            generation=md.metadata.generation,
         )
-
-    if canary is not None and canary.revision != revision:
-        reason = (
-            "spec changed back to the stable revision"
-            if revision == stable.revision
-            else (f"superseded by revision {revision}")
-        )
-        history = _finished(history, canary, "Aborted", at, reason)
-        events.append(Event("Normal", "RolloutAborted", f"canary {canary.revision}: {reason}"))
-        canary = None
-
-    if revision != stable.revision and canary is None:
-        canary = CanaryStatus(
-            revision=revision,
-            uri=md.spec.model.uri,
-            version=md.spec.model.version,
-            weight=0,
-            step=0,
-            started_at=at,
-            step_started_at=at,
-        )
-        events.append(
-            Event("Normal", "RolloutStarted", f"canary revision {revision} ({md.spec.model.uri})")
-        )
-
-    stable_state = observed.revisions.get(stable.revision)
-    stable_replicas = desired_replicas(md, stable_state)
-    canary_state = observed.revisions.get(canary.revision) if canary else None
-    canary_replicas = stable_replicas if canary else None
-
-    if canary is not None and canary_state is not None and canary_state.problem is not None:
-        reason, message = canary_state.problem
-        history = _finished(history, canary, "RolledBack", at, f"{reason}: {message}")
-        events.append(
-            Event(
-                "Warning",
-                "RolledBack",
-                f"canary {canary.revision} rolled back: {reason}: {message}",
-            )
-        )
-        canary = None
-        canary_state = None
-    elif canary is not None and _ready(canary_state, canary_replicas):
-        history = _finished(
-            history, canary, "Promoted", at, "all servers of the new revision are ready"
-        )
-        events.append(Event("Normal", "Promoted", f"revision {canary.revision} is now stable"))
-        stable = RevisionRef(revision=canary.revision, uri=canary.uri, version=canary.version)
-        stable_state, stable_replicas = canary_state, canary_replicas
-        canary = None
-        canary_state = None
-
+    )
+    decided = decision.status
+    stable = decided.stable
+    assert stable is not None, "decide always settles a stable revision"
+    canary = decided.canary
+    scale = next(a for a in decision.actions if isinstance(a, rollout.ScaleTracks))
+    weight = next(a for a in decision.actions if isinstance(a, rollout.SetCanaryWeight)).weight
+    restore = next((a for a in decision.actions if isinstance(a, rollout.RestoreModel)), None)
+    stable_replicas = None if hpa else scale.stable_replicas
+    canary_replicas = None if hpa else scale.canary_replicas
     children = render.render_children(
         md,
         stable.revision,
         stable_replicas,
-        canary=canary.revision if canary else None,
+        canary=scale.canary_revision,
         canary_replicas=canary_replicas,
-        canary_weight=canary.weight if canary else 0,
+        canary_weight=weight,
         settings=settings,
     )
+    # A role patch cannot create a Deployment: a revision the spec no longer describes keeps
+    # its Deployment only if it still has one.
+    children = [
+        c
+        for c in children
+        if not render.is_role_patch(c)
+        or any(s.name == c["metadata"]["name"] for s in observed.revisions.values())
+    ]
     wanted = {(c["kind"], c["metadata"]["name"]) for c in children}
+    stable_state = observed.revisions.get(stable.revision)
+    canary_state = observed.revisions.get(canary.revision) if canary else None
     stable_ready = _ready(stable_state, stable_replicas)
-    last_promotion = next((h for h in history if h.outcome == "Promoted"), None)
-    drained = (
-        last_promotion is None
-        or (now - parse_timestamp(last_promotion.at)).total_seconds() >= DRAIN_SECONDS
-    )
+    history = decided.history
+    drained = not history or (now - parse_timestamp(history[0].at)).total_seconds() >= DRAIN_SECONDS
     delete = sorted(
         (kind, name)
         for kind, name in observed.children - wanted
         if kind != "Deployment" or (stable_ready and drained) or name not in _serving(observed)
     )
 
-    phase, ready_reason, ready_message = _phase(
-        md, status, stable_state, stable_ready, canary is not None
-    )
+    events = list(decision.events)
+    phase: Phase = decided.phase
+    ready_reason, ready_message = "AllServersReady", f"all servers of {md.model_name} are ready"
+    if phase == "Healthy":
+        phase, ready_reason, ready_message = _phase(md, status, stable_state, stable_ready)
+    elif not stable_ready:
+        _, ready_reason, ready_message = _phase(md, status, stable_state, stable_ready)
     generation = md.metadata.generation
     serving = [s for s in (stable_state, canary_state) if s is not None]
     replicas_total = sum(s.replicas or 0 for s in serving)
     ready_total = sum(s.ready_replicas for s in serving)
     desired_total = (stable_replicas if stable_replicas is not None else replicas_total) + (
-        canary_replicas or 0
+        (canary_replicas or 0) if canary else 0
     )
-    conditions = [
-        _condition(
-            status.conditions, "Ready", stable_ready, ready_reason, ready_message, at, generation
-        ),
-        _condition(
-            status.conditions,
-            "Progressing",
-            canary is not None or not stable_ready,
-            "RollingOut" if canary else ("Converged" if stable_ready else "StartingServers"),
-            f"canary {canary.revision} starting"
-            if canary
-            else ("all servers ready" if stable_ready else "waiting for servers to become ready"),
-            at,
-            generation,
-        ),
-    ]
-    new_status = ModelDeploymentStatus(
-        phase=phase,
-        observed_generation=generation,
-        model_name=md.model_name,
-        url=render.service_url(md, settings),
-        stable=stable,
-        canary=canary,
-        last_analysis=status.last_analysis,
-        replicas=replicas_total,
-        ready_replicas=ready_total,
-        ready_text=f"{ready_total}/{desired_total}",
-        selector=render.label_selector(md),
-        conditions=conditions,
-        history=history,
+    ready = _condition(
+        status.conditions, "Ready", stable_ready, ready_reason, ready_message, at, generation
+    )
+    conditions = [ready, *(c for c in decided.conditions if c.type != "Ready")]
+    new_status = decided.model_copy(
+        update={
+            "phase": phase,
+            "observed_generation": generation,
+            "model_name": md.model_name,
+            "url": render.service_url(md, settings),
+            "replicas": replicas_total,
+            "ready_replicas": ready_total,
+            "ready_text": f"{ready_total}/{desired_total}",
+            "selector": render.label_selector(md),
+            "conditions": conditions,
+        }
     )
     if status.phase != phase and phase in ("Healthy", "Degraded", "Failed"):
         kind: Literal["Normal", "Warning"] = "Normal" if phase == "Healthy" else "Warning"
         events.append(Event(kind, phase, ready_message))
-    return Plan(apply=children, delete=delete, status=new_status, events=events)
+    return Plan(
+        apply=children,
+        delete=delete,
+        status=new_status,
+        events=events,
+        restore=restore.revision if restore else None,
+        ended=status.canary is not None and canary is None,
+    )
+
+
+def _observation(
+    state: RevisionState, checks: tuple[CheckResult | None, CheckResult | None] | None
+) -> rollout.RevisionObservation:
+    signature, sample = checks or (None, None)
+    return rollout.RevisionObservation(
+        ready_replicas=state.ready_replicas,
+        problem=rollout.PodProblem(*state.problem) if state.problem else None,
+        signature=signature,
+        sample_inference=sample,
+    )
 
 
 def _serving(observed: Observed) -> set[str]:
@@ -291,14 +269,11 @@ def _phase(
     status: ModelDeploymentStatus,
     stable_state: RevisionState | None,
     stable_ready: bool,
-    rolling: bool,
 ) -> tuple[Phase, str, str]:
     if stable_state is not None and stable_state.problem is not None:
         reason, message = stable_state.problem
         phase: Phase = "Degraded" if stable_state.ready_replicas > 0 else "Failed"
         return phase, reason, message
-    if rolling:
-        return "Progressing", "RollingOut", "a new revision is being rolled out"
     if stable_ready:
         return "Healthy", "AllServersReady", f"all servers of {md.model_name} are ready"
     if status.phase in ("Healthy", "Degraded"):

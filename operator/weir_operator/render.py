@@ -275,11 +275,17 @@ def _service(
     }
 
 
-def render_services(md: ModelDeployment, stable: str, canary: str | None) -> list[Manifest]:
-    """`<md>` over every serving pod; `<md>-stable` and `<md>-canary` over one revision each.
+def render_services(
+    md: ModelDeployment, stable: str, canary: str | None, canary_weight: int = 0
+) -> list[Manifest]:
+    """`<md>` over the pods that get traffic; `<md>-stable` and `<md>-canary` over one revision
+    each. `<md>` selects every serving pod of the instance only while a canary has weight (the
+    `replicas` router splits by servers behind it); otherwise only the stable revision, so canary
+    servers get no traffic before the pre-traffic checks and none from the moment of a rollback.
     Without a canary, `<md>-canary` selects the stable revision (it then gets weight 0)."""
+    serving = selector_labels(md) if canary and canary_weight > 0 else selector_labels(md, stable)
     return [
-        _service(md, md.name, selector_labels(md), None),
+        _service(md, md.name, serving, None),
         _service(md, f"{md.name}-stable", selector_labels(md, stable), "stable"),
         _service(md, f"{md.name}-canary", selector_labels(md, canary or stable), "canary"),
     ]
@@ -363,6 +369,26 @@ def render_pdb(md: ModelDeployment) -> Manifest:
     }
 
 
+def render_role(md: ModelDeployment, revision: str, track: Track, replicas: int | None) -> Manifest:
+    """The Deployment of a revision the spec no longer describes, as a merge patch of its role
+    and count only: its pod template stays the one it was created with (rendering it from the
+    current spec would put the new model under the old revision label)."""
+    labels = {**instance_labels(md), REVISION_LABEL: revision, TRACK_LABEL: track}
+    manifest: Manifest = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(md, deployment_name(md, revision), labels),
+    }
+    if replicas is not None:
+        manifest["spec"] = {"replicas": replicas}
+    return manifest
+
+
+def is_role_patch(manifest: Manifest) -> bool:
+    """True for `render_role`'s output: only patches an existing Deployment, never creates."""
+    return manifest["kind"] == "Deployment" and "template" not in manifest.get("spec", {})
+
+
 def render_children(
     md: ModelDeployment,
     stable: str,
@@ -373,13 +399,21 @@ def render_children(
     settings: RenderSettings = RenderSettings(),
 ) -> list[Manifest]:
     """Every child for a moment of a rollout: which revision holds which role, with how many
-    replicas (None = an HPA decides) and which canary weight (gateway-api)."""
-    children = [render_deployment(md, stable, "stable", stable_replicas, settings)]
+    replicas (None = an HPA decides) and which canary weight. Only the revision the current
+    spec describes gets a full Deployment; another revision's is a role patch (`render_role`)."""
+    desired = revision_of(md.spec)
+
+    def deployment(revision: str, track: Track, replicas: int | None) -> Manifest:
+        if revision == desired:
+            return render_deployment(md, revision, track, replicas, settings)
+        return render_role(md, revision, track, replicas)
+
+    children = [deployment(stable, "stable", stable_replicas)]
     tracks: list[tuple[str, Track]] = [(stable, "stable")]
     if canary is not None:
-        children.append(render_deployment(md, canary, "canary", canary_replicas, settings))
+        children.append(deployment(canary, "canary", canary_replicas))
         tracks.append((canary, "canary"))
-    children += render_services(md, stable, canary)
+    children += render_services(md, stable, canary, canary_weight)
     for revision, track in tracks:
         hpa = render_hpa(md, revision, track)
         if hpa is not None:

@@ -434,7 +434,11 @@ class Rollout(ApiModel):
     analysis: Analysis = Field(default_factory=Analysis, description=Analysis.__doc__)
     progress_deadline: Duration = Field(
         "10m",
-        description="Time the canary has to become ready for traffic (and to reach full size after the last step); past it, the canary is rolled back. Steps waiting on analysis never time out: missing data holds.",
+        description=(
+            "Time the canary has to become ready for traffic (and to reach full size after the "
+            "last step); past it, the canary is rolled back. Steps waiting on analysis never "
+            "time out: missing data holds."
+        ),
     )
     allow_signature_change: bool = Field(
         False,

@@ -28,6 +28,7 @@ from tests.support.controlplane import ControlPlane, ControlPlaneUnavailable, bi
 from tests.support.gateway_api import httproute_crd_file
 from tests.support.helm import template
 from tests.support.kubelet import LoopbackKubelet
+from tests.support.operator_process import Operator
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD = ROOT / "crds" / "modeldeployment.yaml"
@@ -185,3 +186,30 @@ def namespace(admin: Kubectl, request: pytest.FixtureRequest) -> Iterator[str]:
     )
     yield name
     admin("delete", "namespace", name, "--wait=false")
+
+
+# How RBAC words a refusal ('is forbidden: User "system:serviceaccount:weir-system:weir"
+# cannot create resource ...'); a namespace being deleted is refused with other words.
+RBAC_REFUSAL = "is forbidden: User"
+
+
+@pytest.fixture(scope="module")
+def operator(
+    operator_identity: Path, kubelet: LoopbackKubelet, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Operator]:
+    running = Operator(operator_identity, tmp_path_factory.mktemp("operator") / "operator.log")
+    yield running
+    running.terminate()
+
+
+@pytest.fixture
+def watched(operator: Operator) -> Iterator[Operator]:
+    """The module's operator; its log from this test is printed when the test fails, and no
+    API call it made may have been forbidden."""
+    start = operator.log_path.stat().st_size if operator.log_path.exists() else 0
+    yield operator
+    text = operator.log_path.read_bytes()[start:].decode(errors="replace")
+    print(text[-8000:])
+    assert operator.process.poll() is None, "the operator exited"
+    refused = [line for line in text.splitlines() if RBAC_REFUSAL in line]
+    assert not refused, f"the chart's RBAC refused the operator's calls: {refused[:3]}"

@@ -78,6 +78,8 @@ PEERING_RESOURCES = {
 SPEC: dict[str, Any] = {
     "autoscaling": {"minReplicas": 1, "maxReplicas": 3, "metric": "cpu", "target": 70},
     "traffic": {"router": "gateway-api", "gateway": {"parentRefs": [{"name": "public"}]}},
+    # Promoted as soon as ready: the emulator runs no servers to compare signatures with.
+    "rollout": {"steps": [], "allowSignatureChange": True},
 }
 # Answered by any API server to any authenticated client (the system:discovery ClusterRole),
 # whatever RBAC says: not checked against RULES.

@@ -10,12 +10,24 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from weir_operator.observe import observe, pod_problem
-from weir_operator.reconcile import DRAIN_SECONDS, Observed, RevisionState, reconcile, status_patch
+from weir_operator.reconcile import (
+    DRAIN_SECONDS,
+    Observed,
+    Plan,
+    Probes,
+    RevisionState,
+    reconcile,
+    status_patch,
+)
 from weir_operator.render import revision_of
+from weir_operator.rollout import CheckResult, Request
 from weir_operator.spec import ModelDeployment, parse_model_deployment
-from weir_operator.status import ModelDeploymentStatus
+from weir_operator.status import AnalysisResult, ModelDeploymentStatus, Verdict, timestamp
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+ROLLOUT = {"steps": [{"setWeight": 50}], "analysis": {"interval": "5s", "failureThreshold": 2}}
+REVISION = "serving.weir.dev/revision"
+INSTANCE = {"app.kubernetes.io/name": "weir-server", "app.kubernetes.io/instance": "iris"}
 
 
 def md(version: str = "1", replicas: int = 2, **spec: Any) -> ModelDeployment:
@@ -53,6 +65,27 @@ def seen(*states: RevisionState) -> Observed:
         revisions={s.revision: s for s in states},
         children=frozenset(("Deployment", s.name) for s in states),
     )
+
+
+def passed(revision: str) -> Probes:
+    """The pre-traffic checks of `revision` passed."""
+    return Probes(checks={revision: (CheckResult(True), None)})
+
+
+def result(verdict: Verdict, since: datetime, at: datetime) -> AnalysisResult:
+    return AnalysisResult(
+        at=timestamp(at), since=timestamp(since), verdict=verdict, reason=f"{verdict} window"
+    )
+
+
+def deployment(plan: Plan, revision: str) -> dict[str, Any]:
+    return next(c for c in plan.apply if c["metadata"]["name"] == f"iris-{revision[:10]}")
+
+
+def serving_selector(plan: Plan) -> dict[str, str]:
+    service = next(c for c in plan.apply if c["metadata"]["name"] == "iris")
+    selector: dict[str, str] = service["spec"]["selector"]
+    return selector
 
 
 def kinds(plan_apply: list[dict[str, Any]]) -> list[tuple[str, str]]:
@@ -113,34 +146,110 @@ class TestNewRevision:
         status = reconcile(model, status, seen(ready(model)), T0).status
         return model, status
 
-    def test_starts_a_canary_then_promotes_it_when_ready_and_retires_the_old_after_draining(
+    def test_a_canary_gets_traffic_after_its_checks_moves_on_a_pass_and_is_promoted(
         self,
     ) -> None:
         old_model, status = self.settled()
-        new_model = md("2")
+        new_model = md("2", rollout=ROLLOUT)
         old, new = revision_of(old_model.spec), revision_of(new_model.spec)
         started = reconcile(new_model, status, seen(ready(old_model)), T0)
         assert started.status.canary is not None
         assert started.status.canary.revision == new
         assert started.status.phase == "Progressing"
-        assert ("Deployment", f"iris-{new[:10]}") in kinds(started.apply)
+        assert deployment(started, new)["spec"]["replicas"] == 1, "one server to verify"
         assert [e.reason for e in started.events] == ["RolloutStarted"]
+        assert serving_selector(started) == {**INSTANCE, REVISION: old}, "no canary traffic"
 
-        both = seen(ready(old_model), ready(new_model))
-        promoted = reconcile(new_model, started.status, both, T0 + timedelta(seconds=3))
+        one_ready = seen(ready(old_model), ready(new_model, 1))
+        unchecked = reconcile(new_model, started.status, one_ready, T0 + timedelta(seconds=2))
+        assert unchecked.status.canary is not None
+        assert unchecked.status.canary.weight == 0, "ready is not enough: the signature is unknown"
+        assert serving_selector(unchecked) == {**INSTANCE, REVISION: old}
+
+        t1 = T0 + timedelta(seconds=3)
+        checked = reconcile(new_model, unchecked.status, one_ready, t1, probes=passed(new))
+        assert checked.status.canary is not None
+        assert checked.status.canary.weight == 50
+        assert serving_selector(checked) == INSTANCE, "weight > 0: both revisions serve"
+        assert deployment(checked, old)["spec"]["replicas"] == 1
+        assert deployment(checked, new)["spec"]["replicas"] == 1
+        assert "template" not in deployment(checked, old)["spec"], "the old template is kept"
+
+        t2 = t1 + timedelta(seconds=6)
+        window = Probes(checks=passed(new).checks, analysis=result("Pass", t1, t2))
+        stepped = reconcile(new_model, checked.status, one_ready, t2, probes=window)
+        assert stepped.status.canary is not None, "promoted only once all canary servers are ready"
+        assert deployment(stepped, new)["spec"]["replicas"] == 2
+
+        both = seen(ready(old_model, 1), ready(new_model))
+        t3 = t2 + timedelta(seconds=2)
+        promoted = reconcile(new_model, stepped.status, both, t3, probes=window)
         assert promoted.status.stable is not None
         assert promoted.status.stable.revision == new
         assert promoted.status.canary is None
+        assert promoted.status.phase == "Healthy"
         assert promoted.status.history[0].outcome == "Promoted"
         assert "Promoted" in [e.reason for e in promoted.events]
+        assert promoted.ended
         assert promoted.delete == [], "the old revision drains before it goes"
         stable_service = next(c for c in promoted.apply if c["metadata"]["name"] == "iris-stable")
-        assert stable_service["spec"]["selector"]["serving.weir.dev/revision"] == new
+        assert stable_service["spec"]["selector"][REVISION] == new
+        assert serving_selector(promoted) == {**INSTANCE, REVISION: new}
 
-        later = reconcile(
-            new_model, promoted.status, both, T0 + timedelta(seconds=3 + DRAIN_SECONDS)
-        )
+        later = reconcile(new_model, promoted.status, both, t3 + timedelta(seconds=DRAIN_SECONDS))
         assert later.delete == [("Deployment", f"iris-{old[:10]}")]
+
+    def test_failing_analyses_roll_back_to_weight_zero_after_the_threshold(self) -> None:
+        old_model, status = self.settled()
+        new_model = md("2", rollout=ROLLOUT)
+        new = revision_of(new_model.spec)
+        one_ready = seen(ready(old_model), ready(new_model, 1))
+        status = reconcile(new_model, status, one_ready, T0, probes=passed(new)).status
+        assert status.canary is not None
+        assert status.canary.weight == 50
+        t1 = T0 + timedelta(seconds=6)
+        first = reconcile(
+            new_model, status, one_ready, t1, probes=Probes(analysis=result("Fail", T0, t1))
+        )
+        assert first.status.canary is not None
+        assert first.status.canary.failed_checks == 1
+        t2 = t1 + timedelta(seconds=6)
+        rolled = reconcile(
+            new_model, first.status, one_ready, t2, probes=Probes(analysis=result("Fail", t1, t2))
+        )
+        assert rolled.status.canary is None
+        assert rolled.status.phase == "RolledBack"
+        assert rolled.status.rolled_back_revision == new
+        assert serving_selector(rolled) == {**INSTANCE, REVISION: revision_of(old_model.spec)}
+        assert ("Deployment", f"iris-{new[:10]}") not in kinds(rolled.apply)
+        assert rolled.ended
+        assert any(e.reason == "RolledBack" for e in rolled.events)
+        again = reconcile(new_model, rolled.status, one_ready, t2 + timedelta(seconds=30))
+        assert again.status.canary is None, "the rolled-back spec is held until retry"
+
+    def test_a_spec_change_mid_rollout_never_touches_the_stable_template(self) -> None:
+        old_model, status = self.settled()
+        started = reconcile(md("2"), status, seen(ready(old_model)), T0)
+        third = md("3")
+        plan = reconcile(third, started.status, seen(ready(old_model)), T0)
+        old = revision_of(old_model.spec)
+        stable = deployment(plan, old)
+        assert stable["spec"] == {"replicas": 2}
+        assert stable["metadata"]["labels"]["serving.weir.dev/track"] == "stable"
+        assert plan.status.canary is not None
+        canary = deployment(plan, revision_of(third.spec))
+        assert "iris-3.onnx" in str(canary["spec"]["template"])
+
+    def test_an_undo_request_restores_the_stable_model_into_the_spec(self) -> None:
+        old_model, status = self.settled()
+        started = reconcile(md("2"), status, seen(ready(old_model)), T0)
+        undo = Probes(request=Request(id="r-1", action="undo"))
+        plan = reconcile(md("2"), started.status, seen(ready(old_model)), T0, probes=undo)
+        assert plan.restore is not None
+        assert plan.restore.revision == revision_of(old_model.spec)
+        assert plan.restore.uri == old_model.spec.model.uri
+        assert plan.status.last_request is not None
+        assert plan.status.last_request.accepted
 
     def test_a_canary_whose_model_cannot_be_fetched_is_rolled_back(self) -> None:
         old_model, status = self.settled()
@@ -155,7 +264,7 @@ class TestNewRevision:
         rolled = reconcile(new_model, started.status, seen(ready(old_model), broken), T0)
         assert rolled.status.canary is None
         assert rolled.status.stable == status.stable
-        assert rolled.status.history[0].outcome == "RolledBack"
+        assert rolled.status.history[0].outcome == "Failed"
         assert "sha256 mismatch" in rolled.status.history[0].reason
         assert any(e.type == "Warning" and e.reason == "RolledBack" for e in rolled.events)
         assert ("Deployment", "iris-new") in rolled.delete

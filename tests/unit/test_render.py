@@ -14,9 +14,11 @@ from hypothesis import strategies as st
 
 from tests.support.crdschema import validate_custom_resource
 from tests.support.gateway_api import httproute_crd
+from weir_operator.kube import merged, removed_keys
 from weir_operator.render import (
     REVISION_LABEL,
     TRACK_LABEL,
+    is_role_patch,
     render_children,
     render_deployment,
     revision_of,
@@ -44,6 +46,15 @@ def assert_valid(manifest: dict[str, Any]) -> None:
         return
     for version in KUBERNETES_VERSIONS:
         kubernetes_validate.validate(manifest, version, strict=True)
+
+
+def assert_valid_or_role_patch(manifest: dict[str, Any]) -> None:
+    """A full child is valid for Kubernetes; a role patch only names labels and replicas."""
+    if not is_role_patch(manifest):
+        assert_valid(manifest)
+        return
+    assert set(manifest) <= {"apiVersion", "kind", "metadata", "spec"}
+    assert set(manifest.get("spec", {})) <= {"replicas"}
 
 
 def example(name: str) -> ModelDeployment:
@@ -158,7 +169,8 @@ class TestChildren:
             "iris-autoscaled-ssssssssss",
             "iris-autoscaled-cccccccccc",
         ]
-        assert all("replicas" not in c["spec"] for c in children if c["kind"] == "Deployment")
+        deployments = [c for c in children if c["kind"] == "Deployment"]
+        assert all("replicas" not in c.get("spec", {}) for c in deployments)
         assert hpas[0]["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"] == 70
 
     def test_gateway_api_routes_by_weight_and_services_select_one_revision_each(self) -> None:
@@ -181,12 +193,43 @@ class TestChildren:
     @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
     def test_every_child_of_every_example_is_valid_for_kubernetes(self, path: Path) -> None:
         md = parse_model_deployment(with_identity(yaml.safe_load(path.read_text())))
-        for canary in (None, "c" * 16):
+        desired = revision_of(md.spec)
+        for stable, canary in ((desired, None), ("s" * 16, desired)):
             for child in render_children(
-                md, revision_of(md.spec), 2, canary=canary, canary_replicas=1, canary_weight=10
+                md, stable, 2, canary=canary, canary_replicas=1, canary_weight=10
             ):
-                assert_valid(child)
+                assert_valid_or_role_patch(child)
                 assert child["metadata"]["ownerReferences"][0]["name"] == md.name
+
+    def test_only_the_desired_revision_gets_a_pod_template(self) -> None:
+        md = example("iris.yaml")
+        desired = revision_of(md.spec)
+        children = render_children(md, "s" * 16, 3, canary=desired, canary_replicas=1)
+        stable = next(c for c in children if c["metadata"]["name"] == "iris-ssssssssss")
+        assert is_role_patch(stable)
+        assert stable["spec"] == {"replicas": 3}
+        assert stable["metadata"]["labels"][TRACK_LABEL] == "stable"
+        assert stable["metadata"]["labels"][REVISION_LABEL] == "s" * 16
+        canary = next(c for c in children if c["metadata"]["name"] == f"iris-{desired[:10]}")
+        assert not is_role_patch(canary)
+        assert canary["spec"]["template"]["metadata"]["labels"][REVISION_LABEL] == desired
+
+    def test_the_serving_service_selects_canary_pods_only_while_the_canary_has_weight(
+        self,
+    ) -> None:
+        md = example("iris.yaml")
+        desired = revision_of(md.spec)
+
+        def serving(weight: int) -> dict[str, str]:
+            children = render_children(
+                md, "s" * 16, 1, canary=desired, canary_replicas=1, canary_weight=weight
+            )
+            service = next(c for c in children if c["metadata"]["name"] == "iris")
+            selector: dict[str, str] = service["spec"]["selector"]
+            return selector
+
+        assert serving(0)[REVISION_LABEL] == "s" * 16
+        assert REVISION_LABEL not in serving(50)
 
 
 uris = st.sampled_from(
@@ -255,13 +298,23 @@ def test_generated_specs_render_children_kubernetes_accepts(
     replicas = (
         None if md.spec.autoscaling and md.spec.autoscaling.metric == "cpu" else md.spec.replicas
     )
-    canary = "c" * 16 if with_canary else None
+    desired = revision_of(md.spec)
     for child in render_children(
         md,
-        revision_of(md.spec),
+        "s" * 16 if with_canary else desired,
         replicas,
-        canary=canary,
+        canary=desired if with_canary else None,
         canary_replicas=replicas,
         canary_weight=weight,
     ):
-        assert_valid(child)
+        assert_valid_or_role_patch(child)
+
+
+def test_apply_nulls_selector_keys_a_service_no_longer_renders() -> None:
+    existing = {"spec": {"selector": {"a": "1", REVISION_LABEL: "r"}, "ports": []}}
+    desired = {"spec": {"selector": {"a": "1"}}}
+    gone = removed_keys("Service", existing, desired)
+    assert gone == {"spec": {"selector": {REVISION_LABEL: None}}}
+    assert merged(desired, gone) == {"spec": {"selector": {"a": "1", REVISION_LABEL: None}}}
+    assert removed_keys("Service", desired, existing) == {}
+    assert removed_keys("Deployment", existing, desired) == {}, "only exact maps"

@@ -1,0 +1,205 @@
+"""The rollout's I/O shell: what `reconcile` needs measured before it can decide.
+
+Why it exists: the rollout state machine is pure, so someone must talk to the servers for it.
+Once per reconcile, for one ModelDeployment, this module
+- runs the pre-traffic checks of a canary that has not passed them yet: its model signature
+  (V2 metadata inputs/outputs, from a ready canary pod and a ready stable pod) and, when
+  `server.sampleInput` is set, a sample inference on a ready canary pod;
+- runs the analysis when one is due (`interval` after the last one), through the metric
+  providers, with the canary pods' restarts and readiness as a problem;
+- reads the request annotation (`serving.weir.dev/request`) that `weir promote|abort|...` write.
+
+Only answers from the model count as a failed check (a different signature, an error answer to
+the sample); a server that cannot be reached is "not known yet" and is asked again at the next
+reconcile. Known check results are kept in memory per revision: they are not read once the
+canary is verified (`verifiedAt` is in the status), so an operator restart loses nothing."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta
+from typing import Any, get_args
+
+import httpx
+
+from weir_operator import providers as metric_providers
+from weir_operator.analysis import canary_pod_problem, pod_health
+from weir_operator.providers import PodTarget, Providers, RevisionTarget, pod_target
+from weir_operator.reconcile import Probes
+from weir_operator.render import REVISION_LABEL
+from weir_operator.rollout import CheckResult, Event, Request
+from weir_operator.spec import GROUP, ModelDeployment, duration_seconds
+from weir_operator.status import ModelDeploymentStatus, RequestAction, parse_timestamp
+
+REQUEST_ANNOTATION = f"{GROUP}/request"
+CHECK_TIMEOUT = httpx.Timeout(5.0, connect=1.0)
+Checks = tuple[CheckResult | None, CheckResult | None]
+
+
+def parse_request(text: str | None) -> Request | str | None:
+    """The request in the annotation; a message saying what is wrong with it; None if absent."""
+    if not text:
+        return None
+    try:
+        body: Any = json.loads(text)
+    except ValueError as error:
+        return f"annotation {REQUEST_ANNOTATION} is not JSON: {error}"
+    actions = get_args(RequestAction)
+    if not isinstance(body, dict) or not isinstance(body.get("id"), str) or not body["id"]:
+        return f"annotation {REQUEST_ANNOTATION} needs an object with a string id"
+    if body.get("action") not in actions:
+        return f"annotation {REQUEST_ANNOTATION}: action must be one of {', '.join(actions)}"
+    revision = body.get("revision")
+    if revision is not None and not isinstance(revision, str):
+        return f"annotation {REQUEST_ANNOTATION}: revision must be a string"
+    return Request(id=body["id"], action=body["action"], revision=revision or None)
+
+
+def same_signature(canary: Mapping[str, Any], stable: Mapping[str, Any]) -> CheckResult:
+    """Compare two V2 model metadata answers by their inputs and outputs."""
+
+    def tensors(meta: Mapping[str, Any], kind: str) -> list[tuple[Any, Any, Any]]:
+        found = meta.get(kind) or []
+        return sorted(
+            (str(t.get("name")), t.get("datatype"), list(t.get("shape") or [])) for t in found
+        )
+
+    differences = [
+        f"{kind}: canary {tensors(canary, kind)} != stable {tensors(stable, kind)}"
+        for kind in ("inputs", "outputs")
+        if tensors(canary, kind) != tensors(stable, kind)
+    ]
+    return CheckResult(not differences, "; ".join(differences))
+
+
+def _revision_pods(pods: Iterable[Mapping[str, Any]], revision: str) -> list[Mapping[str, Any]]:
+    return [
+        p for p in pods if ((p.get("metadata") or {}).get("labels") or {}).get(REVISION_LABEL)
+        == revision
+    ]  # fmt: skip
+
+
+def _targets(pods: Iterable[Mapping[str, Any]]) -> list[PodTarget]:
+    return [t for t in (pod_target(p) for p in pods) if t is not None]
+
+
+class RolloutProbes:
+    """The probes of one operator process (one HTTP client, one set of metric providers)."""
+
+    def __init__(self, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.providers = Providers(transport)
+        self._client = httpx.AsyncClient(transport=transport, follow_redirects=False)
+        self._checks: dict[tuple[str, str, str], Checks] = {}
+        self._warned: dict[tuple[str, str], str] = {}
+
+    async def probe(
+        self,
+        md: ModelDeployment,
+        status: ModelDeploymentStatus,
+        pods: list[Mapping[str, Any]],
+        request_text: str | None,
+        now: datetime,
+    ) -> tuple[Probes, list[Event]]:
+        """Everything `reconcile` needs measured now, and events about the request annotation."""
+        events: list[Event] = []
+        key = (md.namespace, md.name)
+        request = parse_request(request_text)
+        if isinstance(request, str):
+            if self._warned.get(key) != request_text:
+                events.append(Event("Warning", "InvalidRequest", request))
+                self._warned[key] = request_text or ""
+            request = None
+        checks: dict[str, Checks] = {}
+        analysis = None
+        canary, stable = status.canary, status.stable
+        if canary is not None and stable is not None:
+            canary_pods = _revision_pods(pods, canary.revision)
+            stable_pods = _revision_pods(pods, stable.revision)
+            if canary.verified_at is None:
+                checks[canary.revision] = await self._pre_traffic(
+                    md, canary.revision, _targets(canary_pods), _targets(stable_pods)
+                )
+            elif self._analysis_due(md, status, now):
+                since = parse_timestamp(canary.verified_at)
+                if status.last_analysis is not None:
+                    since = max(since, parse_timestamp(status.last_analysis.at))
+                problem = canary_pod_problem([pod_health(p) for p in canary_pods], since=since)
+                analysis = await metric_providers.analyse(
+                    self.providers.for_deployment(md),
+                    md,
+                    RevisionTarget(canary.revision, tuple(_targets(canary_pods))),
+                    RevisionTarget(stable.revision, tuple(_targets(stable_pods))),
+                    problem,
+                    now,
+                )
+        return Probes(checks=checks, analysis=analysis, request=request), events
+
+    def forget(self, namespace: str, name: str) -> None:
+        """Drop what is kept for a ModelDeployment (deleted, or its rollout ended)."""
+        self.providers.forget(namespace, name)
+        for key in [k for k in self._checks if k[:2] == (namespace, name)]:
+            del self._checks[key]
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+        await self.providers.aclose()
+
+    @staticmethod
+    def _analysis_due(md: ModelDeployment, status: ModelDeploymentStatus, now: datetime) -> bool:
+        """An interval has passed since the last analysis, or since the canary was verified:
+        the window that ends now then begins after the gate, and counts."""
+        canary = status.canary
+        assert canary is not None
+        assert canary.verified_at is not None
+        since = parse_timestamp(canary.verified_at)
+        if status.last_analysis is not None:
+            since = max(since, parse_timestamp(status.last_analysis.at))
+        interval = timedelta(seconds=duration_seconds(md.spec.rollout.analysis.interval))
+        return now - since >= interval
+
+    async def _pre_traffic(
+        self, md: ModelDeployment, revision: str, canary: list[PodTarget], stable: list[PodTarget]
+    ) -> Checks:
+        key = (md.namespace, md.name, revision)
+        signature, sample = self._checks.get(key, (None, None))
+        if not canary:
+            return signature, sample
+        if signature is None and not md.spec.rollout.allow_signature_change and stable:
+            signature = await self._signature(md, canary[0], stable[0])
+        if sample is None and md.spec.server.sample_input is not None:
+            sample = await self._sample(md, canary[0], md.spec.server.sample_input)
+        self._checks[key] = (signature, sample)
+        return signature, sample
+
+    async def _metadata(self, md: ModelDeployment, pod: PodTarget) -> dict[str, Any] | None:
+        url = f"http://{pod.address}/v2/models/{md.model_name}"
+        try:
+            response = await self._client.get(url, timeout=CHECK_TIMEOUT)
+            body: Any = response.json() if response.status_code == 200 else None
+        except (httpx.HTTPError, ValueError):
+            return None
+        return body if isinstance(body, dict) else None
+
+    async def _signature(
+        self, md: ModelDeployment, canary: PodTarget, stable: PodTarget
+    ) -> CheckResult | None:
+        canary_meta = await self._metadata(md, canary)
+        stable_meta = await self._metadata(md, stable)
+        if canary_meta is None or stable_meta is None:
+            return None
+        return same_signature(canary_meta, stable_meta)
+
+    async def _sample(
+        self, md: ModelDeployment, pod: PodTarget, body: dict[str, Any]
+    ) -> CheckResult | None:
+        url = f"http://{pod.address}/v2/models/{md.model_name}/infer"
+        try:
+            response = await self._client.post(url, json=body, timeout=CHECK_TIMEOUT)
+        except httpx.HTTPError:
+            return None
+        if response.is_success:
+            return CheckResult(True)
+        if response.status_code in (400, 500):  # the model's own answer: bad input or failure
+            return CheckResult(False, f"HTTP {response.status_code}: {response.text[:300]}")
+        return None  # not ready, unknown model while loading, ...: ask again
