@@ -26,7 +26,6 @@ from weir_operator.rollout import CheckResult, Event, Request
 from weir_operator.spec import ModelDeployment
 from weir_operator.status import (
     AnalysisResult,
-    Condition,
     ModelDeploymentStatus,
     Phase,
     RevisionRef,
@@ -106,28 +105,6 @@ def _ready(state: RevisionState | None, wanted: int | None) -> bool:
         return False
     target = wanted if wanted is not None else max(state.replicas or 1, 1)
     return state.ready_replicas >= target and state.updated_replicas >= target
-
-
-def _condition(
-    previous: list[Condition],
-    kind: str,
-    ok: bool,
-    reason: str,
-    message: str,
-    now: str,
-    generation: int | None,
-) -> Condition:
-    value: Literal["True", "False"] = "True" if ok else "False"
-    old = next((c for c in previous if c.type == kind), None)
-    changed = old is None or old.status != value
-    return Condition(
-        type=kind,
-        status=value,
-        reason=reason,
-        message=message,
-        last_transition_time=now if changed or old is None else old.last_transition_time,
-        observed_generation=generation,
-    )
 
 
 def reconcile(
@@ -218,7 +195,7 @@ def reconcile(
     desired_total = (stable_replicas if stable_replicas is not None else replicas_total) + (
         (canary_replicas or 0) if canary else 0
     )
-    ready = _condition(
+    ready = rollout.condition(
         status.conditions, "Ready", stable_ready, ready_reason, ready_message, at, generation
     )
     conditions = [ready, *(c for c in decided.conditions if c.type != "Ready")]

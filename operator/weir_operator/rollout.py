@@ -959,7 +959,7 @@ class _Decider:
         }
         previous = self.given.status.conditions
         made = {
-            kind: _condition(previous, kind, ok, reason, message, self.at, self.given.generation)
+            kind: condition(previous, kind, ok, reason, message, self.at, self.given.generation)
             for kind, (ok, reason, message) in mine.items()
         }
         kept = [made.pop(c.type) if c.type in made else c for c in previous]
@@ -1060,7 +1060,7 @@ def _find(conditions: list[Condition], kind: str) -> Condition | None:
     return next((c for c in conditions if c.type == kind), None)
 
 
-def _condition(
+def condition(
     previous: list[Condition],
     kind: str,
     ok: bool,
