@@ -19,6 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"weir {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    from weir_operator.local.run_cli import add_run_parser
     from weir_operator.operator_cli import add_operator_parser
     from weir_server.cli import add_serve_parser
     from weir_server.fetch import add_fetch_parser
@@ -26,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_parser(subparsers)
     add_operator_parser(subparsers)
     add_fetch_parser(subparsers)
+    add_run_parser(subparsers)
     return parser
 
 

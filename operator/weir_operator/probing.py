@@ -116,10 +116,15 @@ class RolloutProbes:
         if canary is not None and stable is not None:
             canary_pods = _revision_pods(pods, canary.revision)
             stable_pods = _revision_pods(pods, stable.revision)
+            canary_targets = RevisionTarget(canary.revision, tuple(_targets(canary_pods)))
+            stable_targets = RevisionTarget(stable.revision, tuple(_targets(stable_pods)))
             if canary.verified_at is None:
                 checks[canary.revision] = await self._pre_traffic(
-                    md, canary.revision, _targets(canary_pods), _targets(stable_pods)
+                    md, canary.revision, list(canary_targets.pods), list(stable_targets.pods)
                 )
+                if canary_targets.pods:
+                    provider = self.providers.for_deployment(md)
+                    await provider.open_window(md, canary_targets, stable_targets)
             elif self._analysis_due(md, status, now):
                 since = parse_timestamp(canary.verified_at)
                 if status.last_analysis is not None:
@@ -128,8 +133,8 @@ class RolloutProbes:
                 analysis = await metric_providers.analyse(
                     self.providers.for_deployment(md),
                     md,
-                    RevisionTarget(canary.revision, tuple(_targets(canary_pods))),
-                    RevisionTarget(stable.revision, tuple(_targets(stable_pods))),
+                    canary_targets,
+                    stable_targets,
                     problem,
                     now,
                 )

@@ -32,6 +32,7 @@ from weir_operator.status import (
     parse_timestamp,
     timestamp,
 )
+from weir_operator.traffic import Router
 
 DRAIN_SECONDS = 10.0
 DEFAULT_RENDER = RenderSettings()
@@ -114,8 +115,10 @@ def reconcile(
     now: datetime,
     settings: RenderSettings = DEFAULT_RENDER,
     probes: Probes = NO_PROBES,
+    router: Router | None = None,
 ) -> Plan:
-    """One reconcile step; pure and total (never raises on a valid ModelDeployment)."""
+    """One reconcile step; pure and total (never raises on a valid ModelDeployment).
+    `router` replaces spec.traffic.router for the rollout's weights (`weir run`: "local")."""
     at = timestamp(now)
     desired = RevisionRef(
         revision=render.revision_of(md.spec),
@@ -141,6 +144,7 @@ def reconcile(
             analysis=probes.analysis,
             request=probes.request,
             generation=md.metadata.generation,
+            router=router,
         )
     )
     decided = decision.status

@@ -147,6 +147,7 @@ class RolloutInput:
     analysis: AnalysisResult | None = None  # the latest completed window (counted once)
     request: Request | None = None  # the pending request, if any (applied once per id)
     generation: int | None = None  # metadata.generation, for the conditions
+    router: traffic.Router | None = None  # who splits traffic, if not spec.traffic.router
 
 
 # ---------------------------------------------------------------------------------------------
@@ -292,7 +293,7 @@ class _Decider:
     def __init__(self, given: RolloutInput) -> None:
         self.given = given
         self.steps = given.spec.rollout.steps
-        self.router: traffic.Router = given.spec.traffic.router
+        self.router: traffic.Router = given.router or given.spec.traffic.router
         self.analysis = given.spec.rollout.analysis
         self.interval = timedelta(seconds=duration_seconds(self.analysis.interval))
         self.deadline = timedelta(seconds=duration_seconds(given.spec.rollout.progress_deadline))

@@ -1,6 +1,6 @@
 """How a canary weight becomes replica counts and a router weight. Pure.
 
-Two routers split traffic (`spec.traffic.router`):
+Routers split traffic (`spec.traffic.router`, and `weir run`'s own):
 - `replicas`: one Service over the servers of both revisions, so the canary's share is its share
   of the servers. Weights come in whole servers: the split is the one whose share is closest to
   the weight asked for (ties go to the smaller canary), a canary with any weight gets at least one
@@ -11,6 +11,7 @@ Two routers split traffic (`spec.traffic.router`):
 - `gateway-api`: an HTTPRoute weights the two tracks exactly. The stable keeps every server (it
   may have to take all traffic back at any moment) and the canary gets enough servers for its
   share.
+- `local`: the router of `weir run` weights exactly, as `gateway-api` does.
 
 `serving_stable_replicas` keeps capacity while the canary grows: under the `replicas` router the
 stable gives up one server only for each canary server that is ready."""
@@ -20,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-Router = Literal["replicas", "gateway-api"]
+Router = Literal["replicas", "gateway-api", "local"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +66,7 @@ def gateway_split(total: int, weight: int) -> Split:
 
 def split(router: Router, total: int, weight: int) -> Split:
     """The split of `total` servers for a canary `weight` under `router`."""
-    if router == "gateway-api":
+    if router != "replicas":
         return gateway_split(total, weight)
     return replicas_split(total, weight)
 
@@ -75,7 +76,7 @@ def serving_stable_replicas(router: Router, total: int, target: Split, canary_re
     router the stable shrinks only by the canary servers already ready, so the instance never
     serves with fewer than `total` ready servers because of the canary; under `gateway-api` the
     stable keeps `target.stable_replicas` (all of them)."""
-    if router == "gateway-api" or target.canary_replicas == 0:
+    if router != "replicas" or target.canary_replicas == 0:
         return target.stable_replicas
     replaced = min(max(canary_ready, 0), target.canary_replicas)
     return max(target.stable_replicas, total - replaced)

@@ -6,6 +6,7 @@ seeds), and needs the `onnx` package (the `examples` extra) only to be built, no
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ _ONNX_ELEMENT_TYPES = {
     "BYTES": "STRING",
 }
 OPSET = 17
+SLOW_LAYERS, SLOW_WIDTH = 80, 512  # about 10 ms more per row than iris on one core
 
 
 def _save(graph: Any, path: Path) -> Path:
@@ -66,6 +68,87 @@ def iris(path: Path, *, seed: int = 7, bias_shift: float = 0.0) -> Path:
             helper.make_tensor_value_info("label", TensorProto.INT64, ["batch"]),
         ],
         initializer=[numpy_helper.from_array(weights, "W"), numpy_helper.from_array(bias, "B")],
+    )
+    return _save(graph, path)
+
+
+def iris_degraded(
+    path: Path,
+    *,
+    seed: int = 7,
+    slow_layers: int = 0,
+    width: int = 256,
+    fail_from: float | None = None,
+) -> Path:
+    """The iris classifier's signature and answers, made worse on purpose (for canaries that
+    must be rolled back): `slow_layers` layers of `width`-wide work per row that add latency
+    without changing the answer, and, with `fail_from`, a failure (ONNX Runtime raises: HTTP
+    500) for every row whose first feature is `fail_from` or more (sepal lengths run 4.3-7.9,
+    so 7.0 fails about one row in five of uniform traffic)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    weights = rng.normal(size=(4, 3)).astype(np.float32)
+    bias = rng.normal(size=(3,)).astype(np.float32)
+    spread = (np.random.default_rng(11).normal(size=(4, width)) / 2).astype(np.float32)
+    layer = (np.random.default_rng(5).normal(size=(width, width)) / np.sqrt(width)).astype(
+        np.float32
+    )
+    initializers = [
+        numpy_helper.from_array(weights, "W"),
+        numpy_helper.from_array(bias, "B"),
+        numpy_helper.from_array(np.zeros((1,), np.float32), "zero"),
+        numpy_helper.from_array(np.array([1], np.int64), "axis1"),
+    ]
+    nodes = [
+        helper.make_node("MatMul", ["input", "W"], ["logits_raw"]),
+        helper.make_node("Add", ["logits_raw", "B"], ["logits_clean"]),
+    ]
+    extra = []  # [batch, 1] terms that are always 0, computed from the input
+    if slow_layers > 0:
+        initializers += [
+            numpy_helper.from_array(spread, "spread"),
+            numpy_helper.from_array(layer, "layer"),
+        ]
+        nodes.append(helper.make_node("MatMul", ["input", "spread"], ["h0"]))
+        for index in range(slow_layers):
+            nodes.append(helper.make_node("MatMul", [f"h{index}", "layer"], [f"m{index}"]))
+            nodes.append(helper.make_node("Tanh", [f"m{index}"], [f"h{index + 1}"]))
+        nodes.append(helper.make_node("ReduceSum", [f"h{slow_layers}", "axis1"], ["slow_sum"]))
+        extra.append("slow_sum")
+    if fail_from is not None:
+        size = int(np.floor(fail_from))
+        initializers += [
+            numpy_helper.from_array(np.zeros((size,), np.float32), "table"),
+            numpy_helper.from_array(np.array([0], np.int64), "start0"),
+            numpy_helper.from_array(np.array([1], np.int64), "end1"),
+        ]
+        nodes += [
+            helper.make_node("Slice", ["input", "start0", "end1", "axis1"], ["first"]),
+            helper.make_node("Floor", ["first"], ["first_floor"]),
+            helper.make_node("Cast", ["first_floor"], ["index"], to=TensorProto.INT64),
+            helper.make_node("Gather", ["table", "index"], ["looked_up"], axis=0),
+        ]
+        extra.append("looked_up")
+    current = "logits_clean"
+    for index, term in enumerate(extra):
+        nodes.append(helper.make_node("Mul", [term, "zero"], [f"nothing{index}"]))
+        nodes.append(helper.make_node("Add", [current, f"nothing{index}"], [f"logits{index}"]))
+        current = f"logits{index}"
+    nodes += [
+        helper.make_node("Identity", [current], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probabilities"], axis=-1),
+        helper.make_node("ArgMax", ["logits"], ["label"], axis=-1, keepdims=0),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "iris",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 4])],
+        [
+            helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 3]),
+            helper.make_tensor_value_info("label", TensorProto.INT64, ["batch"]),
+        ],
+        initializer=initializers,
     )
     return _save(graph, path)
 
@@ -149,6 +232,12 @@ def gather(path: Path) -> Path:
 
 BUILDERS: dict[str, Callable[[Path], Path]] = {
     "iris": iris,
+    # The demo's and the local end-to-end tests' versions of iris (same signature): a good v2
+    # that answers a little differently, and canaries that must be rolled back.
+    "iris_v2": partial(iris, bias_shift=0.25),
+    "iris_slow": partial(iris_degraded, slow_layers=SLOW_LAYERS, width=SLOW_WIDTH),
+    "iris_erroring": partial(iris_degraded, fail_from=7.0),
+    "iris_bad": partial(iris_degraded, slow_layers=SLOW_LAYERS, width=SLOW_WIDTH, fail_from=7.0),
     "identity_all_types": identity_all_types,
     "mlp": mlp,
     "gather": gather,

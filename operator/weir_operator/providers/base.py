@@ -77,6 +77,12 @@ class MetricsProvider(Protocol):
         Raises ProviderError when the canary cannot be measured."""
         ...
 
+    async def open_window(
+        self, md: ModelDeployment, canary: RevisionTarget, stable: RevisionTarget | None
+    ) -> None:
+        """Begin the next window now (the canary is about to get traffic); never raises."""
+        ...
+
     def forget(self, namespace: str, name: str) -> None:
         """Drop what is kept about a ModelDeployment (deleted, or its rollout finished)."""
         ...

@@ -11,6 +11,7 @@ numbers would be partial; a stable pod that cannot be scraped is left out of sta
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
 from collections.abc import Callable
@@ -70,6 +71,15 @@ class DirectProvider:
         if canary_failures:
             raise ProviderError("; ".join(canary_failures))
         return windows
+
+    async def open_window(
+        self, md: ModelDeployment, canary: RevisionTarget, stable: RevisionTarget | None
+    ) -> None:
+        """Scrape now so that the next `measure` closes a whole window: called while the
+        canary waits for its pre-traffic checks, so the first analysis after it gets traffic
+        counts instead of only opening windows."""
+        with contextlib.suppress(ProviderError):
+            await self.measure(md, canary, stable)
 
     def forget(self, namespace: str, name: str) -> None:
         self._previous.pop((namespace, name), None)

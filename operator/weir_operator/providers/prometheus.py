@@ -88,6 +88,11 @@ class PrometheusProvider:
         )
         return {window.revision: window for window in windows}
 
+    async def open_window(
+        self, md: ModelDeployment, canary: RevisionTarget, stable: RevisionTarget | None
+    ) -> None:
+        """Nothing to do: each query covers the interval that ends when it is asked."""
+
     def forget(self, namespace: str, name: str) -> None:
         """Nothing is kept: Prometheus holds the history."""
 

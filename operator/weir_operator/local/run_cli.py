@@ -1,0 +1,108 @@
+"""`weir run -f PATH`: argument parsing and the process's life (logging, signals, exit code)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import tempfile
+from pathlib import Path
+
+from weir_operator.local.runtime import LocalRuntime, RunSettings, install_signal_handlers
+
+
+def add_run_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "run",
+        help="run ModelDeployments on this machine (no cluster)",
+        description=(
+            "Run the ModelDeployments in PATH (a file or folder of YAML) with local `weir serve` "
+            "processes behind a local router, with the operator's rollout engine. Files are "
+            "re-applied when they change. Stop with Ctrl-C."
+        ),
+    )
+    parser.add_argument(
+        "-f",
+        "--filename",
+        dest="paths",
+        type=Path,
+        action="append",
+        required=True,
+        metavar="PATH",
+        help="ModelDeployment file or folder",
+    )
+    parser.add_argument("--port", type=int, default=8080, help="router port (default 8080)")
+    parser.add_argument(
+        "--control-port",
+        type=int,
+        default=8081,
+        help="control API port for the weir CLI (default 8081)",
+    )
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=None,
+        help="where models and server logs go (default: a new temporary folder)",
+    )
+    parser.add_argument(
+        "--tick",
+        type=float,
+        default=0.5,
+        help="seconds between reconciles; the analysis clock (default 0.5)",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.set_defaults(handler=run_local)
+
+
+def run_local(args: argparse.Namespace) -> int:
+    missing = [str(p) for p in args.paths if not p.exists()]
+    if missing:
+        print(f"weir run: no such file or folder: {', '.join(missing)}", file=sys.stderr)
+        return 3
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+    for noisy in ("httpx", "httpcore", "uvicorn"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    state_dir = args.state_dir or Path(tempfile.mkdtemp(prefix="weir-run-"))
+    settings = RunSettings(
+        paths=tuple(args.paths),
+        state_dir=state_dir,
+        port=args.port,
+        control_port=args.control_port,
+        tick=args.tick,
+    )
+    return asyncio.run(_main(settings))
+
+
+async def _main(settings: RunSettings) -> int:
+    runtime = LocalRuntime(settings)
+    install_signal_handlers(runtime)
+    log = logging.getLogger("weir.run")
+
+    async def announce() -> None:
+        await runtime.started.wait()
+        log.info(
+            "weir run: router http://%s:%d (V2 inference), control API http://%s:%d; "
+            "server logs in %s",
+            settings.host,
+            settings.port,
+            settings.host,
+            settings.control_port,
+            settings.state_dir / "logs",
+        )
+
+    announcer = asyncio.create_task(announce())
+    try:
+        await runtime.run()
+    except OSError as error:
+        log.error("weir run: %s", error)
+        return 1
+    finally:
+        announcer.cancel()
+    log.info("weir run: stopped")
+    return 0

@@ -1,0 +1,356 @@
+"""`weir run`: the operator's core driving local processes instead of a cluster.
+
+Why it exists: a newcomer must see a rollout work without a cluster, and the tests must prove
+the rollout logic with real servers and real traffic. So this loop does exactly what the kopf
+handlers do (observe, probe, `reconcile`, apply the plan, write the status) with local shells:
+the `Store` instead of the API server, the `ServerPool` instead of Deployments and a kubelet,
+the `Router` instead of Services and HTTPRoutes. One reconcile per ModelDeployment every
+`tick` seconds, which is also the analysis clock (as the operator's timer is).
+
+Everything runs in one asyncio event loop: the reconcile loop, the pool's supervision, the
+file watcher, the router and the control API (both uvicorn servers on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Generator, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+import yaml
+
+from weir_operator import render
+from weir_operator.local.podspec import LaunchError, server_template
+from weir_operator.local.router import Route, Router
+from weir_operator.local.servers import ServerPool
+from weir_operator.local.store import NAMESPACE, Store
+from weir_operator.probing import REQUEST_ANNOTATION, RolloutProbes
+from weir_operator.reconcile import Observed, Plan, RevisionState, reconcile
+from weir_operator.render import REVISION_LABEL, RenderSettings
+from weir_operator.rollout import Event
+from weir_operator.spec import ModelDeployment, SpecError
+from weir_operator.status import ModelDeploymentStatus
+
+log = logging.getLogger("weir.run")
+MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    paths: tuple[Path, ...]
+    state_dir: Path
+    port: int = 8080
+    control_port: int = 8081
+    host: str = "127.0.0.1"
+    tick: float = 0.5
+    watch_period: float = 1.0
+
+
+def manifest_files(paths: Iterable[Path]) -> list[Path]:
+    """The YAML files under the given files and folders (not recursive), sorted."""
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found += sorted(p for p in path.iterdir() if p.suffix in MANIFEST_SUFFIXES)
+        elif path.exists():
+            found.append(path)
+    return found
+
+
+def read_manifests(path: Path) -> list[dict[str, Any]]:
+    """The ModelDeployment documents of one file (other kinds are skipped); raises ValueError
+    with the file name when the YAML itself is broken."""
+    try:
+        documents = list(yaml.safe_load_all(path.read_text()))
+    except yaml.YAMLError as error:
+        raise ValueError(f"{path}: not valid YAML: {error}") from None
+    return [d for d in documents if isinstance(d, dict) and d.get("kind") == "ModelDeployment"]
+
+
+class LocalRuntime:
+    def __init__(self, settings: RunSettings) -> None:
+        self.settings = settings
+        self.store = Store()
+        self.pool = ServerPool(settings.state_dir)
+        self.routes: dict[str, Route] = {}
+        self.router = Router(self.routes, on_failure=self.pool.suspect)
+        self.probes: RolloutProbes | None = None
+        self.render = RenderSettings()
+        self._deployments: dict[str, dict[str, dict[str, Any]]] = {}  # md -> name -> manifest
+        self._file_signature: tuple[tuple[str, float, int], ...] | None = None
+        self._file_errors: dict[str, str] = {}
+        self._stop = asyncio.Event()
+        self.started = asyncio.Event()
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Serve until `stop()` (or SIGINT/SIGTERM when run from the CLI); then stop the router,
+        then every server."""
+        from weir_operator.local.control import create_control_app
+
+        self.probes = RolloutProbes()
+        self.sync_files()
+        router = _server(self.router, self.settings.host, self.settings.port)
+        control = _server(create_control_app(self), self.settings.host, self.settings.control_port)
+        tasks: list[asyncio.Task[Any]] = [
+            asyncio.create_task(_listen(router, "router"), name="router"),
+            asyncio.create_task(_listen(control, "control API"), name="control"),
+            asyncio.create_task(self.pool.supervise(), name="servers"),
+            asyncio.create_task(self._reconcile_loop(), name="reconcile"),
+            asyncio.create_task(self._watch_loop(), name="watch"),
+        ]
+        stopped = asyncio.create_task(self._stop.wait())
+        try:
+            while not (router.started and control.started) and not stopped.done():
+                _raise_if_failed(tasks)
+                await asyncio.sleep(0.05)
+            self.started.set()
+            await asyncio.wait([stopped, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            _raise_if_failed(tasks)
+        finally:
+            stopped.cancel()
+            router.should_exit = control.should_exit = True
+            for task in tasks[2:]:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self.pool.stop()
+            await self.router.aclose()
+            await self.probes.aclose()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    # -- files --------------------------------------------------------------------------------
+
+    def sync_files(self) -> None:
+        """Apply the watched files when any of them changed (like `kubectl apply --prune` on
+        each edit): a broken file is reported and changes nothing; an object whose document
+        left the files is deleted."""
+        files = manifest_files(self.settings.paths)
+        signature = tuple((str(p), p.stat().st_mtime, p.stat().st_size) for p in files)
+        if signature == self._file_signature:
+            return
+        self._file_signature = signature
+        seen: set[str] = set()
+        broken: set[str] = set()
+        for path in files:
+            try:
+                documents = read_manifests(path)
+                for document in documents:
+                    name = str((document.get("metadata") or {}).get("name", ""))
+                    seen.add(name)
+                    result = self.store.apply(document, str(path))
+                    if result != "unchanged":
+                        log.info("%s: %s from %s", name, result, path)
+                self._file_errors.pop(str(path), None)
+            except (SpecError, ValueError) as error:
+                broken.add(str(path))
+                if self._file_errors.get(str(path)) != str(error):
+                    log.error("%s (nothing changed)", error)
+                    self._file_errors[str(path)] = str(error)
+        for name in self.store.names():
+            source = self.store.entry(name).source
+            if source != "api" and source not in broken and name not in seen:
+                log.info("%s: deleted (its manifest is gone from %s)", name, source)
+                self.delete(name)
+
+    async def _watch_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.watch_period)
+            self.sync_files()
+
+    def delete(self, name: str) -> None:
+        model = self.store.entry(name).parsed.model_name
+        self.store.delete(name)
+        for deployment in self._deployments.pop(name, {}):
+            self.pool.retire(deployment)
+        self.routes.pop(model, None)
+        if self.probes is not None:
+            self.probes.forget(NAMESPACE, name)
+
+    # -- reconcile ----------------------------------------------------------------------------
+
+    async def _reconcile_loop(self) -> None:
+        while True:
+            for name in self.store.names():
+                try:
+                    await self.reconcile(name)
+                except Exception:  # one object's failure must not stop the others
+                    log.exception("%s: reconcile failed", name)
+            await asyncio.sleep(self.settings.tick)
+
+    async def reconcile(self, name: str) -> None:
+        """Observe, probe, decide, apply: what the operator's handler does, locally."""
+        entry = self.store.entry(name)
+        md = entry.parsed
+        old = ModelDeploymentStatus.model_validate(entry.object.get("status") or {})
+        mine = self._deployments.setdefault(name, {})
+        observed = Observed(
+            revisions={
+                state.revision: state
+                for state in (self._state(md, d) for d in mine)
+                if state is not None
+            },
+            children=frozenset(("Deployment", d) for d in mine),
+        )
+        pods = self.pool.pods(set(mine))
+        request = entry.object["metadata"]["annotations"].get(REQUEST_ANNOTATION)
+        assert self.probes is not None
+        probes, probe_events = await self.probes.probe(md, old, pods, request, _now())
+        if self.store.entry(name) is not entry:
+            return  # deleted or replaced while probing
+        plan = reconcile(md, old, observed, _now(), self.render, probes, router="local")
+        self._apply(md, plan)
+        for event in [*probe_events, *plan.events]:
+            self._event(name, event)
+        status = plan.status.model_copy(update={"url": self.model_url(md)})
+        self.store.set_status(
+            name, status.model_dump(by_alias=True, exclude_none=True, mode="json")
+        )
+        self._route(md, status)
+
+    def servers_of(self, name: str) -> list[dict[str, Any]]:
+        return self.pool.describe(set(self._deployments.get(name, {})))
+
+    def model_url(self, md: ModelDeployment) -> str:
+        return f"http://{self.settings.host}:{self.settings.port}/v2/models/{md.model_name}"
+
+    def _state(self, md: ModelDeployment, deployment: str) -> RevisionState | None:
+        state = self.pool.state(deployment)
+        manifest = self._deployments[md.name][deployment]
+        problem = manifest.get("_problem")
+        if problem is not None:
+            revision = manifest["metadata"]["labels"][REVISION_LABEL]
+            return RevisionState(
+                revision, deployment, manifest["spec"].get("replicas"), problem=problem
+            )
+        return state
+
+    def _apply(self, md: ModelDeployment, plan: Plan) -> None:
+        mine = self._deployments[md.name]
+        for child in plan.apply:
+            if child["kind"] != "Deployment":
+                continue  # Services, PDBs, HPAs, HTTPRoutes: the router does their work here
+            name = child["metadata"]["name"]
+            replicas = _replicas(md, child)
+            if render.is_role_patch(child):
+                if name in mine:
+                    mine[name]["spec"]["replicas"] = replicas
+                    self.pool.scale(name, replicas)
+                continue
+            if name in mine and mine[name]["spec"]["template"] == child["spec"]["template"]:
+                mine[name]["spec"]["replicas"] = replicas
+                self.pool.scale(name, replicas)
+                continue
+            manifest = {**child, "spec": {**child["spec"], "replicas": replicas}}
+            try:
+                template = server_template(child)
+            except LaunchError as error:
+                manifest["_problem"] = ("UnsupportedModelSource", str(error))
+            else:
+                self.pool.ensure(name, template, replicas)
+            mine[name] = manifest
+        for kind, name in plan.delete:
+            if kind == "Deployment" and name in mine:
+                del mine[name]
+                self.pool.retire(name)
+        if plan.restore is not None:
+            restored = plan.restore
+            self.store.clear_request(md.name)
+            self.store.set_model(
+                md.name,
+                {"uri": restored.uri, "sha256": restored.sha256, "version": restored.version},
+            )
+        if plan.ended and self.probes is not None:
+            self.probes.forget(NAMESPACE, md.name)
+
+    def _route(self, md: ModelDeployment, status: ModelDeploymentStatus) -> None:
+        if status.stable is None:
+            return
+        stable = render.deployment_name(md, status.stable.revision)
+        route = self.routes.get(md.model_name)
+        if route is None or route.stable != status.stable.revision:
+            route = Route(
+                md.model_name, status.stable.revision, lambda: self.pool.endpoints(stable)
+            )
+            self.routes[md.model_name] = route
+        canary = status.canary
+        if canary is None:
+            route.canary, route.weight = None, 0
+            route.canary_endpoints = list
+        elif route.canary != canary.revision:
+            name = render.deployment_name(md, canary.revision)
+            route.canary, route.weight = canary.revision, canary.weight
+            route.canary_endpoints = lambda: self.pool.endpoints(name)
+        else:
+            route.weight = canary.weight
+
+    def _event(self, name: str, event: Event) -> None:
+        self.store.record(name, event)
+        level = logging.WARNING if event.type == "Warning" else logging.INFO
+        log.log(level, "%s: %s: %s", name, event.reason, event.message)
+
+
+def _replicas(md: ModelDeployment, child: dict[str, Any]) -> int:
+    """Replicas to run; None in a rendered Deployment means an HPA would decide (cpu
+    autoscaling), which `weir run` does not have: it runs the minimum."""
+    replicas = (child.get("spec") or {}).get("replicas")
+    if replicas is not None:
+        return int(replicas)
+    autoscaling = md.spec.autoscaling
+    return autoscaling.min_replicas if autoscaling is not None else md.spec.replicas
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _raise_if_failed(tasks: list[asyncio.Task[Any]]) -> None:
+    for task in tasks:
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]
+
+
+async def _listen(server: uvicorn.Server, what: str) -> None:
+    config = server.config
+    try:
+        await server.serve()
+    except SystemExit:  # uvicorn's answer to a port it cannot bind
+        raise OSError(
+            f"the {what} cannot listen on {config.host}:{config.port} (in use?)"
+        ) from None
+
+
+def _server(app: Any, host: str, port: int) -> uvicorn.Server:
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=5,
+    )
+    return _QuietServer(config)
+
+
+class _QuietServer(uvicorn.Server):
+    """A uvicorn server that leaves signals to `weir run` (it stops the servers in order)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def install_signal_handlers(runtime: LocalRuntime) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, runtime.stop)

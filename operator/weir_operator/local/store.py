@@ -1,0 +1,141 @@
+"""The local runtime's API server: ModelDeployment objects, their generations and events.
+
+Why it exists: on a cluster the API server keeps each object (spec, metadata.generation,
+annotations, status) and `kubectl apply` writes it; `weir run` keeps the same objects here, in
+memory, written by the files it watches and by the control API. Objects are plain dicts in the
+Kubernetes shape, so the core and the CLI read them the same way in both places. Every write
+is validated first (`parse_model_deployment`); an invalid one changes nothing."""
+
+from __future__ import annotations
+
+import copy
+import json
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from weir_operator.probing import REQUEST_ANNOTATION
+from weir_operator.rollout import Event
+from weir_operator.spec import ModelDeployment, parse_model_deployment
+from weir_operator.status import timestamp
+
+NAMESPACE = "default"
+MAX_EVENTS = 200
+ApplyResult = Literal["created", "configured", "unchanged"]
+
+
+class NotFound(KeyError):
+    pass
+
+
+@dataclass
+class Entry:
+    object: dict[str, Any]
+    parsed: ModelDeployment
+    source: str  # the file it came from, or "api"
+    events: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=MAX_EVENTS))
+
+
+def _now() -> str:
+    return timestamp(datetime.now(UTC))
+
+
+class Store:
+    def __init__(self) -> None:
+        self._entries: dict[str, Entry] = {}
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def entry(self, name: str) -> Entry:
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise NotFound(name) from None
+
+    def get(self, name: str) -> dict[str, Any]:
+        return copy.deepcopy(self.entry(name).object)
+
+    def list(self) -> list[dict[str, Any]]:
+        return [copy.deepcopy(self._entries[n].object) for n in self.names()]
+
+    def apply(self, document: dict[str, Any], source: str) -> ApplyResult:
+        """Create or update from a manifest (validated first: SpecError changes nothing)."""
+        md = parse_model_deployment(document, source if source != "api" else "")
+        name = md.name
+        spec = copy.deepcopy(document["spec"])
+        labels = dict((document.get("metadata") or {}).get("labels") or {})
+        found = self._entries.get(name)
+        if found is None:
+            body = {
+                "apiVersion": md.api_version,
+                "kind": md.kind,
+                "metadata": {
+                    "name": name,
+                    "namespace": NAMESPACE,
+                    "uid": str(uuid.uuid4()),
+                    "generation": 1,
+                    "creationTimestamp": _now(),
+                    "labels": labels,
+                    "annotations": {},
+                },
+                "spec": spec,
+            }
+            self._entries[name] = Entry(body, self._parse(body), source)
+            return "created"
+        found.source = source
+        metadata = found.object["metadata"]
+        if found.object["spec"] == spec and metadata["labels"] == labels:
+            return "unchanged"
+        metadata["labels"] = labels
+        if found.object["spec"] != spec:
+            found.object["spec"] = spec
+            metadata["generation"] += 1
+        found.parsed = self._parse(found.object)
+        return "configured"
+
+    def delete(self, name: str) -> None:
+        self.entry(name)
+        del self._entries[name]
+
+    def set_model(self, name: str, model: dict[str, Any]) -> dict[str, Any]:
+        """Replace spec.model (keeping its served name): the change a rollout starts from."""
+        found = self.entry(name)
+        kept = (
+            {"name": found.object["spec"]["model"]["name"]}
+            if "name" in found.object["spec"]["model"]
+            else {}
+        )
+        new_model = {**kept, **{k: v for k, v in model.items() if v is not None}}
+        spec = {**found.object["spec"], "model": new_model}
+        self.apply({**found.object, "spec": spec}, found.source)
+        return self.get(name)
+
+    def request(self, name: str, action: str, revision: str | None) -> str:
+        """Store a rollout request, as `kubectl weir` writes it on a cluster; returns its id."""
+        found = self.entry(name)
+        request_id = uuid.uuid4().hex
+        body: dict[str, Any] = {"id": request_id, "action": action}
+        if revision:
+            body["revision"] = revision
+        found.object["metadata"]["annotations"][REQUEST_ANNOTATION] = json.dumps(body)
+        return request_id
+
+    def clear_request(self, name: str) -> None:
+        self.entry(name).object["metadata"]["annotations"].pop(REQUEST_ANNOTATION, None)
+
+    def set_status(self, name: str, status: dict[str, Any]) -> None:
+        if name in self._entries:
+            self._entries[name].object["status"] = status
+
+    def record(self, name: str, event: Event) -> None:
+        if name in self._entries:
+            self._entries[name].events.append(
+                {"at": _now(), "type": event.type, "reason": event.reason, "message": event.message}
+            )
+
+    @staticmethod
+    def _parse(body: dict[str, Any]) -> ModelDeployment:
+        return parse_model_deployment(body)
