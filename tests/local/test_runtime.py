@@ -1,0 +1,163 @@
+"""`weir run` as a process: model sources, scaling, and a clean end however it is stopped."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from tests.support.local_run import LocalRun, Traffic, manifest, write_manifests
+
+
+@contextmanager
+def serving_folder(folder: Path) -> Iterator[str]:
+    """A plain HTTP file server for `folder` on 127.0.0.1 (a model registry stand-in)."""
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, directory=str(folder), **kwargs)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class TestModelSources:
+    def test_an_http_model_is_fetched_and_its_sha256_checked(
+        self, local_run: LocalRun, iris_versions: dict[str, Path]
+    ) -> None:
+        model = iris_versions["iris"]
+        digest = hashlib.sha256(model.read_bytes()).hexdigest()
+        with serving_folder(model.parent) as base:
+            good = manifest("good", model, "1")
+            good["spec"]["model"] = {"uri": f"{base}/{model.name}", "sha256": digest}
+            bad = manifest("bad", model, "1")
+            bad["spec"]["model"] = {"uri": f"{base}/{model.name}", "sha256": "0" * 64}
+            write_manifests(local_run.folder, good, bad)
+            local_run.wait_up()
+
+            def settled() -> tuple[dict[str, Any], dict[str, Any]] | None:
+                a, b = local_run.status("good"), local_run.status("bad")
+                return (
+                    (a, b) if a.get("phase") == "Healthy" and b.get("phase") == "Failed" else None
+                )
+
+            _, failed = local_run.eventually(settled, within=60, what="good Healthy, bad Failed")
+        ready = next(c for c in failed["conditions"] if c["type"] == "Ready")
+        assert ready["reason"] == "ModelFetchFailed"
+        assert digest in ready["message"], ready
+        assert "0" * 64 in ready["message"], ready
+        assert local_run.servers("bad") == []
+
+    def test_a_source_it_cannot_reach_is_reported_not_run(
+        self, local_run: LocalRun, iris_versions: dict[str, Path]
+    ) -> None:
+        document = manifest("remote", iris_versions["iris"], "1")
+        document["spec"]["model"] = {"uri": "s3://bucket/iris.onnx"}
+        write_manifests(local_run.folder, document)
+        local_run.wait_up()
+
+        def failed() -> dict[str, Any] | None:
+            status = local_run.status("remote")
+            return status if status.get("phase") == "Failed" else None
+
+        status = local_run.eventually(failed, within=30, what="an s3:// model is Failed")
+        ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+        assert ready["reason"] == "UnsupportedModelSource"
+        assert "s3://bucket/iris.onnx" in ready["message"]
+
+
+class TestScaling:
+    def test_scaling_down_drains_servers_without_failing_a_request(
+        self, local_run: LocalRun, iris_versions: dict[str, Path]
+    ) -> None:
+        write_manifests(local_run.folder, manifest("iris", iris_versions["iris"], "1", replicas=3))
+        local_run.wait_up()
+        local_run.wait_healthy("iris", "1")
+        assert len(local_run.servers("iris")) == 3
+        traffic = Traffic(local_run.router_url, threads=4, pause=0.0).start()
+        try:
+            time.sleep(1)
+            write_manifests(
+                local_run.folder, manifest("iris", iris_versions["iris"], "1", replicas=1)
+            )
+            local_run.eventually(
+                lambda: len(local_run.servers("iris")) == 1, within=30, what="scaled to 1"
+            )
+            time.sleep(2)
+        finally:
+            counts = traffic.stop()
+        assert traffic.failures() == 0, counts
+        assert local_run.status("iris")["readyReplicas"] == 1
+
+
+class TestStopping:
+    def test_killing_weir_run_takes_its_servers_with_it(
+        self, tmp_path: Path, iris_versions: dict[str, Path]
+    ) -> None:
+        folder = tmp_path / "manifests"
+        write_manifests(folder, manifest("iris", iris_versions["iris"], "1", replicas=2))
+        run = LocalRun(folder, tmp_path / "state")
+        try:
+            run.wait_up()
+            run.wait_healthy("iris", "1")
+            pids = [s["pid"] for s in run.servers("iris")]
+            assert len(pids) == 2
+        finally:
+            run.process.send_signal(signal.SIGKILL)
+            run.process.wait(timeout=10)
+        run.eventually(lambda: not run.orphans(), within=10, what="servers gone with weir run")
+        for pid in pids:
+            assert not Path(f"/proc/{pid}").exists() or _zombie(pid)
+
+    def test_ctrl_c_stops_everything_and_exits_0(
+        self, tmp_path: Path, iris_versions: dict[str, Path]
+    ) -> None:
+        folder = tmp_path / "manifests"
+        write_manifests(folder, manifest("iris", iris_versions["iris"], "1", replicas=2))
+        run = LocalRun(folder, tmp_path / "state")
+        run.wait_up()
+        run.wait_healthy("iris", "1")
+        run.servers("iris")
+        started = time.monotonic()
+        assert run.stop(signal.SIGINT) == 0
+        assert time.monotonic() - started < 15
+        assert run.orphans() == []
+        assert "stopped" in run.log()
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return ") Z " in Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+
+
+def test_a_missing_path_is_a_usage_error(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "weir_operator.cli", "run", "-f", str(tmp_path / "nope.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ},
+    )
+    assert result.returncode == 3
+    assert "no such file or folder" in result.stderr
