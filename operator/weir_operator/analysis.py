@@ -27,6 +27,7 @@ from weir_operator.status import AnalysisResult, TrackMeasurement, Verdict, time
 
 REQUESTS_SAMPLE: Final = "weir_inference_requests_total"
 LATENCY_BUCKET_SAMPLE: Final = "weir_inference_request_duration_seconds_bucket"
+LATENCY_SUM_SAMPLE: Final = "weir_inference_request_duration_seconds_sum"
 REVISION_LABEL: Final = "revision"
 P99: Final = 0.99
 INF: Final = math.inf
@@ -54,6 +55,7 @@ class PodSample:
     requests: float  # answers of any code
     errors: float  # 5xx answers
     buckets: Buckets = field(default_factory=dict)
+    busy: float = 0.0  # seconds spent answering (the latency histogram's sum)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +69,7 @@ class PodWindow:
     errors: float
     buckets: Buckets
     restarted: bool  # counters went down: the pod restarted, counts are since its restart
+    busy: float = 0.0  # seconds spent answering: busy / seconds is the mean concurrency
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +108,7 @@ def parse_scrape(text: str, *, pod: str, taken_at: float) -> PodSample:
 
     Series of every label set are summed (a pod serves one model; several worker processes are
     already summed by the server). The revision is the series' `revision` label."""
-    requests = errors = 0.0
+    requests = errors = busy = 0.0
     buckets: dict[float, float] = {}
     revisions: set[str] = set()
     try:
@@ -118,6 +121,8 @@ def parse_scrape(text: str, *, pod: str, taken_at: float) -> PodSample:
                 elif sample.name == LATENCY_BUCKET_SAMPLE:
                     le = float(sample.labels["le"])
                     buckets[le] = buckets.get(le, 0.0) + sample.value
+                elif sample.name == LATENCY_SUM_SAMPLE:
+                    busy += sample.value
                 else:
                     continue
                 revisions.add(sample.labels.get(REVISION_LABEL, ""))
@@ -129,7 +134,7 @@ def parse_scrape(text: str, *, pod: str, taken_at: float) -> PodSample:
         )
     if len(revisions) > 1:
         raise ScrapeError(f"pod {pod} exports several revisions: {', '.join(sorted(revisions))}")
-    return PodSample(pod, revisions.pop(), taken_at, requests, errors, buckets)
+    return PodSample(pod, revisions.pop(), taken_at, requests, errors, buckets, busy)
 
 
 def _went_down(previous: PodSample, current: PodSample) -> bool:
@@ -163,6 +168,7 @@ def pod_window(previous: PodSample, current: PodSample) -> PodWindow:
             current.errors,
             dict(current.buckets),
             restarted=True,
+            busy=current.busy,
         )
     return PodWindow(
         current.pod,
@@ -172,6 +178,7 @@ def pod_window(previous: PodSample, current: PodSample) -> PodWindow:
         current.errors - previous.errors,
         {le: count - previous.buckets[le] for le, count in current.buckets.items()},
         restarted=False,
+        busy=max(current.busy - previous.busy, 0.0),
     )
 
 

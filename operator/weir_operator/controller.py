@@ -28,6 +28,7 @@ from weir_operator.observe import observe, owner_key
 from weir_operator.probing import REQUEST_ANNOTATION, RolloutProbes
 from weir_operator.reconcile import Plan, reconcile, status_patch
 from weir_operator.render import MANAGED_BY_LABEL, RenderSettings
+from weir_operator.scaling import Autoscalers
 from weir_operator.spec import (
     GROUP,
     PLURAL,
@@ -63,6 +64,7 @@ class OperatorContext:
     parsed: dict[tuple[str, int], ModelDeployment] = field(default_factory=dict)
     # Created in the operator's event loop (startup), which its HTTP clients belong to.
     probes: RolloutProbes | None = None
+    autoscalers: Autoscalers | None = None
     # kopf runs the timer and the event handlers of one object concurrently: a lock per object
     # serialises them, and a body whose status this process already changed is not decided on
     # again until the status write arrives (SETTLE_SECONDS at most): the same request or
@@ -131,10 +133,12 @@ async def _reconcile(
     observed = observe(
         indexes["deployments"].get(key, []), pods, indexes["horizontalpodautoscalers"].get(key, [])
     )
-    assert context.probes is not None, "created at startup"
+    assert context.probes is not None, "made at startup"
+    assert context.autoscalers is not None, "made at startup"
     request = body.metadata.annotations.get(REQUEST_ANNOTATION)
     probes, probe_events = await context.probes.probe(md, old, pods, request, datetime.now(UTC))
-    plan = reconcile(md, old, observed, datetime.now(UTC), context.render, probes)
+    scale = await context.autoscalers.decide(md, old, pods)
+    plan = reconcile(md, old, observed, datetime.now(UTC), context.render, probes, autoscale=scale)
     try:
         await asyncio.to_thread(_apply, context, md, plan, cache)
     except ApiException as error:
@@ -225,6 +229,7 @@ def create_registry(interval: float = 5.0) -> kopf.OperatorRegistry:
     async def start_probes(memo: Any, **_: Any) -> None:
         if memo.context.probes is None:
             memo.context.probes = RolloutProbes()
+            memo.context.autoscalers = Autoscalers(memo.context.probes.providers.direct)
 
     @kopf.on.cleanup(registry=registry)
     async def close(memo: Any, **_: Any) -> None:
@@ -266,7 +271,8 @@ def create_registry(interval: float = 5.0) -> kopf.OperatorRegistry:
         memo.context.metrics.forget(namespace or "default", name or "")
         memo.context.locks.pop((namespace or "default", name or ""), None)
         memo.context.written.pop((namespace or "default", name or ""), None)
-        if memo.context.probes is not None:
+        if memo.context.probes is not None and memo.context.autoscalers is not None:
             memo.context.probes.forget(namespace or "default", name or "")
+            memo.context.autoscalers.forget(namespace or "default", name or "")
 
     return registry

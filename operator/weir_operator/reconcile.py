@@ -21,11 +21,13 @@ from datetime import datetime
 from typing import Any, Literal
 
 from weir_operator import render, rollout
+from weir_operator.autoscaler import ScaleDecision
 from weir_operator.render import Manifest, RenderSettings
 from weir_operator.rollout import CheckResult, Event, Request
 from weir_operator.spec import ModelDeployment
 from weir_operator.status import (
     AnalysisResult,
+    AutoscalerStatus,
     ModelDeploymentStatus,
     Phase,
     RevisionRef,
@@ -35,6 +37,7 @@ from weir_operator.status import (
 from weir_operator.traffic import Router
 
 DRAIN_SECONDS = 10.0
+AUTOSCALER_REFRESH = 60.0  # seconds between status refreshes of an unchanged autoscaler count
 DEFAULT_RENDER = RenderSettings()
 CHILD_KINDS = (
     "Deployment",
@@ -116,9 +119,11 @@ def reconcile(
     settings: RenderSettings = DEFAULT_RENDER,
     probes: Probes = NO_PROBES,
     router: Router | None = None,
+    autoscale: ScaleDecision | None = None,
 ) -> Plan:
     """One reconcile step; pure and total (never raises on a valid ModelDeployment).
-    `router` replaces spec.traffic.router for the rollout's weights (`weir run`: "local")."""
+    `router` replaces spec.traffic.router for the rollout's weights (`weir run`: "local");
+    `autoscale` is the autoscaler's decision (metric concurrency or rps), the total to run."""
     at = timestamp(now)
     desired = RevisionRef(
         revision=render.revision_of(md.spec),
@@ -129,6 +134,8 @@ def reconcile(
     current = observed.revisions.get(status.stable.revision) if status.stable else None
     hpa = md.spec.autoscaling is not None and md.spec.autoscaling.metric == "cpu"
     counted = desired_replicas(md, current)
+    if autoscale is not None and counted is not None:
+        counted = autoscale.replicas
     total = counted if counted is not None else max(current.replicas or 1, 1) if current else 1
     decision = rollout.decide(
         rollout.RolloutInput(
@@ -214,6 +221,7 @@ def reconcile(
             "ready_text": f"{ready_total}/{desired_total}",
             "selector": render.label_selector(md),
             "conditions": conditions,
+            "autoscaler": _autoscaler_status(status, autoscale, at),
         }
     )
     if status.phase != phase and phase in ("Healthy", "Degraded", "Failed"):
@@ -227,6 +235,29 @@ def reconcile(
         restore=restore.revision if restore else None,
         ended=status.canary is not None and canary is None,
     )
+
+
+def _autoscaler_status(
+    status: ModelDeploymentStatus, decision: ScaleDecision | None, at: str
+) -> AutoscalerStatus | None:
+    """The decision for the status. While the count stays, the load and reason are refreshed
+    once a minute at most: a status write per measurement would be API churn for nothing."""
+    if decision is None:
+        return None
+    new = AutoscalerStatus(
+        desired_replicas=decision.replicas,
+        load=None if decision.load is None else round(decision.load, 2),
+        reason=decision.reason,
+        at=at,
+    )
+    old = status.autoscaler
+    if (
+        old is not None
+        and old.desired_replicas == new.desired_replicas
+        and (parse_timestamp(at) - parse_timestamp(old.at)).total_seconds() < AUTOSCALER_REFRESH
+    ):
+        return old
+    return new
 
 
 def _observation(

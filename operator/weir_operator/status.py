@@ -145,6 +145,17 @@ class RequestRecord(StatusModel):
     message: str = Field("", description="What was done, or why not.")
 
 
+class AutoscalerStatus(StatusModel):
+    """What Weir's own autoscaler (metric concurrency or rps) decided last."""
+
+    desired_replicas: int = Field(ge=0, description="Servers the autoscaler wants in all.")
+    load: float | None = Field(
+        None, description="Measured load: requests in flight or requests/s, all servers."
+    )
+    reason: str = Field("", description="Why, with the numbers.")
+    at: str = Field(description="When it decided (RFC 3339).")
+
+
 class ModelDeploymentStatus(StatusModel):
     """Observed state, written by Weir only."""
 
@@ -173,6 +184,9 @@ class ModelDeploymentStatus(StatusModel):
     )
     last_request: RequestRecord | None = Field(
         None, description="The last promote/abort/retry/undo request handled."
+    )
+    autoscaler: AutoscalerStatus | None = Field(
+        None, description="The autoscaler's last decision (metric concurrency or rps)."
     )
     replicas: int = Field(0, ge=0, description="Servers (scale subresource).")
     ready_replicas: int = Field(0, ge=0, description="Ready servers.")

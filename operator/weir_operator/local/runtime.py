@@ -34,6 +34,7 @@ from weir_operator.probing import REQUEST_ANNOTATION, RolloutProbes
 from weir_operator.reconcile import Observed, Plan, RevisionState, reconcile
 from weir_operator.render import REVISION_LABEL, RenderSettings
 from weir_operator.rollout import Event
+from weir_operator.scaling import Autoscalers
 from weir_operator.spec import ModelDeployment, SpecError
 from weir_operator.status import ModelDeploymentStatus
 
@@ -81,6 +82,7 @@ class LocalRuntime:
         self.routes: dict[str, Route] = {}
         self.router = Router(self.routes, on_failure=self.pool.suspect)
         self.probes: RolloutProbes | None = None
+        self.autoscalers: Autoscalers | None = None
         self.render = RenderSettings()
         self._deployments: dict[str, dict[str, dict[str, Any]]] = {}  # md -> name -> manifest
         self._file_signature: tuple[tuple[str, float, int], ...] | None = None
@@ -96,6 +98,7 @@ class LocalRuntime:
         from weir_operator.local.control import create_control_app
 
         self.probes = RolloutProbes()
+        self.autoscalers = Autoscalers(self.probes.providers.direct)
         self.sync_files()
         router = _server(self.router, self.settings.host, self.settings.port)
         control = _server(create_control_app(self), self.settings.host, self.settings.control_port)
@@ -172,8 +175,9 @@ class LocalRuntime:
         for deployment in self._deployments.pop(name, {}):
             self.pool.retire(deployment)
         self.routes.pop(model, None)
-        if self.probes is not None:
+        if self.probes is not None and self.autoscalers is not None:
             self.probes.forget(NAMESPACE, name)
+            self.autoscalers.forget(NAMESPACE, name)
 
     # -- reconcile ----------------------------------------------------------------------------
 
@@ -203,10 +207,14 @@ class LocalRuntime:
         pods = self.pool.pods(set(mine))
         request = entry.object["metadata"]["annotations"].get(REQUEST_ANNOTATION)
         assert self.probes is not None
+        assert self.autoscalers is not None
         probes, probe_events = await self.probes.probe(md, old, pods, request, _now())
+        autoscale = await self.autoscalers.decide(md, old, pods)
         if self.store.entry(name) is not entry:
             return  # deleted or replaced while probing
-        plan = reconcile(md, old, observed, _now(), self.render, probes, router="local")
+        plan = reconcile(
+            md, old, observed, _now(), self.render, probes, router="local", autoscale=autoscale
+        )
         self._apply(md, plan)
         for event in [*probe_events, *plan.events]:
             self._event(name, event)

@@ -72,6 +72,11 @@ class DirectProvider:
             raise ProviderError("; ".join(canary_failures))
         return windows
 
+    async def scrape(self, targets: list[tuple[str, PodTarget]]) -> list[PodSample | str]:
+        """One sample (or why not) per (revision, pod), scraped concurrently; remembers
+        nothing (the autoscaler's load meter keeps its own previous samples)."""
+        return list(await asyncio.gather(*(self._scrape(rev, pod) for rev, pod in targets)))
+
     async def open_window(
         self, md: ModelDeployment, canary: RevisionTarget, stable: RevisionTarget | None
     ) -> None:

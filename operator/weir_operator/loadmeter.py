@@ -1,0 +1,57 @@
+"""The autoscaler's eyes: the load of an instance's servers over the last short window.
+
+Why it exists: `weir_operator.autoscaler` is pure; someone must scrape. This shell scrapes the
+serving pods' /metrics (through the direct provider's scraper, so the same parsing and
+checks), keeps the previous sample of each pod (its own memory: the analysis' windows are not
+disturbed), and turns two samples into pod windows. A pod seen for the first time only opens
+its window; a measurement younger than `min_seconds` is not taken (the window would be noise)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+from weir_operator.analysis import PodSample, PodWindow, pod_window
+from weir_operator.autoscaler import Load, LoadMetric, observed_load
+from weir_operator.providers.base import PodTarget
+from weir_operator.providers.direct import DirectProvider
+
+Key = tuple[str, str]  # (namespace, name)
+
+
+class LoadMeter:
+    def __init__(
+        self,
+        scraper: DirectProvider,
+        *,
+        min_seconds: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._scraper = scraper
+        self._min_seconds = min_seconds
+        self._clock = clock
+        self._previous: dict[Key, dict[str, PodSample]] = {}
+        self._last: dict[Key, float] = {}
+
+    def due(self, key: Key) -> bool:
+        return self._clock() - self._last.get(key, float("-inf")) >= self._min_seconds
+
+    async def measure(
+        self, key: Key, metric: LoadMetric, targets: Sequence[tuple[str, PodTarget]]
+    ) -> Load | None:
+        """The load over the window since the last call (None: nothing to compare yet)."""
+        self._last[key] = self._clock()
+        scraped = await self._scraper.scrape(list(targets))
+        samples = [s for s in scraped if isinstance(s, PodSample)]
+        previous = self._previous.get(key, {})
+        windows: list[PodWindow] = [
+            pod_window(previous[s.pod], s)
+            for s in samples
+            if s.pod in previous and previous[s.pod].revision == s.revision
+        ]
+        self._previous[key] = {s.pod: s for s in samples}
+        return observed_load(metric, windows)
+
+    def forget(self, key: Key) -> None:
+        self._previous.pop(key, None)
+        self._last.pop(key, None)
