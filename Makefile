@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 .PHONY: setup models test demo lint bench image generate controlplane clean help
 
 help:
-	@echo "make demo   - serve an example model and answer one inference (sets everything up)"
+	@echo "make demo   - weir run on this machine: a good version promoted, a bad one rolled back"
 	@echo "make test   - run every test tier (sets everything up)"
 	@echo "make lint   - ruff + mypy --strict"
 	@echo "make bench  - benchmarks (results in docs/benchmarks.md)"

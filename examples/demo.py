@@ -1,21 +1,39 @@
-"""`make demo`: serve the example iris model with `weir serve` and answer one inference.
+"""`make demo`: the whole product on one machine, in about a minute and a half.
 
-Until the local runtime (`weir run`) lands, this is the product's first impression: a real
-server process, a real V2 request over HTTP, a real answer."""
+It starts `weir run` on a ModelDeployment of the iris classifier (v1), sends steady inference
+traffic through the local router, then ships two new versions the way a CI pipeline would,
+with the `weir` CLI:
+- v2, a good model: promoted through every canary step by itself;
+- v3, a bad model (slower, and failing on about one input in five): rolled back by itself.
+It prints the story as it happens (the rollout's own events), counts every client request,
+and draws `demo-timeline.png`: canary weight, p99 latency and error rate per track over time.
+
+Everything is local (127.0.0.1) and bounded: the traffic stops by itself, and so does the demo
+(`--timeout`). Models are built in code with onnx.helper; nothing is downloaded."""
 
 from __future__ import annotations
 
+import argparse
+import os
+import random
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
+import yaml
 
 from weir_server.sample_models import build_all
 
-ROOT = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parent.parent
+WORK = ROOT / ".demo"
 
 
 def free_port() -> int:
@@ -24,78 +42,301 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def main() -> int:
-    model = build_all(ROOT / "models")["iris"]
-    port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "weir_operator.cli",
-        "serve",
-        str(model),
-        "--name",
-        "iris",
-        "--version",
-        "1",
-        "--port",
-        str(port),
-        "--no-access-log",
-    ]
-    print("$ weir serve", model.relative_to(ROOT.parent), "--name iris --version 1 --port", port)
-    server = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        with httpx.Client(base_url=base, timeout=5) as client:
-            deadline = time.monotonic() + 30
-            while True:
-                if server.poll() is not None:
-                    print(server.stderr.read() if server.stderr else "", file=sys.stderr)
-                    print("demo: the server exited before it was ready", file=sys.stderr)
-                    return 1
-                try:
-                    if client.get("/v2/health/ready").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    print("demo: the server was not ready within 30 s", file=sys.stderr)
-                    return 1
-                time.sleep(0.1)
-            print(f"ready after {time.monotonic() - deadline + 30:.2f} s\n")
-            request = {
-                "id": "demo-1",
-                "inputs": [
-                    {
-                        "name": "input",
-                        "shape": [2, 4],
-                        "datatype": "FP32",
-                        "data": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]],
-                    }
+def manifest(model: Path) -> dict[str, Any]:
+    return {
+        "apiVersion": "serving.weir.dev/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": "iris"},
+        "spec": {
+            "model": {"uri": model.as_uri(), "version": "1"},
+            "replicas": 2,
+            "rollout": {
+                "steps": [
+                    {"setWeight": 20},
+                    {"pause": {"duration": "5s"}},
+                    {"setWeight": 50},
+                    {"pause": {"duration": "5s"}},
                 ],
-            }
-            print(f"POST {base}/v2/models/iris/infer")
-            started = time.perf_counter()
-            response = client.post("/v2/models/iris/infer", json=request)
-            elapsed_ms = (time.perf_counter() - started) * 1000
-            response.raise_for_status()
-            result = response.json()
-            outputs = {output["name"]: output for output in result["outputs"]}
-            probabilities = outputs["probabilities"]["data"]
-            for row, label in enumerate(outputs["label"]["data"]):
-                p = probabilities[row * 3 : row * 3 + 3]
-                print(
-                    f"  flower {row}: class {label}  probabilities "
-                    + ", ".join(f"{x:.3f}" for x in p)
-                )
-            print(
-                f"\nanswered in {elapsed_ms:.1f} ms (model {result['model_name']} "
-                f"version {result.get('model_version')})"
-            )
+                "analysis": {"interval": "5s", "failureThreshold": 2, "minRequests": 20},
+            },
+        },
+    }
+
+
+@dataclass
+class Traffic:
+    """Clients sending iris flowers to the router, about 100 requests a second in all."""
+
+    url: str
+    threads: int = 2
+    pause: float = 0.01
+    limit_seconds: float = 240
+    answers: list[tuple[float, int | str]] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def start(self) -> Traffic:
+        for index in range(self.threads):
+            threading.Thread(target=self._run, args=(index,), daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def failed(self, since: float = 0.0) -> int:
+        return sum(1 for at, code in list(self.answers) if at >= since and code != 200)
+
+    def _run(self, index: int) -> None:
+        rng = random.Random(index)
+        deadline = time.monotonic() + self.limit_seconds
+        with httpx.Client(timeout=30) as client:
+            while not self._stop.is_set() and time.monotonic() < deadline:
+                row = [
+                    rng.uniform(4.3, 7.9),
+                    rng.uniform(2.0, 4.4),
+                    rng.uniform(1.0, 6.9),
+                    rng.uniform(0.1, 2.5),
+                ]
+                body = {
+                    "inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": row}]
+                }
+                try:
+                    code: int | str = client.post(self.url, json=body).status_code
+                except httpx.HTTPError as error:
+                    code = type(error).__name__
+                self.answers.append((time.monotonic(), code))
+                time.sleep(self.pause)
+
+
+@dataclass
+class Timeline:
+    """What the demo saw, for the story and the picture."""
+
+    started: float = field(default_factory=time.monotonic)
+    weight: list[tuple[float, float]] = field(default_factory=list)
+    analyses: list[dict[str, Any]] = field(default_factory=list)
+    marks: list[tuple[float, str]] = field(default_factory=list)
+
+    def now(self) -> float:
+        return time.monotonic() - self.started
+
+
+class Story(threading.Thread):
+    """Prints the rollout's events as they happen and samples the status twice a second."""
+
+    def __init__(self, control: str, timeline: Timeline) -> None:
+        super().__init__(daemon=True)
+        self.client = httpx.Client(base_url=control, timeout=5)
+        self.timeline = timeline
+        self.seen = 0
+        self.last_analysis = ""
+        self.stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop_event.wait(0.5):
+            try:
+                self.poll()
+            except httpx.HTTPError:
+                continue
+
+    def poll(self) -> None:
+        events = self.client.get("/api/v1/modeldeployments/iris/events").json()["items"]
+        for event in events[self.seen :]:
+            mark = "!" if event["type"] == "Warning" else "*"
+            print(f"  {self.timeline.now():6.1f}s {mark} {event['reason']}: {event['message']}")
+        self.seen = len(events)
+        status = self.client.get("/api/v1/modeldeployments/iris").json().get("status") or {}
+        canary = status.get("canary") or {}
+        self.timeline.weight.append((self.timeline.now(), canary.get("weight", 0)))
+        analysis = status.get("lastAnalysis")
+        if analysis and analysis["at"] != self.last_analysis:
+            self.last_analysis = analysis["at"]
+            self.timeline.analyses.append({"t": self.timeline.now(), **analysis})
+
+
+def weir(*args: str, control: str) -> int:
+    """Run a `weir` CLI command against the local runtime, showing it as a person would type it."""
+    shown = " ".join(a if " " not in a else repr(a) for a in args)
+    print(f"\n$ weir {shown}")
+    command = [sys.executable, "-m", "weir_operator.cli", *args, "--local", control]
+    return subprocess.call(command)
+
+
+def draw(timeline: Timeline, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (weight_axis, p99_axis, error_axis) = plt.subplots(3, 1, sharex=True, figsize=(10, 8))
+    times = [t for t, _ in timeline.weight]
+    weight_axis.step(times, [w for _, w in timeline.weight], where="post", color="tab:orange")
+    weight_axis.set_ylabel("canary weight (%)")
+    weight_axis.set_ylim(-5, 105)
+    for track, color in (("stable", "tab:blue"), ("canary", "tab:orange")):
+        points = [(a["t"], a.get(track) or {}) for a in timeline.analyses if a.get(track)]
+        p99 = [(t, m["p99Ms"]) for t, m in points if m.get("p99Ms") is not None]
+        errors = [(t, 100 * m.get("errorRate", 0)) for t, m in points if m.get("requests")]
+        if p99:
+            p99_axis.plot(*zip(*p99, strict=True), "o-", color=color, label=track)
+        if errors:
+            error_axis.plot(*zip(*errors, strict=True), "o-", color=color, label=track)
+    p99_axis.set_ylabel("p99 latency (ms)")
+    error_axis.set_ylabel("error rate (%)")
+    error_axis.set_xlabel("seconds since the demo started")
+    for axis in (p99_axis, error_axis):
+        axis.legend(loc="upper left")
+    for axis in (weight_axis, p99_axis, error_axis):
+        for at, _ in timeline.marks:
+            axis.axvline(at, color="grey", linestyle=":")
+        axis.grid(alpha=0.3)
+    for at, label in timeline.marks:
+        weight_axis.annotate(label, (at, 100), fontsize=8, rotation=0, ha="left", va="top")
+    figure.suptitle("weir run: v2 promoted, v3 rolled back by itself (analysis every 5 s)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--timeout", type=float, default=170, help="give up after this many seconds"
+    )
+    parser.add_argument("--output", type=Path, default=ROOT / "demo-timeline.png")
+    args = parser.parse_args()
+
+    models = build_all(ROOT / "examples" / "models")
+    WORK.mkdir(exist_ok=True)
+    spec_file = WORK / "iris.yaml"
+    spec_file.write_text(yaml.safe_dump(manifest(models["iris"]), sort_keys=False))
+    port, control_port = free_port(), free_port()
+    control = f"http://127.0.0.1:{control_port}"
+    print(
+        f"$ weir run -f {spec_file.relative_to(ROOT)} --port {port} --control-port {control_port}"
+    )
+    log = (WORK / "weir-run.log").open("wb")
+    runtime = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "weir_operator.cli",
+            "run",
+            "-f",
+            str(spec_file),
+            "--port",
+            str(port),
+            "--control-port",
+            str(control_port),
+            "--state-dir",
+            str(WORK / "state"),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + args.timeout
+    timeline = Timeline()
+    story = Story(control, timeline)
+    traffic = Traffic(f"http://127.0.0.1:{port}/v2/models/iris/infer")
+    outcome = 1
+    try:
+        wait_healthy(control, runtime, deadline)
+        print(f"iris v1 is serving at http://127.0.0.1:{port}/v2/models/iris "
+              f"({timeline.now():.1f} s); sending steady traffic\n")  # fmt: skip
+        story.start()
+        traffic.start()
+        time.sleep(3)
+
+        timeline.marks.append((timeline.now(), "v2"))
+        weir(
+            "set-model",
+            "iris",
+            "--uri",
+            models["iris_v2"].as_uri(),
+            "--version",
+            "2",
+            control=control,
+        )
+        v2 = weir(
+            "status",
+            "iris",
+            "--wait",
+            "--timeout",
+            f"{max(deadline - time.monotonic(), 1):.0f}s",
+            control=control,
+        )
+        print(f"  -> exit code {v2} (0 = healthy on the new version)")
+
+        canary_started = time.monotonic()
+        timeline.marks.append((timeline.now(), "v3 (bad)"))
+        weir(
+            "set-model",
+            "iris",
+            "--uri",
+            models["iris_bad"].as_uri(),
+            "--version",
+            "3",
+            control=control,
+        )
+        v3 = weir(
+            "status",
+            "iris",
+            "--wait",
+            "--timeout",
+            f"{max(deadline - time.monotonic(), 1):.0f}s",
+            control=control,
+        )
+        print(f"  -> exit code {v3} (1 = rolled back)")
+        time.sleep(3)  # traffic back on v2, for the picture
+        story.poll()
+        failed_v3 = traffic.failed(since=canary_started)
+        outcome = 0 if (v2, v3) == (0, 1) else 1
+    except (TimeoutError, RuntimeError) as error:
+        print(f"demo: {error}", file=sys.stderr)
     finally:
-        server.terminate()
-        server.wait(timeout=30)
-    return 0
+        traffic.stop()
+        story.stop_event.set()
+        runtime.send_signal(signal.SIGINT)
+        try:
+            runtime.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            runtime.kill()
+        log.close()
+
+    answers = Counter(code for _, code in traffic.answers)
+    total = sum(answers.values())
+    print(f"\n{total} client requests: {answers[200]} answered, {total - answers[200]} failed")
+    if outcome == 0:
+        print(f"  failed during the bad canary (v3, at most 20% of traffic, before the "
+              f"rollback): {failed_v3}; every other request succeeded")  # fmt: skip
+        draw(timeline, args.output)
+        shown = args.output.relative_to(ROOT) if args.output.is_relative_to(ROOT) else args.output
+        print(f"timeline: {shown}")
+        print(f"weir run's own log: {(WORK / 'weir-run.log').relative_to(ROOT)}")
+    else:
+        print(
+            f"demo: did not end as expected; weir run's log is {WORK / 'weir-run.log'}",
+            file=sys.stderr,
+        )
+    return outcome
+
+
+def wait_healthy(control: str, runtime: subprocess.Popen[bytes], deadline: float) -> None:
+    with httpx.Client(base_url=control, timeout=2) as client:
+        while time.monotonic() < deadline:
+            if runtime.poll() is not None:
+                raise RuntimeError(
+                    f"weir run exited with {runtime.returncode}; see {WORK / 'weir-run.log'}"
+                )
+            try:
+                status = client.get("/api/v1/modeldeployments/iris").json().get("status") or {}
+                if status.get("phase") == "Healthy":
+                    return
+            except (httpx.HTTPError, ValueError):
+                pass
+            time.sleep(0.2)
+    raise TimeoutError("iris v1 did not become healthy in time")
 
 
 if __name__ == "__main__":
+    os.chdir(ROOT)
     sys.exit(main())

@@ -19,6 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"weir {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    from weir_operator.client.cli import add_client_parsers
     from weir_operator.local.run_cli import add_run_parser
     from weir_operator.operator_cli import add_operator_parser
     from weir_server.cli import add_serve_parser
@@ -27,13 +28,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_parser(subparsers)
     add_operator_parser(subparsers)
     add_fetch_parser(subparsers)
+    add_client_parsers(subparsers)
     add_run_parser(subparsers)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # reported by the subcommand's parser when it has its own (exit 3 for the client)
+        usage: argparse.ArgumentParser = getattr(args, "parser", parser)
+        usage.error(f"unrecognized arguments: {' '.join(extra)}")
     if getattr(args, "handler", None) is None:
         parser.print_help(sys.stderr)
         return 3

@@ -148,6 +148,7 @@ async def _reconcile(
         raise kopf.PermanentError(f"API answered {explain(error)}") from None
     if plan.ended:
         context.probes.forget(namespace, name)
+    await context.probes.settle(md, old, plan.status, pods)
     for event in [*probe_events, *plan.events]:
         log.info("%s/%s: %s: %s", namespace, name, event.reason, event.message)
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
@@ -164,13 +165,19 @@ def _apply(
     plan: Plan,
     cache: dict[tuple[str, str], dict[str, Any]],
 ) -> None:
-    """Apply a plan's children, deletions and model restore (undo), in that order; blocking."""
+    """Apply a plan's children, deletions and model restore (undo), in that order; blocking.
+    HPAs that go are deleted first: one owner per count, so an HPA hands its Deployment's
+    count over (autoscaling leaves cpu) before the operator writes that count."""
+    handed_over = [d for d in plan.delete if d[0] == "HorizontalPodAutoscaler"]
+    for kind, child_name in handed_over:
+        context.kube.delete(kind, md.namespace, child_name)
     for child in plan.apply:
         cached = child["kind"] in CACHED_CHILDREN
         found = cache.get((child["kind"], child["metadata"]["name"]))
         context.kube.apply(child, found, trust_cache=cached)
     for kind, child_name in plan.delete:
-        context.kube.delete(kind, md.namespace, child_name)
+        if (kind, child_name) not in handed_over:
+            context.kube.delete(kind, md.namespace, child_name)
     if plan.restore is not None:
         model = {
             "uri": plan.restore.uri,

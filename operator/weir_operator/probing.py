@@ -122,9 +122,6 @@ class RolloutProbes:
                 checks[canary.revision] = await self._pre_traffic(
                     md, canary.revision, list(canary_targets.pods), list(stable_targets.pods)
                 )
-                if canary_targets.pods:
-                    provider = self.providers.for_deployment(md)
-                    await provider.open_window(md, canary_targets, stable_targets)
             elif self._analysis_due(md, status, now):
                 since = parse_timestamp(canary.verified_at)
                 if status.last_analysis is not None:
@@ -139,6 +136,27 @@ class RolloutProbes:
                     now,
                 )
         return Probes(checks=checks, analysis=analysis, request=request), events
+
+    async def settle(
+        self,
+        md: ModelDeployment,
+        old: ModelDeploymentStatus,
+        new: ModelDeploymentStatus,
+        pods: list[Mapping[str, Any]],
+    ) -> None:
+        """After a reconcile: a canary verified by it gets traffic from now on, so its first
+        analysis window opens now (the direct provider scrapes), and the analysis due one
+        interval later counts instead of only opening windows."""
+        canary, stable = new.canary, new.stable
+        if canary is None or stable is None or canary.verified_at is None:
+            return
+        if old.canary is not None and old.canary.verified_at == canary.verified_at:
+            return
+        await self.providers.for_deployment(md).open_window(
+            md,
+            RevisionTarget(canary.revision, tuple(_targets(_revision_pods(pods, canary.revision)))),
+            RevisionTarget(stable.revision, tuple(_targets(_revision_pods(pods, stable.revision)))),
+        )
 
     def forget(self, namespace: str, name: str) -> None:
         """Drop what is kept for a ModelDeployment (deleted, or its rollout ended)."""

@@ -8,8 +8,10 @@ import logging
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from weir_operator.local.runtime import LocalRuntime, RunSettings, install_signal_handlers
+if TYPE_CHECKING:
+    from weir_operator.local.runtime import RunSettings
 
 
 def add_run_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -56,6 +58,8 @@ def add_run_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParse
 
 
 def run_local(args: argparse.Namespace) -> int:
+    from weir_operator.local.runtime import RunSettings
+
     missing = [str(p) for p in args.paths if not p.exists()]
     if missing:
         print(f"weir run: no such file or folder: {', '.join(missing)}", file=sys.stderr)
@@ -80,6 +84,8 @@ def run_local(args: argparse.Namespace) -> int:
 
 
 async def _main(settings: RunSettings) -> int:
+    from weir_operator.local.runtime import LocalRuntime, install_signal_handlers
+
     runtime = LocalRuntime(settings)
     install_signal_handlers(runtime)
     log = logging.getLogger("weir.run")

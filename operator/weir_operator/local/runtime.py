@@ -216,6 +216,7 @@ class LocalRuntime:
             md, old, observed, _now(), self.render, probes, router="local", autoscale=autoscale
         )
         self._apply(md, plan)
+        await self.probes.settle(md, old, plan.status, pods)
         for event in [*probe_events, *plan.events]:
             self._event(name, event)
         status = plan.status.model_copy(update={"url": self.model_url(md)})

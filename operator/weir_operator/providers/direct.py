@@ -34,6 +34,7 @@ from weir_operator.providers.base import (
 from weir_operator.spec import ModelDeployment
 
 MAX_CONCURRENT_SCRAPES = 16
+STALE_CONNECTION = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
 MAX_SCRAPE_BYTES = 4 * 1024 * 1024  # a weir server's scrape is about 40 kB
 
 
@@ -80,9 +81,9 @@ class DirectProvider:
     async def open_window(
         self, md: ModelDeployment, canary: RevisionTarget, stable: RevisionTarget | None
     ) -> None:
-        """Scrape now so that the next `measure` closes a whole window: called while the
-        canary waits for its pre-traffic checks, so the first analysis after it gets traffic
-        counts instead of only opening windows."""
+        """Scrape now so that the next `measure` closes a whole window: called when the canary
+        is verified (it gets traffic from now on), so the first analysis counts instead of
+        only opening windows."""
         with contextlib.suppress(ProviderError):
             await self.measure(md, canary, stable)
 
@@ -98,7 +99,13 @@ class DirectProvider:
         url = f"http://{pod.address}/metrics"
         try:
             async with self._limit:
-                response = await self._client.get(url, timeout=self._timeout)
+                try:
+                    response = await self._client.get(url, timeout=self._timeout)
+                except STALE_CONNECTION:
+                    # A pooled keep-alive connection the server closed as it was reused (a
+                    # scrape interval equal to the server's keep-alive timeout races it): a
+                    # GET is safe to send again, on a new connection.
+                    response = await self._client.get(url, timeout=self._timeout)
             taken_at = self._clock()
             if response.status_code != 200:
                 return f"cannot scrape pod {pod.name} ({url}): HTTP {response.status_code}"

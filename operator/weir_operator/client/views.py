@@ -1,0 +1,292 @@
+"""What the commands print, as pure functions of objects and the time: tables, the status
+view, history, and the JSON records of `status -o json`. No I/O."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from weir_operator.client.backend import Manifest
+from weir_operator.client.state import desired_revision, name_of, parsed, status_of
+from weir_operator.spec import SpecError, Step
+from weir_operator.status import parse_timestamp
+
+NONE = "-"
+GET_COLUMNS = ("NAME", "PHASE", "STABLE", "CANARY", "WEIGHT", "READY", "AGE")
+WIDE_COLUMNS = (*GET_COLUMNS, "STEP", "ANALYSIS", "REVISION", "URI")
+HISTORY_COLUMNS = ("#", "REVISION", "VERSION", "URI", "OUTCOME", "AT", "REASON")
+STATUS_HISTORY = 3
+STATUS_EVENTS = 5
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Left-aligned columns three spaces apart, as kubectl prints them."""
+    widths = [max(len(str(row[i])) for row in [headers, *rows]) for i in range(len(headers))]
+    lines = []
+    for row in [headers, *rows]:
+        cells = [str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)]
+        lines.append("   ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def age(since: str | None, now: datetime) -> str:
+    """How long ago, as kubectl's AGE column: 45s, 5m30s, 42m, 5h12m, 3d4h, 12d."""
+    if not since:
+        return NONE
+    try:
+        seconds = int((now - parse_timestamp(since)).total_seconds())
+    except ValueError:
+        return NONE
+    seconds = max(seconds, 0)
+    minutes, hours, days = seconds // 60, seconds // 3600, seconds // 86400
+    if seconds < 120:
+        return f"{seconds}s"
+    if minutes < 10:
+        return f"{minutes}m{seconds % 60}s" if seconds % 60 else f"{minutes}m"
+    if hours < 3:
+        return f"{minutes}m"
+    if hours < 8:
+        return f"{hours}h{minutes % 60}m" if minutes % 60 else f"{hours}h"
+    if hours < 48:
+        return f"{hours}h"
+    if days < 8:
+        return f"{days}d{hours % 24}h" if hours % 24 else f"{days}d"
+    return f"{days}d"
+
+
+def ref_label(ref: Any) -> str:
+    """A revision as people know it: its version label, else its short hash."""
+    if not isinstance(ref, Mapping):
+        return NONE
+    version = ref.get("version")
+    return str(version) if version else str(ref.get("revision") or NONE)[:10]
+
+
+def _steps(obj: Manifest) -> tuple[Step, ...] | None:
+    found = parsed(obj)
+    return None if isinstance(found, SpecError) else tuple(found.spec.rollout.steps)
+
+
+def step_name(step: Step) -> str:
+    if step.set_weight is not None:
+        return f"setWeight {step.set_weight}"
+    if step.pause is not None and step.pause.duration:
+        return f"pause {step.pause.duration}"
+    return "pause (until promote)"
+
+
+def step_text(obj: Manifest, short: bool = False) -> str:
+    """The canary's step as `2/4 setWeight 50` (`2/4` when short); NONE without a canary."""
+    canary = status_of(obj).get("canary")
+    if not isinstance(canary, Mapping):
+        return NONE
+    index = int(canary.get("step") or 0)
+    steps = _steps(obj)
+    if steps is None:
+        return f"{index + 1}"
+    total = len(steps)
+    if index >= total:
+        return f"{total}/{total}" if short else f"{total}/{total} done, scaling the canary up"
+    count = f"{index + 1}/{total}"
+    return count if short else f"{count} {step_name(steps[index])}"
+
+
+def _ready(status: Mapping[str, Any]) -> str:
+    if status.get("readyText"):
+        return str(status["readyText"])
+    if "replicas" in status or "readyReplicas" in status:
+        return f"{status.get('readyReplicas', 0)}/{status.get('replicas', 0)}"
+    return NONE
+
+
+def _weight(status: Mapping[str, Any]) -> str:
+    canary = status.get("canary")
+    return f"{canary.get('weight', 0)}%" if isinstance(canary, Mapping) else NONE
+
+
+def get_row(obj: Manifest, now: datetime, wide: bool = False) -> list[str]:
+    status = status_of(obj)
+    created = (obj.get("metadata") or {}).get("creationTimestamp")
+    row = [
+        name_of(obj),
+        str(status.get("phase") or NONE),
+        ref_label(status.get("stable")),
+        ref_label(status.get("canary")),
+        _weight(status),
+        _ready(status),
+        age(created, now),
+    ]
+    if wide:
+        analysis = status.get("lastAnalysis")
+        verdict = analysis.get("verdict") if isinstance(analysis, Mapping) else None
+        desired = desired_revision(obj)
+        uri = ((obj.get("spec") or {}).get("model") or {}).get("uri")
+        row += [
+            step_text(obj, short=True),
+            str(verdict or NONE),
+            desired[:10] if desired else "invalid",
+            str(uri or NONE),
+        ]
+    return row
+
+
+def get_table(objects: Sequence[Manifest], now: datetime, wide: bool = False) -> str:
+    headers = WIDE_COLUMNS if wide else GET_COLUMNS
+    return table(headers, [get_row(obj, now, wide) for obj in objects])
+
+
+def history_rows(obj: Manifest) -> list[list[str]]:
+    rows = []
+    for index, entry in enumerate(status_of(obj).get("history") or [], start=1):
+        rows.append(
+            [
+                str(index),
+                str(entry.get("revision") or NONE)[:10],
+                str(entry.get("version") or NONE),
+                str(entry.get("uri") or NONE),
+                str(entry.get("outcome") or NONE),
+                str(entry.get("at") or NONE),
+                str(entry.get("reason") or ""),
+            ]
+        )
+    return rows
+
+
+def history_table(obj: Manifest) -> str:
+    """status.history, newest first; `#` is what `undo --to-revision` takes."""
+    return table(HISTORY_COLUMNS, history_rows(obj))
+
+
+def measurement(track: Any) -> str:
+    if not isinstance(track, Mapping):
+        return "no data"
+    p99 = track.get("p99Ms")
+    latency = f"p99 {float(p99):.1f} ms" if p99 is not None else "p99 -"
+    requests = float(track.get("requests") or 0)
+    error_rate = float(track.get("errorRate") or 0)
+    return f"{requests:g} req, {error_rate * 100:.2f}% errors, {latency}"
+
+
+def _revision_line(ref: Mapping[str, Any]) -> str:
+    version = ref.get("version")
+    parts = [str(ref.get("revision") or NONE)[:10]]
+    if version:
+        parts.append(f"version {version}")
+    parts.append(str(ref.get("uri") or ""))
+    return "  ".join(p for p in parts if p)
+
+
+def status_view(obj: Manifest, now: datetime, events: Sequence[Manifest] = ()) -> str:
+    """The compact human view of `weir status`: phase, revisions, step, weight, the last
+    analysis, the last request, conditions, recent history and (when given) events."""
+    status, meta = status_of(obj), obj.get("metadata") or {}
+    lines: list[str] = []
+
+    def field(label: str, value: str) -> None:
+        lines.append(f"{label + ':':<12}{value}")
+
+    field("Name", f"{name_of(obj)} (namespace {meta.get('namespace') or 'default'})")
+    generation, seen = meta.get("generation"), status.get("observedGeneration")
+    phase = str(status.get("phase") or "unknown (no status yet)")
+    if generation is not None and seen != generation:
+        phase += f"  (status is for generation {seen}, spec is generation {generation})"
+    field("Phase", phase)
+    desired = desired_revision(obj)
+    model = (obj.get("spec") or {}).get("model") or {}
+    if desired is None:
+        field("Spec", "invalid")
+    else:
+        version = f" (version {model['version']})" if model.get("version") else ""
+        field("Spec", f"revision {desired[:10]}{version}")
+    stable, canary = status.get("stable"), status.get("canary")
+    field("Stable", _revision_line(stable) if isinstance(stable, Mapping) else NONE)
+    if isinstance(canary, Mapping):
+        field("Canary", _revision_line(canary))
+        field("Step", step_text(obj))
+        weight = f"{canary.get('weight', 0)}%"
+        if canary.get("setWeight", canary.get("weight", 0)) != canary.get("weight", 0):
+            weight += f" (the step asks for {canary.get('setWeight')}%)"
+        failed = int(canary.get("failedChecks") or 0)
+        if failed:
+            weight += f", {failed} failed analys{'is' if failed == 1 else 'es'} in a row"
+        field("Weight", weight)
+    if status.get("rolledBackRevision"):
+        field("Held", f"revision {str(status['rolledBackRevision'])[:10]} (rolled back)")
+    field("Ready", _ready(status))
+    analysis = status.get("lastAnalysis")
+    if isinstance(analysis, Mapping):
+        field(
+            "Analysis",
+            f"{analysis.get('verdict')} {age(analysis.get('at'), now)} ago: "
+            f"canary {measurement(analysis.get('canary'))}; "
+            f"stable {measurement(analysis.get('stable'))}",
+        )
+        if analysis.get("reason"):
+            lines.append(" " * 12 + str(analysis["reason"]))
+    request = status.get("lastRequest")
+    if isinstance(request, Mapping):
+        verdict = "accepted" if request.get("accepted") else "refused"
+        said = f": {request['message']}" if request.get("message") else ""
+        when = age(request.get("at"), now)
+        field("Request", f"{request.get('action')} {verdict} {when} ago{said}")
+    conditions = [c for c in status.get("conditions") or [] if isinstance(c, Mapping)]
+    if conditions:
+        lines.append("Conditions:")
+        rows = [
+            [
+                str(c.get("type")),
+                str(c.get("status")),
+                str(c.get("reason") or ""),
+                str(c.get("message") or ""),
+            ]
+            for c in conditions
+        ]
+        lines += [
+            "  " + line
+            for line in table(("TYPE", "STATUS", "REASON", "MESSAGE"), rows).splitlines()
+        ]
+    history = history_rows(obj)[:STATUS_HISTORY]
+    if history:
+        lines.append("History (newest first):")
+        rows = [[r[0], r[1], r[2], r[4], age(r[5], now) + " ago", r[6]] for r in history]
+        headers = ("#", "REVISION", "VERSION", "OUTCOME", "WHEN", "REASON")
+        lines += ["  " + line for line in table(headers, rows).splitlines()]
+    if events:
+        lines.append("Events:")
+        rows = [
+            [
+                age(e.get("at"), now) + " ago",
+                str(e.get("type") or ""),
+                str(e.get("reason") or ""),
+                str(e.get("message") or ""),
+            ]
+            for e in list(events)[-STATUS_EVENTS:]
+        ]
+        lines += [
+            "  " + line for line in table(("WHEN", "TYPE", "REASON", "MESSAGE"), rows).splitlines()
+        ]
+    return "\n".join(lines)
+
+
+def status_record(obj: Manifest, result: str | None = None) -> dict[str, Any]:
+    """One line of `status -o json`: the status plus name, namespace, generation and the
+    revision the spec asks for (and, when waiting, the result so far)."""
+    meta = obj.get("metadata") or {}
+    record: dict[str, Any] = {
+        "name": meta.get("name"),
+        "namespace": meta.get("namespace"),
+        "generation": meta.get("generation"),
+        "desiredRevision": desired_revision(obj),
+        **status_of(obj),
+    }
+    if result is not None:
+        record["result"] = result
+    return record
+
+
+def change_key(obj: Manifest) -> tuple[Any, ...]:
+    """What a watch re-renders on: the status, the generation and the spec."""
+    meta = obj.get("metadata") or {}
+    return (meta.get("generation"), json.dumps([obj.get("spec"), status_of(obj)], sort_keys=True))
