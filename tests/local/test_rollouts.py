@@ -234,3 +234,40 @@ class TestServers:
         status = local_run.status("iris")
         assert status["phase"] == "Healthy"
         assert local_run.get("iris")["metadata"]["generation"] == 1
+
+
+class TestThePreTrafficGate:
+    def test_a_canary_failing_the_sample_inference_never_gets_traffic(
+        self, local_run: LocalRun, iris_versions: dict[str, Path]
+    ) -> None:
+        """`server.sampleInput` is sent to the canary before any traffic: the erroring iris
+        fails on a first feature of 7 or more, so it is failed without serving a request."""
+        sample = {
+            "inputs": [
+                {"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [7.5, 3, 6, 2]}
+            ]
+        }
+        document = iris(iris_versions["iris"], "1", FAST_ANALYSIS, FAST_STEPS)
+        document["spec"]["server"] = {"sampleInput": sample}
+        write_manifests(local_run.folder, document)
+        local_run.wait_up()
+        local_run.wait_healthy("iris", "1")
+        traffic = Traffic(local_run.router_url).start()
+        weights = []
+        try:
+            local_run.set_model("iris", iris_versions["iris_erroring"], "3")
+
+            def failed() -> dict[str, Any] | None:
+                status = local_run.status("iris")
+                weights.append((status.get("canary") or {}).get("weight", 0))
+                history = status.get("history") or []
+                return status if history and history[0]["version"] == "3" else None
+
+            status = local_run.eventually(failed, within=60, what="the canary is failed")
+        finally:
+            counts = traffic.stop()
+        assert max(weights) == 0, "the canary got traffic before passing its checks"
+        assert status["history"][0]["outcome"] == "Failed"
+        assert "sample inference failed" in status["history"][0]["reason"]
+        assert traffic.failures() == 0, counts
+        assert router_counts(local_run, "canary") == 0
