@@ -41,9 +41,15 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def one_round(run: LocalRun, traffic: Traffic, timeout: float) -> tuple[float, int]:
     weighted = 0.0
     deadline = time.monotonic() + timeout
+    inconclusive: set[str] = set()
     while time.monotonic() < deadline:
         status = run.status("iris")
         weight = (status.get("canary") or {}).get("weight", 0)
+        analysis = status.get("lastAnalysis") or {}
+        new = analysis.get("at") not in inconclusive
+        if weighted and analysis.get("verdict") == "Inconclusive" and new:
+            inconclusive.add(analysis["at"])
+            print(f"  inconclusive window: {analysis.get('reason')}", flush=True)
         if not weighted and weight > 0:
             weighted = time.monotonic()
         if weighted and status.get("phase") == "RolledBack":

@@ -81,6 +81,8 @@ from weir_operator.status import (
     timestamp,
 )
 
+CLOCK_GRAIN = timedelta(seconds=1)
+"""The resolution of the times in the status (RFC 3339, whole seconds)."""
 INCONCLUSIVE_LIMIT = 3
 """Inconclusive analyses in a row, at a weight > 0, after which the rollout holds (Paused)."""
 STALE_ANALYSIS_INTERVALS = 3
@@ -816,9 +818,13 @@ class _Decider:
         return parse_timestamp(result.at) - self.interval
 
     def _counts(self, result: AnalysisResult) -> bool:
-        """Whether a result counts: its window began after the canary passed the gate."""
+        """Whether a result counts: its window began after the canary passed the gate. Times
+        in the status are whole seconds, so a window that opened in the second before the
+        one the gate passed in counts too (the shells open it right after the gate)."""
         verified = self._canary().verified_at
-        return verified is not None and self._window_start(result) >= parse_timestamp(verified)
+        if verified is None:
+            return False
+        return self._window_start(result) + CLOCK_GRAIN >= parse_timestamp(verified)
 
     def _last_news(self) -> datetime:
         """When the canary's analysis last had news: its last counted result, or the weight
