@@ -28,6 +28,14 @@ class OperatorMetrics:
             labels,
             registry=self.registry,
         )
+        self.revision_info = Gauge(
+            "weir_rollout_revision_info",
+            "1 for each revision serving a ModelDeployment, with its track (stable or canary) "
+            "and served model name: joins the servers' per-revision metrics to tracks.",
+            (*labels, "revision", "track", "model"),
+            registry=self.registry,
+        )
+        self._revisions: dict[tuple[str, str], set[tuple[str, str, str]]] = {}
         self.analysis = Counter(
             "weir_rollout_analysis",
             "Canary analyses, by verdict.",
@@ -59,6 +67,18 @@ class OperatorMetrics:
         for phase in PHASES:
             self.phase.labels(namespace, name, phase).set(1 if new.phase == phase else 0)
         self.canary_weight.labels(namespace, name).set(new.canary.weight if new.canary else 0)
+        model = new.model_name or name
+        serving = {
+            (ref.revision, track, model)
+            for ref, track in ((new.stable, "stable"), (new.canary, "canary"))
+            if ref is not None
+        }
+        for gone in self._revisions.get((namespace, name), set()) - serving:
+            with contextlib.suppress(KeyError):
+                self.revision_info.remove(namespace, name, *gone)
+        for values in serving:
+            self.revision_info.labels(namespace, name, *values).set(1)
+        self._revisions[(namespace, name)] = serving
         result = new.last_analysis
         if result is not None and (old.last_analysis is None or old.last_analysis.at != result.at):
             self.analysis.labels(namespace, name, result.verdict).inc()
@@ -73,6 +93,10 @@ class OperatorMetrics:
             (self.phase, (namespace, name, p)) for p in PHASES
         ]
         series.append((self.canary_weight, (namespace, name)))
+        series += [
+            (self.revision_info, (namespace, name, *values))
+            for values in self._revisions.pop((namespace, name), set())
+        ]
         for gauge, values in series:
             with contextlib.suppress(KeyError):
                 gauge.remove(*values)

@@ -1,0 +1,39 @@
+"""The operator's metrics, as a specification: phase, weight and which revision holds which
+track, with no stale series once a revision stops serving or the object is deleted."""
+
+from __future__ import annotations
+
+from prometheus_client import generate_latest
+
+from weir_operator.metrics import OperatorMetrics
+from weir_operator.status import CanaryStatus, ModelDeploymentStatus, RevisionRef
+
+
+def scrape(metrics: OperatorMetrics) -> str:
+    return generate_latest(metrics.registry).decode()
+
+
+def test_revision_info_names_the_revision_of_each_track_and_forgets_the_ones_gone() -> None:
+    metrics = OperatorMetrics()
+    stable = RevisionRef(revision="aaa", uri="file:///a")
+    canary = CanaryStatus(revision="bbb", uri="file:///b", weight=20)
+    before = ModelDeploymentStatus(phase="Healthy", model_name="iris", stable=stable)
+    during = before.model_copy(update={"phase": "Progressing", "canary": canary})
+    after = ModelDeploymentStatus(
+        phase="Healthy", model_name="iris", stable=RevisionRef(revision="bbb", uri="file:///b")
+    )
+    metrics.record("ns", "iris", ModelDeploymentStatus(), during)
+    text = scrape(metrics)
+    info = 'weir_rollout_revision_info{model="iris",name="iris",namespace="ns",'
+    assert info + 'revision="aaa",track="stable"} 1.0' in text
+    assert info + 'revision="bbb",track="canary"} 1.0' in text
+    assert 'weir_rollout_canary_weight{name="iris",namespace="ns"} 20.0' in text
+
+    metrics.record("ns", "iris", during, after)
+    text = scrape(metrics)
+    assert info + 'revision="bbb",track="stable"} 1.0' in text
+    assert 'revision="aaa"' not in text
+    assert 'track="canary"' not in text
+
+    metrics.forget("ns", "iris")
+    assert "weir_rollout_revision_info{" not in scrape(metrics)
