@@ -10,13 +10,14 @@ IMAGE ?= weir:dev
 BASE_IMAGE ?= python:3.12-slim
 PYTEST_ARGS ?=
 
-.PHONY: setup models test demo lint bench image generate controlplane clean help
+.PHONY: setup models test demo lint bench bench-router image generate controlplane clean help
 
 help:
 	@echo "make demo   - weir run on this machine: a good version promoted, a bad one rolled back"
 	@echo "make test   - run every test tier (sets everything up)"
 	@echo "make lint   - ruff + mypy --strict"
 	@echo "make bench  - benchmarks (results in docs/benchmarks.md)"
+	@echo "make bench-router - latency weir run's local router adds (bench/results/router.md)"
 	@echo "make image  - build the container image (BASE_IMAGE=... to use a local base)"
 	@echo "make generate - regenerate crds/ and docs/api.md from the API models"
 
@@ -51,6 +52,9 @@ lint: setup
 
 bench: setup models
 	$(PY) bench/server.py
+
+bench-router: setup models
+	$(PY) bench/router.py
 
 # The CRD and the API reference are generated from operator/weir_operator/spec.py and status.py;
 # tests fail when the checked-in files are stale.

@@ -152,7 +152,9 @@ class LocalRun:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=5)
-                raise AssertionError(f"weir run did not stop within {within} s:\n{self.log()}") from None
+                raise AssertionError(
+                    f"weir run did not stop within {within} s:\n{self.log()}"
+                ) from None
         self.control.close()
         return self.process.returncode
 
