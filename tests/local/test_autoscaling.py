@@ -48,7 +48,10 @@ def test_a_load_ramp_scales_out_and_back_in_without_failing_a_request(
     scaled_in = time.monotonic() - stopped
     print(f"1 -> 3 servers {scaled_out:.1f} s after the load began; back to 1 {scaled_in:.1f} s "
           f"after it stopped (scaleDownDelay 8s); answers {dict(counts)}")  # fmt: skip
-    assert scaled_in >= 8, "scaled in before scaleDownDelay passed"
+    # The last high recommendation came from the load window that ended at most one
+    # measurement (2 s) and one tick (0.5 s) before the traffic stopped: the scale-in may
+    # come that much sooner than 8 s after the stop, never sooner.
+    assert scaled_in >= 8 - 2.5 - 0.5, "scaled in before scaleDownDelay passed"
     assert traffic.failures() == 0, counts
     assert counts[200] > 100, counts
     assert local_run.status("iris")["autoscaler"]["desiredReplicas"] == 1
