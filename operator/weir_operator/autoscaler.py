@@ -16,7 +16,9 @@ maxReplicas].
   and nothing is removed until the window is full of lower recommendations. The window's
   recommendations are kept by the shell in memory; after a restart the window starts empty, so
   a restart delays a scale-down, never causes one.
-- No data, no action: without a measurement the count stays (clamped to the bounds)."""
+- No data, no action: without a measurement the count stays (clamped to the bounds). A load
+  that misses some serving pods (their scrape failed, or they were seen for the first time)
+  is a lower bound: it can add servers, never remove any."""
 
 from __future__ import annotations
 
@@ -64,6 +66,7 @@ class Load:
     value: float
     pods: int
     seconds: float
+    unmeasured: int = 0  # serving pods without a window: `value` is then a lower bound
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,9 +111,12 @@ def decide(
         replicas = policy.clamp(current)
         return ScaleDecision(replicas, None, kept, "no load measured yet: keeping the count")
     recommended = recommend(policy, load.value)
-    kept = (*kept, (now, recommended))
     unit = "in flight" if policy.metric == "concurrency" else "requests/s"
     measured = f"{load.value:.1f} {unit} on {load.pods} servers, target {policy.target:g}"
+    if load.unmeasured and recommended < current:  # the others may carry any load
+        why = f"{measured}, {load.unmeasured} more not measured: keeping the count"
+        return ScaleDecision(policy.clamp(current), None, kept, why, load.value)
+    kept = (*kept, (now, recommended))
     if recommended >= current:
         verb = "scaling up" if recommended > current else "steady"
         return ScaleDecision(recommended, recommended, kept, f"{measured}: {verb}", load.value)

@@ -4,10 +4,13 @@ Why it exists: `weir_operator.autoscaler` is pure; someone must scrape. This she
 serving pods' /metrics (through the direct provider's scraper, so the same parsing and
 checks), keeps the previous sample of each pod (its own memory: the analysis' windows are not
 disturbed), and turns two samples into pod windows. A pod seen for the first time only opens
-its window; a measurement younger than `min_seconds` is not taken (the window would be noise)."""
+its window; a measurement younger than `min_seconds` is not taken (the window would be noise).
+Serving pods without a window this time (first seen, or their scrape failed) are counted as
+unmeasured, so the load is known to be a lower bound."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 
@@ -50,7 +53,10 @@ class LoadMeter:
             if s.pod in previous and previous[s.pod].revision == s.revision
         ]
         self._previous[key] = {s.pod: s for s in samples}
-        return observed_load(metric, windows)
+        load = observed_load(metric, windows)
+        if load is None:
+            return None
+        return dataclasses.replace(load, unmeasured=len(targets) - load.pods)
 
     def forget(self, key: Key) -> None:
         self._previous.pop(key, None)

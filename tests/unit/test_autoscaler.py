@@ -83,6 +83,20 @@ class TestUpAndDown:
         decision = decide(policy, 6, load(10), history, now=105.0)
         assert decision.replicas == 6  # 6 was recommended 55 s ago, within the 60 s window
 
+    def test_a_load_that_misses_servers_can_add_servers_but_never_remove_any(self) -> None:
+        policy = Policy(1, 10, "rps", 10, WINDOW)
+        history = ((0.0, 5),)  # a whole window ago: with the full load known, 3 would do now
+        assert decide(policy, 5, Load(30, pods=2, seconds=2.0), history, now=100.0).replicas == 3
+        partial = Load(30, pods=2, seconds=2.0, unmeasured=1)  # a third server not measured
+        held = decide(policy, 5, partial, history, now=100.0)
+        assert held.replicas == 5
+        assert held.recommended is None
+        assert held.history == ()  # not remembered: it cannot count toward a scale-down
+        assert held.reason.endswith("1 more not measured: keeping the count")
+        up = decide(policy, 2, partial, (), now=100.0)
+        assert (up.replicas, up.recommended) == (3, 3)
+        assert up.reason.endswith("scaling up")
+
     @settings(max_examples=200)
     @given(
         st.floats(2, 200),
