@@ -246,45 +246,19 @@ def main() -> int:
         traffic.start()
         time.sleep(3)
 
-        timeline.marks.append((timeline.now(), "v2"))
-        weir(
-            "set-model",
-            "iris",
-            "--uri",
-            models["iris_v2"].as_uri(),
-            "--version",
-            "2",
-            control=control,
-        )
-        v2 = weir(
-            "status",
-            "iris",
-            "--wait",
-            "--timeout",
-            f"{max(deadline - time.monotonic(), 1):.0f}s",
-            control=control,
-        )
-        print(f"  -> exit code {v2} (0 = healthy on the new version)")
+        def ship(model: Path, version: str, label: str) -> int:
+            """What a CI pipeline does: set the model, then wait for Weir's verdict."""
+            timeline.marks.append((timeline.now(), label))
+            weir(
+                "set-model", "iris", "--uri", model.as_uri(), "--version", version, control=control
+            )
+            left = f"{max(deadline - time.monotonic(), 1):.0f}s"
+            return weir("status", "iris", "--wait", "--timeout", left, control=control)
 
+        v2 = ship(models["iris_v2"], "2", "v2")
+        print(f"  -> exit code {v2} (0 = healthy on the new version)")
         canary_started = time.monotonic()
-        timeline.marks.append((timeline.now(), "v3 (bad)"))
-        weir(
-            "set-model",
-            "iris",
-            "--uri",
-            models["iris_bad"].as_uri(),
-            "--version",
-            "3",
-            control=control,
-        )
-        v3 = weir(
-            "status",
-            "iris",
-            "--wait",
-            "--timeout",
-            f"{max(deadline - time.monotonic(), 1):.0f}s",
-            control=control,
-        )
+        v3 = ship(models["iris_bad"], "3", "v3 (bad)")
         print(f"  -> exit code {v3} (1 = rolled back)")
         time.sleep(3)  # traffic back on v2, for the picture
         story.poll()
