@@ -4,7 +4,7 @@ Why it exists: on a cluster a Service (the `replicas` router) or an HTTPRoute (`
 splits a model's traffic between its stable and canary revisions; `weir run` has neither, so
 this router does it, with exact weights (`status.canary.weight`), in front of the `weir serve`
 processes. It is a bare ASGI app (no framework on the hot path: it only forwards bytes) with
-one pooled HTTP client to the servers.
+a pool of keep-alive HTTP/1.1 connections to the servers (`upstream.Upstream`).
 
 A request goes to the canary for `weight` of every 100 requests of that model (a smooth
 weighted round robin: exact shares, no randomness), and to the next ready server of that track
@@ -20,8 +20,8 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
-import httpx
 import orjson
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -31,6 +31,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+from weir_operator.local.upstream import Response, Upstream, UpstreamTimeout, UpstreamUnavailable
 from weir_server.metrics import LATENCY_BUCKETS
 
 Scope = MutableMapping[str, Any]
@@ -38,10 +39,8 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
-RETRIABLE = (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
 FORWARDED_REQUEST_HEADERS = (b"content-type", b"inference-header-content-length", b"accept")
-FORWARDED_RESPONSE_HEADERS = ("content-type", "inference-header-content-length")
-UPSTREAM_TIMEOUT = httpx.Timeout(60.0, connect=1.0)
+FORWARDED_RESPONSE_HEADERS = (b"content-type", b"inference-header-content-length")
 
 
 class Endpoint:
@@ -118,24 +117,22 @@ class RouterMetrics:
 
 class Router:
     """The ASGI app. `routes` maps served model names to their Route; the runtime replaces
-    entries as rollouts move; `on_failure(server)` hears of servers that could not answer."""
+    entries as rollouts move; `on_failure(server)` hears of servers that could not answer;
+    `upstream` is the connection pool to the servers (1 s to connect, 60 s to answer)."""
 
     def __init__(
         self,
         routes: dict[str, Route],
         on_failure: Callable[[Any], None] = lambda server: None,
-        transport: httpx.AsyncBaseTransport | None = None,
+        upstream: Upstream | None = None,
     ) -> None:
         self.routes = routes
         self.metrics = RouterMetrics()
         self._on_failure = on_failure
-        limits = httpx.Limits(max_connections=512, max_keepalive_connections=256)
-        self._client = httpx.AsyncClient(
-            timeout=UPSTREAM_TIMEOUT, limits=limits, transport=transport
-        )
+        self._upstream = upstream if upstream is not None else Upstream()
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._upstream.aclose()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -172,29 +169,23 @@ class Router:
             await _json(send, 404, {"error": f"unknown model {model!r} (serving: {known})"})
             return
         body = await _read_body(receive)
-        headers = [
-            (k.decode(), v.decode()) for k, v in scope["headers"] if k in FORWARDED_REQUEST_HEADERS
-        ]
-        query = scope.get("query_string") or b""
-        url_path = path + ("?" + query.decode() if query else "")
+        headers = [(k, v) for k, v in scope["headers"] if k in FORWARDED_REQUEST_HEADERS]
+        target = _target(scope, path)
         track = route.pick_track() if path.endswith("/infer") else "stable"
         candidates = route.candidates(track)
-        response: httpx.Response | None = None
+        response: Response | None = None
         tried = 0
         for chosen_track, revision, server in candidates[:3]:
             tried += 1
             try:
-                response = await self._client.request(
-                    scope["method"],
-                    f"http://127.0.0.1:{server.port}{url_path}",
-                    content=body,
-                    headers=headers,
+                response = await self._upstream.request(
+                    server.port, scope["method"], target, headers, body
                 )
-            except RETRIABLE:
+            except UpstreamUnavailable:
                 self._on_failure(server)
                 self.metrics.retries.labels(model).inc()
                 continue
-            except httpx.TimeoutException:
+            except UpstreamTimeout:
                 await self._answer(
                     route,
                     chosen_track,
@@ -215,12 +206,12 @@ class Router:
             await self._answer(route, track, wanted, started, send, 503, error, [])
             return
         kept = [
-            (name.encode(), value.encode())
+            (name, value)
             for name in FORWARDED_RESPONSE_HEADERS
-            if (value := response.headers.get(name)) is not None
+            if (value := response.header(name)) is not None
         ]
         await self._answer(
-            route, track, revision, started, send, response.status_code, response.content, kept
+            route, track, revision, started, send, response.status, response.body, kept
         )
 
     async def _answer(
@@ -240,6 +231,15 @@ class Router:
         labels = (route.model, track, revision)
         self.metrics.requests.labels(*labels, str(code)).inc()
         self.metrics.latency.labels(*labels).observe(time.perf_counter() - started)
+
+
+def _target(scope: Scope, path: str) -> bytes:
+    """The request target to send on: the path as the client sent it (percent-encoded), and
+    its query."""
+    raw: bytes | None = scope.get("raw_path")
+    target = raw if raw else quote(path).encode("ascii")
+    query: bytes = scope.get("query_string") or b""
+    return target + b"?" + query if query else target
 
 
 async def _read_body(receive: Receive) -> bytes:
