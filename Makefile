@@ -10,13 +10,16 @@ IMAGE ?= weir:dev
 BASE_IMAGE ?= python:3.12-slim
 PYTEST_ARGS ?=
 
-.PHONY: setup models test demo lint bench bench-router image generate controlplane clean help
+.PHONY: setup models test demo lint bench bench-server bench-peers bench-router bench-rollback image generate controlplane clean help
 
 help:
 	@echo "make demo   - weir run on this machine: a good version promoted, a bad one rolled back"
 	@echo "make test   - run every test tier (sets everything up)"
 	@echo "make lint   - ruff + mypy --strict"
-	@echo "make bench  - benchmarks (results in docs/benchmarks.md)"
+	@echo "make bench  - every benchmark below (results in docs/benchmarks*.md)"
+	@echo "make bench-server - weir serve alone (docs/benchmarks.md)"
+	@echo "make bench-peers  - weir serve vs MLServer and KServe, installed from PyPI (docs/benchmarks-peers.md)"
+	@echo "make bench-rollback - rollback detection over 10 local rollouts (bench/results/rollback-*.json)"
 	@echo "make bench-router - latency weir run's local router adds (bench/results/router.md)"
 	@echo "make image  - build the container image (BASE_IMAGE=... to use a local base)"
 	@echo "make generate - regenerate crds/ and docs/api.md from the API models"
@@ -50,8 +53,16 @@ lint: setup
 	$(VENV)/bin/ruff format --check operator server tests bench examples hack
 	$(VENV)/bin/mypy
 
-bench: setup models
+bench: bench-server bench-peers bench-router bench-rollback
+
+bench-server: setup models
 	$(PY) bench/server.py
+
+bench-peers: setup models
+	$(PY) bench/peers.py
+
+bench-rollback: setup models
+	$(PY) bench/rollback.py --rounds 10
 
 bench-router: setup models
 	$(PY) bench/router.py
