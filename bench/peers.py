@@ -752,6 +752,7 @@ class Options:
     retries: int  # times a disturbed point is redone
     quiet_timeout: float  # seconds to wait for a quiet machine before redoing one
     quiet_budget: float  # seconds of such waiting in the whole run
+    quiet_waited: float = 0.0  # seconds spent waiting so far
 
 
 # Cores busy in other processes during a point above which it is redone after a quiet spell.
@@ -774,6 +775,7 @@ def wait_for_quiet(opts: Options, point: Point) -> bool:
             quiet = True
             break
     opts.quiet_budget -= time.monotonic() - started
+    opts.quiet_waited += time.monotonic() - started
     if opts.quiet_budget <= 0:
         log("  (no more waiting for a quiet machine in this run: --quiet-budget spent)")
     return quiet or opts.quiet_budget > 0
@@ -1202,7 +1204,10 @@ def render_docs(report: dict[str, Any], rows: list[Row]) -> str:
         "",
         f"Wall time of the run: {report['wall_seconds'] / 60:.1f} min, of which "
         f"{report['install_seconds'] / 60:.1f} min installing the peers (0 when their "
-        "virtualenvs are already there).",
+        f"virtualenvs are already there), {report['load_wait_seconds'] / 60:.1f} min waiting "
+        f"for the load average to fall to {settings['max_load']:g} before starting and "
+        f"{report['quiet_wait_seconds'] / 60:.1f} min waiting for quiet spells to redo "
+        "disturbed points.",
         "",
         "### Machine",
         "",
@@ -1490,7 +1495,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_profiles(opts, catalogue, max(5.0, args.profile))
     before = uptime()
     log(f"machine: nproc {len(os.sched_getaffinity(0))}, {sb.cpu_model()}; uptime: {before}")
+    load_wait_started = time.monotonic()
     quiet = wait_for_low_load(opts.max_load, 0 if args.quick else opts.load_wait)
+    load_waited = time.monotonic() - load_wait_started
     if not quiet:
         log(f"WARNING: load average still above {opts.max_load:g}: numbers will be noisy")
     before = uptime()
@@ -1563,6 +1570,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "finished_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "wall_seconds": round(time.monotonic() - wall_started, 1),
         "install_seconds": round(install_seconds, 1),
+        "load_wait_seconds": round(load_waited, 1),
+        "quiet_wait_seconds": round(opts.quiet_waited, 1),
         "machine": machine,
         "versions": versions,
         "pins": {k: list(p.pins) for k, p in catalogue.items()},
@@ -1576,6 +1585,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "servers": servers,
             "threads": threads,
             "retries": opts.retries,
+            "max_load": opts.max_load,
         },
         "bodies": bodies,
         "memory_mib": memory,
