@@ -43,12 +43,6 @@ FORWARDED_REQUEST_HEADERS = (b"content-type", b"inference-header-content-length"
 FORWARDED_RESPONSE_HEADERS = (b"content-type", b"inference-header-content-length")
 
 
-class Endpoint:
-    """A server the router may send to (the pool's `Server` satisfies this)."""
-
-    port: int
-
-
 @dataclass
 class Route:
     """Where one model's traffic goes now: the two tracks' endpoint sources and the weight."""
