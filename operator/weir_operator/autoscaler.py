@@ -23,8 +23,8 @@ maxReplicas].
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Literal
 
 from weir_operator.analysis import PodWindow
@@ -76,6 +76,9 @@ class ScaleDecision:
     history: tuple[Recommendation, ...]
     reason: str
     load: float | None = None
+    # Per revision, when each track scales on its own load (an exact-weight router during a
+    # rollout); `replicas` is then the count for the whole load (the canary's at promotion).
+    tracks: Mapping[str, ScaleDecision] = field(default_factory=dict)
 
 
 def observed_load(metric: LoadMetric, windows: Iterable[PodWindow]) -> Load | None:
@@ -88,6 +91,23 @@ def observed_load(metric: LoadMetric, windows: Iterable[PodWindow]) -> Load | No
     else:
         value = math.fsum(w.busy / w.seconds for w in measured)
     return Load(value, len(measured), max(w.seconds for w in measured))
+
+
+def track_loads(
+    metric: LoadMetric, windows: Iterable[PodWindow], serving: Mapping[str, int]
+) -> dict[str, Load | None]:
+    """The load of each serving revision (`serving`: revision -> pods scraped), from the pods'
+    last windows; None for a revision none of whose pods has a window yet."""
+    by_revision: dict[str, list[PodWindow]] = {revision: [] for revision in serving}
+    for window in windows:
+        by_revision.setdefault(window.revision, []).append(window)
+    loads: dict[str, Load | None] = {}
+    for revision, pods in serving.items():
+        load = observed_load(metric, by_revision[revision])
+        if load is not None:
+            load = Load(load.value, load.pods, load.seconds, max(pods - load.pods, 0))
+        loads[revision] = load
+    return loads
 
 
 def recommend(policy: Policy, load: float) -> int:

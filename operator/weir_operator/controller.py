@@ -137,7 +137,13 @@ async def _reconcile(
     assert context.autoscalers is not None, "made at startup"
     request = body.metadata.annotations.get(REQUEST_ANNOTATION)
     probes, probe_events = await context.probes.probe(md, old, pods, request, datetime.now(UTC))
-    scale = await context.autoscalers.decide(md, old, pods)
+    scale = await context.autoscalers.decide(
+        md,
+        old,
+        pods,
+        counts={r: state.replicas for r, state in observed.revisions.items()},
+        per_track=md.spec.traffic.router == "gateway-api",
+    )
     plan = reconcile(md, old, observed, datetime.now(UTC), context.render, probes, autoscale=scale)
     try:
         await asyncio.to_thread(_apply, context, md, plan, cache)

@@ -12,14 +12,22 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 from weir_operator.analysis import PodSample, PodWindow, pod_window
-from weir_operator.autoscaler import Load, LoadMetric, observed_load
+from weir_operator.autoscaler import Load, LoadMetric, observed_load, track_loads
 from weir_operator.providers.base import PodTarget
 from weir_operator.providers.direct import DirectProvider
 
 Key = tuple[str, str]  # (namespace, name)
+
+
+@dataclass(frozen=True, slots=True)
+class Measurement:
+    total: Load | None  # all serving pods
+    tracks: Mapping[str, Load | None]  # per serving revision
 
 
 class LoadMeter:
@@ -41,8 +49,9 @@ class LoadMeter:
 
     async def measure(
         self, key: Key, metric: LoadMetric, targets: Sequence[tuple[str, PodTarget]]
-    ) -> Load | None:
-        """The load over the window since the last call (None: nothing to compare yet)."""
+    ) -> Measurement:
+        """The load over the window since the last call, in all and per revision (None:
+        nothing to compare yet)."""
         self._last[key] = self._clock()
         scraped = await self._scraper.scrape(list(targets))
         samples = [s for s in scraped if isinstance(s, PodSample)]
@@ -53,10 +62,11 @@ class LoadMeter:
             if s.pod in previous and previous[s.pod].revision == s.revision
         ]
         self._previous[key] = {s.pod: s for s in samples}
+        tracks = track_loads(metric, windows, Counter(revision for revision, _ in targets))
         load = observed_load(metric, windows)
         if load is None:
-            return None
-        return dataclasses.replace(load, unmeasured=len(targets) - load.pods)
+            return Measurement(None, tracks)
+        return Measurement(dataclasses.replace(load, unmeasured=len(targets) - load.pods), tracks)
 
     def forget(self, key: Key) -> None:
         self._previous.pop(key, None)

@@ -31,6 +31,7 @@ from weir_operator.status import (
     ModelDeploymentStatus,
     Phase,
     RevisionRef,
+    TrackScale,
     parse_timestamp,
     timestamp,
 )
@@ -152,6 +153,9 @@ def reconcile(
             request=probes.request,
             generation=md.metadata.generation,
             router=router,
+            track_replicas={
+                r: d.replicas for r, d in (autoscale.tracks if autoscale else {}).items()
+            },
         )
     )
     decided = decision.status
@@ -237,6 +241,10 @@ def reconcile(
     )
 
 
+def _track_counts(decision: ScaleDecision | None) -> dict[str, int]:
+    return {r: d.replicas for r, d in decision.tracks.items()} if decision else {}
+
+
 def _autoscaler_status(
     status: ModelDeploymentStatus, decision: ScaleDecision | None, at: str
 ) -> AutoscalerStatus | None:
@@ -249,11 +257,21 @@ def _autoscaler_status(
         load=None if decision.load is None else round(decision.load, 2),
         reason=decision.reason,
         at=at,
+        tracks=[
+            TrackScale(
+                revision=revision,
+                desired_replicas=track.replicas,
+                load=None if track.load is None else round(track.load, 2),
+            )
+            for revision, track in decision.tracks.items()
+        ],
     )
     old = status.autoscaler
+    counts = [(t.revision, t.desired_replicas) for t in new.tracks]
     if (
         old is not None
         and old.desired_replicas == new.desired_replicas
+        and [(t.revision, t.desired_replicas) for t in old.tracks] == counts
         and (parse_timestamp(at) - parse_timestamp(old.at)).total_seconds() < AUTOSCALER_REFRESH
     ):
         return old

@@ -38,7 +38,10 @@ The life of a rollout (the shell passes the desired revision, a hash of spec.mod
   start) and the final scale-up (from the end of the steps). Steps are never rolled back for time:
   a step waiting for analysis waits for data, and no data is not failure (DESIGN.md).
 - Replica counts and weights come from `weir_operator.traffic` (the `replicas` router splits by
-  whole servers and says honestly what share that gives; `gateway-api` weights exactly).
+  whole servers and says honestly what share that gives; `gateway-api` weights exactly). With an
+  exact-weight router and Weir's autoscaler, each track scales on its own load
+  (`track_replicas`): the stable runs what its load asks for, the canary what its load asks
+  for but never fewer than its weight's share of the total (so a weight can always be raised).
   `replicas: 0` holds a rollout (Paused, ScaledToZero) with no server on either track.
 
 Requests (`weir promote|abort|retry|undo`) carry an id; `status.lastRequest` records the last id
@@ -150,6 +153,9 @@ class RolloutInput:
     request: Request | None = None  # the pending request, if any (applied once per id)
     generation: int | None = None  # metadata.generation, for the conditions
     router: traffic.Router | None = None  # who splits traffic, if not spec.traffic.router
+    # Servers each revision's own load asks for (the autoscaler, per track; exact-weight
+    # routers only): the stable runs its count, the canary at least its weight's share.
+    track_replicas: Mapping[str, int] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -810,7 +816,15 @@ class _Decider:
         )
         if not weight:
             return 1
-        return traffic.split(self.router, self.total, weight).canary_replicas
+        share = traffic.split(self.router, self.total, weight).canary_replicas
+        return max(share, self._own_count(canary.revision) or 0)
+
+    def _own_count(self, revision: str) -> int | None:
+        """The servers `revision`'s own load asks for, when each track scales on its own load:
+        under an exact-weight router, never with `replicas` (its shares are replica ratios)."""
+        if self.router == "replicas" or self.total == 0:
+            return None
+        return self.given.track_replicas.get(revision)
 
     def _window_start(self, result: AnalysisResult) -> datetime:
         if result.since is not None:
@@ -874,7 +888,10 @@ class _Decider:
         else:
             seen = self.given.revisions.get(canary.revision, RevisionObservation())
             stable_servers = self.total
-            if canary.weight:
+            own = self._own_count(stable.revision)
+            if own is not None:
+                stable_servers = own
+            elif canary.weight:
                 target = traffic.split(self.router, self.total, canary.set_weight)
                 stable_servers = traffic.serving_stable_replicas(
                     self.router, self.total, target, seen.ready_replicas

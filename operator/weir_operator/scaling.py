@@ -3,10 +3,16 @@ scrape the instance's serving pods (`LoadMeter`), call the pure `autoscaler.deci
 recommendations remembered for the instance, and remember the new ones.
 
 Only for `autoscaling.metric: concurrency | rps`: cpu is a HorizontalPodAutoscaler's job, and
-the operator never writes a count the HPA owns. Between measurements the last decision stands."""
+the operator never writes a count the HPA owns. Between measurements the last decision stands.
+
+During a rollout behind an exact-weight router (gateway-api, and `weir run`'s router) each
+revision also gets its own decision from its own pods' load, with its own scale-down window
+(starting from the count its Deployment has); the rollout core runs those counts. With the `replicas` router there is one decision for the whole load, and the
+canary's share follows the weight of that total."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -31,6 +37,7 @@ class Autoscalers:
         self._meter = LoadMeter(scraper, min_seconds=min_seconds, clock=clock)
         self._clock = clock
         self._history: dict[Key, tuple[Recommendation, ...]] = {}
+        self._track_history: dict[Key, dict[str, tuple[Recommendation, ...]]] = {}
         self._last: dict[Key, ScaleDecision] = {}
 
     async def decide(
@@ -38,28 +45,49 @@ class Autoscalers:
         md: ModelDeployment,
         status: ModelDeploymentStatus,
         pods: Iterable[Mapping[str, Any]],
+        *,
+        counts: Mapping[str, int | None] | None = None,
+        per_track: bool = False,
     ) -> ScaleDecision | None:
-        """The count to run now; None when Weir's autoscaler is not in charge."""
+        """The count to run now; None when Weir's autoscaler is not in charge. With
+        `per_track` (an exact-weight router) and a canary, also each revision's own count;
+        `counts` are the revisions' current counts (their Deployments' replicas)."""
         autoscaling = md.spec.autoscaling
         if autoscaling is None or autoscaling.metric == "cpu":
             return None
         key = (md.namespace, md.name)
         policy = Policy.of(autoscaling)
-        current = _current(status, policy)
+        serving = {r.revision for r in (status.stable, status.canary) if r is not None}
+        by_track = serving if per_track and status.canary is not None else set()
         last = self._last.get(key)
         if last is not None and not self._meter.due(key):
-            return ScaleDecision(policy.clamp(last.replicas), last.recommended, last.history,
-                                 last.reason, last.load)  # fmt: skip
-        serving = {r.revision for r in (status.stable, status.canary) if r is not None}
+            kept = {r: _kept(policy, d) for r, d in last.tracks.items() if r in by_track}
+            return dataclasses.replace(_kept(policy, last), tracks=kept)
         targets = []
         for pod in pods:
             revision = ((pod.get("metadata") or {}).get("labels") or {}).get(REVISION_LABEL)
             target = pod_target(pod)
             if revision in serving and target is not None:
                 targets.append((str(revision), target))
-        load = await self._meter.measure(key, policy.metric, targets)
-        decision = decide(policy, current, load, self._history.get(key, ()), self._clock())
+        measured = await self._meter.measure(key, policy.metric, targets)
+        now = self._clock()
+        decision = decide(policy, _current(status, policy), measured.total,
+                          self._history.get(key, ()), now)  # fmt: skip
         self._history[key] = decision.history
+        histories = self._track_history.setdefault(key, {})
+        for gone in set(histories) - by_track:
+            del histories[gone]
+        tracks: dict[str, ScaleDecision] = {}
+        for revision in sorted(by_track):
+            before = last.tracks.get(revision) if last is not None else None
+            current = (counts or {}).get(revision)
+            if current is None:
+                current = before.replicas if before is not None else policy.min_replicas
+            load = measured.tracks.get(revision)
+            own = decide(policy, current, load, histories.get(revision, ()), now)
+            histories[revision] = own.history
+            tracks[revision] = own
+        decision = dataclasses.replace(decision, tracks=tracks)
         self._last[key] = decision
         return decision
 
@@ -67,7 +95,15 @@ class Autoscalers:
         key = (namespace, name)
         self._meter.forget(key)
         self._history.pop(key, None)
+        self._track_history.pop(key, None)
         self._last.pop(key, None)
+
+
+def _kept(policy: Policy, last: ScaleDecision) -> ScaleDecision:
+    """The last decision again, between two measurements (clamped: the bounds may have
+    changed since)."""
+    return ScaleDecision(policy.clamp(last.replicas), last.recommended, last.history,
+                         last.reason, last.load)  # fmt: skip
 
 
 def _current(status: ModelDeploymentStatus, policy: Policy) -> int:

@@ -145,6 +145,14 @@ class RequestRecord(StatusModel):
     message: str = Field("", description="What was done, or why not.")
 
 
+class TrackScale(StatusModel):
+    """What one revision's own load asks for, while each track scales on its own load."""
+
+    revision: str = Field(description="The revision (stable or canary).")
+    desired_replicas: int = Field(ge=0, description="Servers its own load asks for.")
+    load: float | None = Field(None, description="Its measured load.")
+
+
 class AutoscalerStatus(StatusModel):
     """What Weir's own autoscaler (metric concurrency or rps) decided last."""
 
@@ -154,6 +162,14 @@ class AutoscalerStatus(StatusModel):
     )
     reason: str = Field("", description="Why, with the numbers.")
     at: str = Field(description="When it decided (RFC 3339).")
+    tracks: list[TrackScale] = Field(
+        default_factory=list,
+        max_length=2,
+        description=(
+            "Per revision, during a rollout with an exact-weight router (gateway-api): each "
+            "track scales on its own load; the canary never below its weight's share."
+        ),
+    )
 
 
 class ModelDeploymentStatus(StatusModel):

@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -36,6 +37,7 @@ from weir_server.codec import (
 from weir_server.metrics import ServerMetrics
 from weir_server.model import LoadedModel, ModelLoadError, ModelRunError
 from weir_server.settings import SETTINGS_ENV, ServerSettings, cpu_limit, default_intra_op_threads
+from weir_server.workers import WorkerReadiness
 
 log = logging.getLogger("weir.server")
 
@@ -68,6 +70,7 @@ class ServingState:
     batcher: DynamicBatcher | None = None
     executor: ThreadPoolExecutor | None = None
     inline: bool = False
+    workers: WorkerReadiness | None = None  # several workers: ready only when all of them are
     on_fatal: Callable[[str], None] = field(default=lambda message: os._exit(3))
 
     def check_model(self, name: str, version: str | None) -> None:
@@ -83,6 +86,10 @@ class ServingState:
             raise ProtocolError(
                 f"model '{name}' has no version '{version}'; this server serves {served}", 404
             )
+
+    def serving(self) -> bool:
+        """Ready to take traffic: the model is loaded and warmed up here, and in every worker."""
+        return self.ready and (self.workers is None or self.workers.all_ready())
 
     def check_ready(self) -> LoadedModel:
         if not self.ready or self.model is None:
@@ -187,6 +194,8 @@ def create_app(
         settings.model_name, settings.model_version, settings.revision, settings.track
     )
     state = ServingState(settings=settings, metrics=metrics)
+    if settings.workers_dir is not None:
+        state.workers = WorkerReadiness(Path(settings.workers_dir), settings.workers)
     if on_fatal is not None:
         state.on_fatal = on_fatal
     access_log = AccessLog() if settings.access_log else None
@@ -218,6 +227,8 @@ def create_app(
         metrics.load_seconds.set(seconds)
         metrics.ready.set(1)
         state.ready = True
+        if state.workers is not None:
+            state.workers.mark_ready()
         log.info(
             "model '%s' ready (%s, loaded and warmed up in %.3f s, batching %s)",
             settings.model_name,
@@ -238,6 +249,8 @@ def create_app(
             yield
         finally:
             state.ready = False
+            if state.workers is not None:
+                state.workers.mark_not_ready()
             metrics.ready.set(0)
             loader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -284,7 +297,7 @@ def create_app(
         tags=["health"],
     )
     async def ready() -> Response:
-        if state.ready:
+        if state.serving():
             return _json(200, b'{"ready":true}')
         return _json(503, b'{"ready":false}')
 
@@ -318,11 +331,12 @@ def create_app(
             state.check_model(model_name, model_version)
         except ProtocolError as error:
             return _error(error.status, error.message)
+        serving = state.serving()
         body = b'{"name":"%s","ready":%s}' % (
             settings.model_name.encode(),
-            b"true" if state.ready else b"false",
+            b"true" if serving else b"false",
         )
-        return _json(200 if state.ready else 503, body)
+        return _json(200 if serving else 503, body)
 
     async def infer(request: Request, model_name: str, model_version: str | None) -> Response:
         # Reached only without the fast path in front (e.g. the app mounted elsewhere).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shutil
 import sys
@@ -178,7 +179,8 @@ def _serve_workers(settings: ServerSettings) -> int:
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         metrics_dir = tempfile.mkdtemp(prefix="weir-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-    os.environ[SETTINGS_ENV] = settings.to_json()
+    workers_dir = tempfile.mkdtemp(prefix="weir-workers-")
+    os.environ[SETTINGS_ENV] = dataclasses.replace(settings, workers_dir=workers_dir).to_json()
     import uvicorn
 
     from weir_server.accesslog import configure_logging
@@ -192,6 +194,7 @@ def _serve_workers(settings: ServerSettings) -> int:
             **_uvicorn_options(settings),  # type: ignore[arg-type]
         )
     finally:
+        shutil.rmtree(workers_dir, ignore_errors=True)
         if metrics_dir:
             shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0

@@ -34,6 +34,7 @@ class ServerSettings:
     revision: str = ""  # WEIR_REVISION
     track: str = ""  # WEIR_TRACK
     log_level: str = "info"
+    workers_dir: str | None = None  # set by the parent of several workers (weir_server.workers)
 
     @property
     def batching(self) -> bool:

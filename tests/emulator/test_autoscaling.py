@@ -29,12 +29,14 @@ import pytest
 import pytest_asyncio
 
 from tests.emulator.test_operator import DEPLOYMENTS, MD, manifest, revision, status_of
+from tests.emulator.test_rollout import phase
 from tests.support.emulator import EmulatorApi, WeirEmulator, eventually
 from tests.support.operator_process import Operator
 from weir_operator.render import REVISION_LABEL, SERVER_PORT, instance_labels
 from weir_operator.spec import parse_model_deployment
 
 HPAS = "autoscaling/v2/horizontalpodautoscalers"
+ROUTES = "gateway.networking.k8s.io/v1/httproutes"
 PODS = "v1/pods"
 # Pod addresses: a /24 of loopback that the control-plane tier's kubelet (127.0.0.N) never uses.
 ADDRESSES = [f"127.0.71.{n}" for n in range(1, 255)]
@@ -587,3 +589,98 @@ async def test_concurrency_follows_in_flight_requests_within_the_bounds(
     assert replica_writes(emulator, name) == [1, 3, 4]
     assert await api.get(HPAS, "default", name) is None
     assert assert_one_owner(emulator) == 3
+
+
+# --- during a rollout: one owner per count -----------------------------------------------------
+
+
+@pytest.mark.usefixtures("deployment_controller", "operator")
+async def test_with_gateway_api_each_track_scales_on_its_own_load_during_a_rollout(
+    emulator: WeirEmulator,
+    emulator_api: EmulatorApi,
+    crafted: Callable[[str, str], CraftedPod],
+) -> None:
+    api = emulator_api
+    delay = 8.0
+    spec: dict[str, Any] = {
+        "autoscaling": {
+            "metric": "rps",
+            "target": 10,
+            "minReplicas": 1,
+            "maxReplicas": 6,
+            "scaleDownDelay": f"{delay:g}s",
+        },
+        "traffic": {"router": "gateway-api", "gateway": {"parentRefs": [{"name": "public"}]}},
+        "rollout": {
+            "steps": [{"setWeight": 50}, {"pause": {}}],  # then held at 50% until promoted
+            "allowSignatureChange": True,  # the crafted pods serve /metrics only
+            "analysis": {"interval": "2s", "minRequests": 1, "maxP99LatencyMs": 2000},
+        },
+    }
+    first = await api.create(MD, manifest(version="7", **spec))
+    stable = f"iris-{revision(first)[:10]}"
+    await replicas_become(api, stable, 1, within=30)
+    stable_pods = await create_pods(api, crafted, first, 2, prefix="s")
+    await eventually(lambda: phase(api, "Healthy"), within=20)
+
+    second = manifest(version="8", **spec)
+    await api.patch(MD, "default", "iris", {"spec": {"model": second["spec"]["model"]}})
+    canary = f"iris-{revision(second)[:10]}"
+    await replicas_become(api, canary, 1, within=30)
+    canary_pods = await create_pods(api, crafted, second, 2, prefix="c")
+
+    async def weighted() -> dict[str, Any] | None:
+        status = await status_of(api)
+        return status if (status.get("canary") or {}).get("weight") == 50 else None
+
+    await eventually(weighted, within=30, interval=0.2)
+
+    # A slow canary: its half of the traffic keeps it busier than the stable's half. The
+    # whole load (40 requests/s) asks for 4 servers, of which a 50% share would be 2 and 2;
+    # each track's own load asks for 4 (canary, 35/s) and 1 (stable, 5/s).
+    await set_load(stable_pods, rps=5)
+    await set_load(canary_pods, rps=35)
+    await replicas_become(api, canary, 4, within=30)
+    await replicas_stay(api, stable, 1, seconds=3)
+    assert replica_writes(emulator, stable) == [1], "the stable ran what its own load asks for"
+    tracks = await eventually(lambda: track_counts(api, {stable: 1, canary: 4}), within=15)
+    loads = {t["revision"]: t["load"] for t in tracks}
+    assert loads[revision(first)] == pytest.approx(5, rel=0.15)
+    assert loads[revision(second)] == pytest.approx(35, rel=0.15)
+    route = await api.get(ROUTES, "default", "iris")
+    assert route is not None
+    weights = [b["weight"] for b in route["spec"]["rules"][0]["backendRefs"]]
+    assert sorted(weights) == [50, 50], "the weights are the router's, the counts the tracks'"
+
+    # The stable gets busy: up at once on its own load. The canary's load falls: after the
+    # delay it goes down, but not below its weight's share of the whole (50/s: 5, half: 3).
+    await set_load(stable_pods, rps=45)
+    await replicas_become(api, stable, 5, within=30)
+    last_high = await set_load(canary_pods, rps=5)
+    down = await replicas_become(api, canary, 3, within=delay + 30)
+    # The analysis scrapes these pods too: the round `set_load` waited for may have been its,
+    # up to one load-meter interval (2 s) after the meter's last window at the high load.
+    assert down - last_high >= delay - 2.5, "canary servers removed before scaleDownDelay"
+    await replicas_stay(api, canary, 3, seconds=3)
+    await eventually(lambda: track_counts(api, {stable: 5, canary: 1}), within=15)
+
+    # Up on their own loads (a window that straddles a change of load may read a count in
+    # between), the canary down once, to its share.
+    stable_writes, canary_writes = (
+        replica_writes(emulator, stable),
+        replica_writes(emulator, canary),
+    )
+    assert stable_writes[0] == 1 and stable_writes[-1] == 5, stable_writes
+    assert stable_writes == sorted(stable_writes), stable_writes
+    assert canary_writes[0] == 1 and canary_writes[-2:] == [4, 3], canary_writes
+    assert canary_writes[:-1] == sorted(canary_writes[:-1]), canary_writes
+    assert await api.get(HPAS, "default", stable) is None
+    assert assert_one_owner(emulator) >= 5
+
+
+async def track_counts(api: EmulatorApi, wanted: dict[str, int]) -> list[dict[str, Any]] | None:
+    """status.autoscaler.tracks once each Deployment (by name) has the count wanted."""
+    tracks = ((await status_of(api)).get("autoscaler") or {}).get("tracks") or []
+    print("status.autoscaler.tracks:", tracks)
+    found = {f"iris-{t['revision'][:10]}": t["desiredReplicas"] for t in tracks}
+    return tracks if found == wanted else None

@@ -116,6 +116,7 @@ class Shell:
     status: ModelDeploymentStatus = field(default_factory=ModelDeploymentStatus)
     now: datetime = T0
     revisions: dict[str, RevisionObservation] = field(default_factory=dict)
+    tracks: dict[str, int] = field(default_factory=dict)  # each revision's own-load count
     last: Decision | None = None
 
     def decide(
@@ -132,6 +133,7 @@ class Shell:
                 analysis=analysis,
                 request=request,
                 generation=3,
+                track_replicas=dict(self.tracks),
             )
         )
         self.status, self.last = decision.status, decision
@@ -542,6 +544,16 @@ class TestPromotion:
             SetCanaryWeight(50),
         ]
 
+    def test_gateway_api_promotes_at_the_full_count_whatever_the_canarys_own_load(self) -> None:
+        shell = promoting(total=4)
+        shell.spec = make_spec([{"setWeight": 50}], router="gateway-api")
+        shell.tracks = {V1.revision: 3, V2.revision: 2}
+        shell.decide()
+        assert shell.actions() == [
+            ScaleTracks(V1.revision, 3, V2.revision, 4),
+            SetCanaryWeight(50),
+        ]
+
     def test_a_failure_not_yet_cleared_by_a_pass_blocks_the_promotion(self) -> None:
         shell = promoting()
         shell.servers(4)  # promoted at once: no failure pending
@@ -884,6 +896,38 @@ class TestServersAndTraffic:
         shell.verdict("Pass")
         assert shell.actions()[0] == ScaleTracks(V1.revision, 3, V2.revision, 2)
 
+    def test_with_gateway_api_each_track_runs_what_its_own_load_asks_for(self) -> None:
+        shell = with_traffic(
+            spec=make_spec([{"setWeight": 20}, {"pause": {}}], router="gateway-api")
+        )
+        assert shell.actions() == [
+            ScaleTracks(V1.revision, 4, V2.revision, 1),  # before any own-load count: shares
+            SetCanaryWeight(20),
+        ]
+        # A slow canary needs more servers for its 20% than its share (1 of 4); the stable,
+        # with 80% of the load, needs 3.
+        shell.tracks = {V1.revision: 3, V2.revision: 3}
+        shell.decide()
+        assert shell.actions() == [ScaleTracks(V1.revision, 3, V2.revision, 3), SetCanaryWeight(20)]
+        # A canary whose own load asks for less keeps its weight's share all the same.
+        shell.tracks = {V1.revision: 2, V2.revision: 0}
+        shell.decide()
+        assert shell.actions() == [ScaleTracks(V1.revision, 2, V2.revision, 1), SetCanaryWeight(20)]
+
+    def test_the_replicas_router_splits_the_total_whatever_each_track_measures(self) -> None:
+        shell = with_traffic(spec=make_spec([{"setWeight": 25}, {"pause": {}}]))
+        before = shell.actions()
+        shell.tracks = {V1.revision: 1, V2.revision: 4}
+        shell.decide()
+        assert (
+            shell.actions()
+            == before
+            == [
+                ScaleTracks(V1.revision, 3, V2.revision, 1),
+                SetCanaryWeight(25),
+            ]
+        )
+
     def test_zero_replicas_hold_the_rollout_without_servers(self) -> None:
         shell = with_traffic()
         shell.total = 0
@@ -1026,8 +1070,15 @@ def check_status(shell: Shell, decision: Decision) -> None:
     assert weight.weight == (canary.weight if canary else 0)
     assert scale.stable_revision == status.stable.revision
     assert scale.canary_revision == (canary.revision if canary else None)
-    assert 0 <= scale.stable_replicas <= shell.total
-    assert 0 <= scale.canary_replicas <= max(shell.total, 1)
+    exact = spec.traffic.router != "replicas" and shell.total > 0
+    own = shell.tracks if exact and canary is not None else {}  # own counts: rollouts only
+    if status.stable.revision in own:
+        assert scale.stable_replicas == own[status.stable.revision], "its own load's count"
+    else:
+        assert 0 <= scale.stable_replicas <= shell.total
+    assert 0 <= scale.canary_replicas <= max(shell.total, 1, *own.values())
+    if canary is not None and canary.revision in own and canary.weight:
+        assert scale.canary_replicas >= own[canary.revision], "its own load's count at least"
     if shell.total and canary is not None and canary.weight:
         assert scale.stable_replicas >= 1, "the stable keeps a server while the canary serves"
 
@@ -1057,6 +1108,7 @@ def check_idempotent(shell: Shell, given: RolloutInput) -> None:
             analysis=given.analysis,
             request=given.request,
             generation=given.generation,
+            track_replicas=given.track_replicas,
         )
     )
     assert again.status == shell.last.status
@@ -1093,6 +1145,7 @@ class RolloutMachine(RuleBasedStateMachine):
             analysis=analysis,
             request=request,
             generation=3,
+            track_replicas=dict(shell.tracks),
         )
         desired_before, canary_before = shell.desired, shell.status.canary
         decision = shell.decide(analysis, request)
@@ -1163,6 +1216,18 @@ class RolloutMachine(RuleBasedStateMachine):
     @rule(total=st.integers(0, 6))
     def the_replica_count_changes(self, total: int) -> None:
         self.shell.total = total
+        self.run()
+
+    @rule(stable=st.integers(1, 6), canary=st.integers(1, 6), drop=st.booleans())
+    def each_track_measures_its_own_load(self, stable: int, canary: int, drop: bool) -> None:
+        shell = self.shell
+        shell.tracks = {}
+        if not drop:
+            shell.tracks[shell.status.stable.revision if shell.status.stable else V1.revision] = (
+                stable
+            )
+            if shell.status.canary is not None:
+                shell.tracks[shell.status.canary.revision] = canary
         self.run()
 
     @rule(

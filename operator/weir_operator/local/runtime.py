@@ -209,7 +209,8 @@ class LocalRuntime:
         assert self.probes is not None
         assert self.autoscalers is not None
         probes, probe_events = await self.probes.probe(md, old, pods, request, _now())
-        autoscale = await self.autoscalers.decide(md, old, pods)
+        counts = {r: state.replicas for r, state in observed.revisions.items()}
+        autoscale = await self.autoscalers.decide(md, old, pods, counts=counts, per_track=True)
         if self.store.entry(name) is not entry:
             return  # deleted or replaced while probing
         plan = reconcile(
