@@ -39,8 +39,9 @@ models: setup
 
 # The control-plane tier needs binaries built from Kubernetes' Go modules: built here, with
 # progress, when Go is installed (about 17 min the first time, instant after); without Go that
-# tier is skipped (WEIR_REQUIRE_CONTROLPLANE=1 makes it fail).
-test: setup models
+# tier is skipped (WEIR_REQUIRE_CONTROLPLANE=1 makes it fail). Lint first: seconds, and a
+# change that breaks ruff or mypy --strict fails here rather than in review.
+test: setup models lint
 	@if command -v go >/dev/null 2>&1; then hack/controlplane/build.sh >/dev/null; \
 	else echo "Go is not installed: the control-plane tier will be skipped"; fi
 	$(PY) -m pytest $(PYTEST_ARGS)

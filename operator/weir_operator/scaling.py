@@ -7,8 +7,9 @@ the operator never writes a count the HPA owns. Between measurements the last de
 
 During a rollout behind an exact-weight router (gateway-api, and `weir run`'s router) each
 revision also gets its own decision from its own pods' load, with its own scale-down window
-(starting from the count its Deployment has); the rollout core runs those counts. With the `replicas` router there is one decision for the whole load, and the
-canary's share follows the weight of that total."""
+(starting from the count its Deployment has); the rollout core runs those counts. With the
+`replicas` router there is one decision for the whole load, and the canary's share follows the
+weight of that total."""
 
 from __future__ import annotations
 

@@ -670,9 +670,9 @@ async def test_with_gateway_api_each_track_scales_on_its_own_load_during_a_rollo
         replica_writes(emulator, stable),
         replica_writes(emulator, canary),
     )
-    assert stable_writes[0] == 1 and stable_writes[-1] == 5, stable_writes
+    assert (stable_writes[0], stable_writes[-1]) == (1, 5), stable_writes
     assert stable_writes == sorted(stable_writes), stable_writes
-    assert canary_writes[0] == 1 and canary_writes[-2:] == [4, 3], canary_writes
+    assert (canary_writes[0], canary_writes[-2:]) == (1, [4, 3]), canary_writes
     assert canary_writes[:-1] == sorted(canary_writes[:-1]), canary_writes
     assert await api.get(HPAS, "default", stable) is None
     assert assert_one_owner(emulator) >= 5

@@ -85,6 +85,8 @@ class LocalRuntime:
         self.autoscalers: Autoscalers | None = None
         self.render = RenderSettings()
         self._deployments: dict[str, dict[str, dict[str, Any]]] = {}  # md -> name -> manifest
+        # Deployments whose pods can never start here (a model source weir run cannot fetch).
+        self._unstartable: dict[str, tuple[str, str]] = {}  # name -> (reason, message)
         self._file_signature: tuple[tuple[str, float, int], ...] | None = None
         self._file_errors: dict[str, str] = {}
         self._stop = asyncio.Event()
@@ -173,6 +175,7 @@ class LocalRuntime:
         model = self.store.entry(name).parsed.model_name
         self.store.delete(name)
         for deployment in self._deployments.pop(name, {}):
+            self._unstartable.pop(deployment, None)
             self.pool.retire(deployment)
         self.routes.pop(model, None)
         if self.probes is not None and self.autoscalers is not None:
@@ -235,7 +238,7 @@ class LocalRuntime:
     def _state(self, md: ModelDeployment, deployment: str) -> RevisionState | None:
         state = self.pool.state(deployment)
         manifest = self._deployments[md.name][deployment]
-        problem = manifest.get("_problem")
+        problem = self._unstartable.get(deployment)
         if problem is not None:
             revision = manifest["metadata"]["labels"][REVISION_LABEL]
             return RevisionState(
@@ -263,13 +266,15 @@ class LocalRuntime:
             try:
                 template = server_template(child)
             except LaunchError as error:
-                manifest["_problem"] = ("UnsupportedModelSource", str(error))
+                self._unstartable[name] = ("UnsupportedModelSource", str(error))
             else:
+                self._unstartable.pop(name, None)
                 self.pool.ensure(name, template, replicas)
             mine[name] = manifest
         for kind, name in plan.delete:
             if kind == "Deployment" and name in mine:
                 del mine[name]
+                self._unstartable.pop(name, None)
                 self.pool.retire(name)
         if plan.restore is not None:
             restored = plan.restore
