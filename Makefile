@@ -8,7 +8,7 @@ STAMP := $(VENV)/.weir-installed
 MODELS := examples/models
 IMAGE ?= weir:dev
 BASE_IMAGE ?= python:3.12-slim
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= --durations=20
 
 .PHONY: setup models test demo lint bench bench-server bench-peers bench-router bench-rollback image generate controlplane clean help
 

@@ -287,6 +287,26 @@ class TestStatusView:
         assert history[1].split()[:4] == ["1", "0000000000", "6", "Promoted"]
         assert "WeightChanged" in text.split("Events:")[1]
 
+    def test_the_autoscalers_decision_with_each_tracks_own_count(self) -> None:
+        autoscaler = {
+            "desiredReplicas": 4,
+            "load": 40.0,
+            "reason": "40.0 requests/s on 4 servers, target 10: scaling up",
+            "at": "2026-01-01T12:00:18Z",
+            "tracks": [
+                {"revision": revision("7"), "desiredReplicas": 1, "load": 5.0},
+                {"revision": revision("8"), "desiredReplicas": 4, "load": 35.04},
+            ],
+        }
+        obj = md(phase="Progressing", stable=STABLE, autoscaler=autoscaler)
+        (line,) = [x for x in status_view(obj, NOW).splitlines() if x.startswith("Autoscaler:")]
+        assert line == (
+            "Autoscaler: 4 servers wanted (12s ago): 40.0 requests/s on 4 servers, target 10: "
+            f"scaling up; on their own loads: {revision('7')[:10]} 1 (5), "
+            f"{revision('8')[:10]} 4 (35.04)"
+        )
+        assert "Autoscaler:" not in status_view(md(phase="Healthy", stable=STABLE), NOW)
+
     def test_a_status_for_an_older_generation_says_so(self) -> None:
         obj = md(phase="Healthy", observedGeneration=2, stable=STABLE)
         assert "status is for generation 2, spec is generation 3" in status_view(obj, NOW)

@@ -178,6 +178,24 @@ def _revision_line(ref: Mapping[str, Any]) -> str:
     return "  ".join(p for p in parts if p)
 
 
+def _autoscaler_line(autoscaler: Mapping[str, Any], now: datetime) -> str:
+    """`4 servers wanted (12s ago): <reason>; on their own loads: 1111111111 3 (25), ...`."""
+    count = autoscaler.get("desiredReplicas")
+    when = age(autoscaler.get("at"), now)
+    line = f"{count} server{'' if count == 1 else 's'} wanted ({when} ago)"
+    if autoscaler.get("reason"):
+        line += f": {autoscaler['reason']}"
+    tracks = [t for t in autoscaler.get("tracks") or [] if isinstance(t, Mapping)]
+    if tracks:
+        own = ", ".join(
+            f"{str(t.get('revision'))[:10]} {t.get('desiredReplicas')}"
+            + (f" ({t['load']:g})" if isinstance(t.get("load"), int | float) else "")
+            for t in tracks
+        )
+        line += f"; on their own loads: {own}"
+    return line
+
+
 def status_view(obj: Manifest, now: datetime, events: Sequence[Manifest] = ()) -> str:
     """The compact human view of `weir status`: phase, revisions, step, weight, the last
     analysis, the last request, conditions, recent history and (when given) events."""
@@ -215,6 +233,9 @@ def status_view(obj: Manifest, now: datetime, events: Sequence[Manifest] = ()) -
     if status.get("rolledBackRevision"):
         field("Held", f"revision {str(status['rolledBackRevision'])[:10]} (rolled back)")
     field("Ready", _ready(status))
+    autoscaler = status.get("autoscaler")
+    if isinstance(autoscaler, Mapping):
+        field("Autoscaler", _autoscaler_line(autoscaler, now))
     analysis = status.get("lastAnalysis")
     if isinstance(analysis, Mapping):
         field(
