@@ -8,7 +8,7 @@ STAMP := $(VENV)/.weir-installed
 MODELS := examples/models
 IMAGE ?= weir:dev
 BASE_IMAGE ?= python:3.12-slim
-PYTEST_ARGS ?= --durations=20
+PYTEST_ARGS ?= --durations=15
 
 .PHONY: setup models test demo lint bench bench-server bench-peers bench-router bench-rollback image generate controlplane clean help
 
@@ -44,7 +44,7 @@ models: setup
 test: setup models lint
 	@if command -v go >/dev/null 2>&1; then hack/controlplane/build.sh >/dev/null; \
 	else echo "Go is not installed: the control-plane tier will be skipped"; fi
-	$(PY) -m pytest $(PYTEST_ARGS)
+	PY=$(PY) hack/test-tiers.sh $(PYTEST_ARGS)
 
 demo: setup models
 	$(PY) examples/demo.py

@@ -32,17 +32,3 @@ def gather_model(models_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def mlp_model(models_dir: Path) -> Path:
     return sample_models.mlp(models_dir / "mlp.onnx", width=256, layers=2)
-
-
-# Tiers whose session fixtures are expensive (a Docker image build, a control plane) run on
-# one xdist worker each, so `pytest -n 2 --dist loadgroup` (make test) builds them once; every
-# other test goes wherever a worker is free.
-SHARED_SESSION_TIERS = ("container", "controlplane")
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    root = Path(__file__).parent
-    for item in items:
-        tier = Path(str(item.fspath)).relative_to(root).parts[0]
-        if tier in SHARED_SESSION_TIERS:
-            item.add_marker(pytest.mark.xdist_group(tier))

@@ -78,6 +78,11 @@ def manifest(model: Path, version: str) -> dict[str, Any]:
                     "interval": "2s",
                     "failureThreshold": 2,
                     "minRequests": 10,
+                    # The pods share two CPUs with the API server, the kubelet, the operator and
+                    # this test's traffic: a p99 of a few ms jumps by ten now and then (a good
+                    # version was rolled back once for 8.8 ms vs 0.4 ms). The bad version fails
+                    # by its errors, which is what this test is about.
+                    "latencyToleranceMs": 100,
                     "provider": {"direct": {}},
                 },
             },
