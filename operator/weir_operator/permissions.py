@@ -21,8 +21,9 @@ RULES: Final[tuple[tuple[str, str, tuple[str, ...]], ...]] = (
     ),
     ("", "services", ("get", "list", "watch", "create", "patch")),
     ("policy", "poddisruptionbudgets", ("get", "list", "watch", "create", "patch")),
-    # Not watched (the Gateway API CRDs may be absent): read before a patch.
-    ("gateway.networking.k8s.io", "httproutes", ("get", "create", "patch")),
+    # Not watched (the Gateway API CRDs may be absent): read before a patch; deleted when
+    # the router leaves gateway-api.
+    ("gateway.networking.k8s.io", "httproutes", ("get", "create", "patch", "delete")),
     # Pods are only watched: readiness, restarts and crash loops of the servers.
     ("", "pods", ("list", "watch")),
     # Events that tell each rollout's story in `kubectl describe md`.

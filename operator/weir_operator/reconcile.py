@@ -195,6 +195,9 @@ def reconcile(
         for kind, name in observed.children - wanted
         if kind != "Deployment" or (stable_ready and drained) or name not in _serving(observed)
     )
+    routed_by = router or md.spec.traffic.router
+    if status.router == "gateway-api" and routed_by != "gateway-api":
+        delete.append(("HTTPRoute", md.name))  # not watched: known from the status alone
 
     events = list(decision.events)
     phase: Phase = decided.phase
@@ -226,6 +229,7 @@ def reconcile(
             "selector": render.label_selector(md),
             "conditions": conditions,
             "autoscaler": _autoscaler_status(status, autoscale, at),
+            "router": routed_by,
         }
     )
     if status.phase != phase and phase in ("Healthy", "Degraded", "Failed"):

@@ -204,6 +204,13 @@ class ModelDeploymentStatus(StatusModel):
     autoscaler: AutoscalerStatus | None = Field(
         None, description="The autoscaler's last decision (metric concurrency or rps)."
     )
+    router: Literal["replicas", "gateway-api", "local"] | None = Field(
+        None,
+        description=(
+            "The traffic router last applied (local: `weir run`); when it leaves gateway-api "
+            "the HTTPRoute Weir owned is deleted."
+        ),
+    )
     replicas: int = Field(0, ge=0, description="Servers (scale subresource).")
     ready_replicas: int = Field(0, ge=0, description="Ready servers.")
     ready_text: str | None = Field(None, description="ready/desired, for kubectl get.")

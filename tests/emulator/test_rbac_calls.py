@@ -260,6 +260,18 @@ async def run_life_cycle(api: EmulatorApi, kubeconfig: Path, log: Path) -> None:
 
         assert await eventually(retired, within=40), "the old revision is deleted after draining"
 
+        # The router leaves gateway-api: the HTTPRoute Weir owned goes (it is not watched, so
+        # the operator knows it from status.router).
+        body = {"spec": {"traffic": {"router": "replicas", "gateway": None}}}
+        await api.patch(MD, "default", "iris", body)
+
+        async def unrouted() -> bool:
+            status = (await api.get(MD, "default", "iris") or {}).get("status") or {}
+            route = await api.get(ROUTES, "default", "iris")
+            return route is None and status.get("router") == "replicas"
+
+        assert await eventually(unrouted, within=20), "the HTTPRoute outlived gateway-api"
+
         await api.delete(MD, "default", "iris")
 
         async def gone() -> bool:

@@ -293,6 +293,24 @@ def test_cpu_autoscaling_leaves_replicas_to_the_hpa() -> None:
     assert any(c["kind"] == "HorizontalPodAutoscaler" for c in plan.apply)
 
 
+def test_leaving_gateway_api_deletes_the_httproute_once() -> None:
+    gateway = md(traffic={"router": "gateway-api", "gateway": {"parentRefs": [{"name": "gw"}]}})
+    routed = reconcile(gateway, ModelDeploymentStatus(), seen(ready(gateway)), T0)
+    assert ("HTTPRoute", "iris") in kinds(routed.apply)
+    assert routed.status.router == "gateway-api"
+    again = reconcile(gateway, routed.status, seen(ready(gateway)), T0)
+    assert ("HTTPRoute", "iris") not in again.delete
+
+    replicas = md()  # same model and server: the same revision, no rollout
+    left = reconcile(replicas, again.status, seen(ready(replicas)), T0)
+    assert ("HTTPRoute", "iris") not in kinds(left.apply)
+    assert ("HTTPRoute", "iris") in left.delete
+    assert left.status.router == "replicas"
+    after = reconcile(replicas, left.status, seen(ready(replicas)), T0)
+    assert ("HTTPRoute", "iris") not in after.delete, "deleted once, not on every reconcile"
+    assert reconcile(replicas, ModelDeploymentStatus(), Observed(), T0).delete == []
+
+
 def test_a_crash_looping_stable_revision_is_reported_with_its_reason() -> None:
     model = md()
     status = reconcile(model, ModelDeploymentStatus(), Observed(), T0).status

@@ -101,7 +101,7 @@ ClusterRole when watching all namespaces); cluster-scoped ones always into the C
   verbs: ["get", "list", "watch", "create", "patch"]
 - apiGroups: ["gateway.networking.k8s.io"]
   resources: ["httproutes"]
-  verbs: ["get", "create", "patch"]
+  verbs: ["get", "create", "patch", "delete"]
 # Pods are only watched: readiness, restarts and crash loops of the servers.
 - apiGroups: [""]
   resources: ["pods"]
