@@ -1,4 +1,5 @@
-"""Fixtures: a `WeirEmulator` served over HTTP on the test's event loop, and ways to talk to it.
+"""Fixtures: a `WeirEmulator` served over HTTP on the test's event loop, ways to talk to it, the
+operator process, and a stand-in for the Deployment controller the emulator does not have.
 
 The emulator runs on the test's event loop: tests must await (`asyncio.to_thread` for the sync
 `kubernetes` client, `asyncio.create_subprocess_exec` or polling with `eventually` around a
@@ -6,6 +7,7 @@ subprocess), never block it."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -14,6 +16,9 @@ import pytest
 import pytest_asyncio
 
 from tests.support.emulator import EmulatorApi, WeirEmulator, serve, write_kubeconfig
+from tests.support.operator_process import Operator
+
+DEPLOYMENTS = "apps/v1/deployments"
 
 
 @pytest_asyncio.fixture
@@ -57,3 +62,37 @@ def k8s_client(kubeconfig: Path) -> Iterator[kubernetes.client.ApiClient]:
 def emulator_api(emulator: WeirEmulator) -> EmulatorApi:
     """Async create/get/list/patch/delete over the emulator's HTTP API."""
     return EmulatorApi(emulator)
+
+
+@pytest_asyncio.fixture
+async def operator(kubeconfig: Path, tmp_path: Path) -> AsyncIterator[Operator]:
+    """The real operator process (`weir operator --interval 1`) against the test's emulator."""
+    running = Operator(kubeconfig, tmp_path / "operator.log")
+    yield running
+    await running.stop()
+    print(running.log()[-8000:])  # shown by pytest only when the test failed
+
+
+@pytest_asyncio.fixture
+async def deployment_controller(emulator_api: EmulatorApi) -> AsyncIterator[None]:
+    """Plays the Deployment controller (the emulator has none): every Deployment's replicas (1
+    when unset, as the API server defaults) become ready a moment after they are asked for."""
+
+    async def run() -> None:
+        while True:
+            for deployment in await emulator_api.list(DEPLOYMENTS, "default"):
+                wanted = deployment["spec"].get("replicas", 1)
+                if (deployment.get("status") or {}).get("readyReplicas") != wanted:
+                    counts = ("replicas", "readyReplicas", "updatedReplicas", "availableReplicas")
+                    await emulator_api.patch(
+                        DEPLOYMENTS,
+                        "default",
+                        deployment["metadata"]["name"],
+                        {"status": dict.fromkeys(counts, wanted)},
+                        subresource="status",
+                    )
+            await asyncio.sleep(0.2)
+
+    task = asyncio.create_task(run())
+    yield
+    task.cancel()

@@ -19,19 +19,16 @@ import asyncio
 import re
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
 import pytest
-import pytest_asyncio
 
 from tests.emulator.test_operator import DEPLOYMENTS, MD, manifest, revision, status_of
 from tests.emulator.test_rollout import phase
 from tests.support.emulator import EmulatorApi, WeirEmulator, eventually
-from tests.support.operator_process import Operator
 from weir_operator.render import REVISION_LABEL, SERVER_PORT, instance_labels
 from weir_operator.spec import parse_model_deployment
 
@@ -155,38 +152,6 @@ def crafted() -> Iterator[Callable[[str, str], CraftedPod]]:
     yield make
     for pod in made:
         pod.stop()
-
-
-@pytest_asyncio.fixture
-async def operator(kubeconfig: Path, tmp_path: Path) -> AsyncIterator[Operator]:
-    running = Operator(kubeconfig, tmp_path / "operator.log")  # --interval 1
-    yield running
-    await running.stop()
-    print(running.log()[-8000:])  # shown by pytest only when the test failed
-
-
-@pytest_asyncio.fixture
-async def deployment_controller(emulator_api: EmulatorApi) -> AsyncIterator[None]:
-    """Every Deployment's replicas (1 when unset, as the API server defaults) become ready."""
-
-    async def run() -> None:
-        while True:
-            for deployment in await emulator_api.list(DEPLOYMENTS, "default"):
-                wanted = deployment["spec"].get("replicas", 1)
-                if (deployment.get("status") or {}).get("readyReplicas") != wanted:
-                    counts = ("replicas", "readyReplicas", "updatedReplicas", "availableReplicas")
-                    await emulator_api.patch(
-                        DEPLOYMENTS,
-                        "default",
-                        deployment["metadata"]["name"],
-                        {"status": dict.fromkeys(counts, wanted)},
-                        subresource="status",
-                    )
-            await asyncio.sleep(0.2)
-
-    task = asyncio.create_task(run())
-    yield
-    task.cancel()
 
 
 # --- the emulator's request log -------------------------------------------------------------

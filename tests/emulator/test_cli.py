@@ -458,14 +458,6 @@ async def test_kubectl_weir_is_the_same_command(
     assert revision(manifest())[:10] in lines[1]
 
 
-@pytest_asyncio.fixture
-async def operator(kubeconfig: Path, tmp_path: Path) -> AsyncIterator[Operator]:
-    running = Operator(kubeconfig, tmp_path / "operator.log")
-    yield running
-    await running.stop()
-    print(running.log()[-5000:])  # shown by pytest only when the test failed
-
-
 async def test_the_real_operator_answers_the_cli(
     emulator_api: EmulatorApi, kubeconfig: Path, operator: Operator, tmp_path: Path
 ) -> None:

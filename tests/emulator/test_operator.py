@@ -7,13 +7,11 @@ from __future__ import annotations
 import asyncio
 import copy
 import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import kmock
 import kubernetes_validate
-import pytest_asyncio
 import yaml
 
 from tests.support.emulator import EmulatorApi, WeirEmulator, delayed, eventually
@@ -25,14 +23,6 @@ ROOT = Path(__file__).resolve().parents[2]
 MD = "serving.weir.dev/v1alpha1/modeldeployments"
 DEPLOYMENTS = "apps/v1/deployments"
 SERVICES = "v1/services"
-
-
-@pytest_asyncio.fixture
-async def operator(kubeconfig: Path, tmp_path: Path) -> AsyncIterator[Operator]:
-    running = Operator(kubeconfig, tmp_path / "operator.log")
-    yield running
-    await running.stop()
-    print(running.log()[-5000:])  # shown by pytest only when the test failed
 
 
 def manifest(name: str = "iris", version: str = "7", **spec: Any) -> dict[str, Any]:

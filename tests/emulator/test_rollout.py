@@ -15,14 +15,13 @@ import json
 import re
 import threading
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import pytest
-import pytest_asyncio
 
 from tests.emulator.test_operator import DEPLOYMENTS, MD, SERVICES, manifest, revision, status_of
 from tests.support.emulator import EmulatorApi, eventually
@@ -80,38 +79,6 @@ def prometheus() -> Iterator[PrometheusStandIn]:
     stand_in = PrometheusStandIn()
     yield stand_in
     stand_in.close()
-
-
-@pytest_asyncio.fixture
-async def operator(kubeconfig: Path, tmp_path: Path) -> AsyncIterator[Operator]:
-    running = Operator(kubeconfig, tmp_path / "operator.log")
-    yield running
-    await running.stop()
-    print(running.log()[-8000:])  # shown by pytest only when the test failed
-
-
-@pytest_asyncio.fixture
-async def deployment_controller(emulator_api: EmulatorApi) -> AsyncIterator[None]:
-    """Every Deployment's replicas become ready a moment after they are asked for."""
-
-    async def run() -> None:
-        while True:
-            for deployment in await emulator_api.list(DEPLOYMENTS, "default"):
-                wanted = deployment["spec"].get("replicas", 1)
-                if (deployment.get("status") or {}).get("readyReplicas") != wanted:
-                    counts = ("replicas", "readyReplicas", "updatedReplicas", "availableReplicas")
-                    await emulator_api.patch(
-                        DEPLOYMENTS,
-                        "default",
-                        deployment["metadata"]["name"],
-                        {"status": dict.fromkeys(counts, wanted)},
-                        subresource="status",
-                    )
-            await asyncio.sleep(0.2)
-
-    task = asyncio.create_task(run())
-    yield
-    task.cancel()
 
 
 def rollout_md(
