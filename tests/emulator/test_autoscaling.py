@@ -441,6 +441,25 @@ async def test_cpu_renders_and_updates_an_hpa_and_the_operator_never_writes_its_
 # --- Weir's own autoscaler: rps and concurrency ----------------------------------------------
 
 
+def rps_autoscaling(delay: float) -> dict[str, Any]:
+    """rps, 10 per server, 1 to 6 servers, down after `delay` seconds."""
+    return {
+        "metric": "rps",
+        "target": 10,
+        "minReplicas": 1,
+        "maxReplicas": 6,
+        "scaleDownDelay": f"{delay:g}s",
+    }
+
+
+async def create_autoscaled(
+    api: EmulatorApi, autoscaling: dict[str, Any]
+) -> tuple[dict[str, Any], str]:
+    """The iris ModelDeployment with `autoscaling`, and its first revision's Deployment name."""
+    created = await api.create(MD, manifest(autoscaling=autoscaling))
+    return created, f"iris-{revision(created)[:10]}"
+
+
 @pytest.mark.usefixtures("deployment_controller", "operator")
 async def test_rps_scales_up_at_once_and_down_only_after_the_scale_down_delay(
     emulator: WeirEmulator,
@@ -449,15 +468,7 @@ async def test_rps_scales_up_at_once_and_down_only_after_the_scale_down_delay(
 ) -> None:
     api = emulator_api
     delay = 10.0
-    autoscaling = {
-        "metric": "rps",
-        "target": 10,
-        "minReplicas": 1,
-        "maxReplicas": 6,
-        "scaleDownDelay": f"{delay:g}s",
-    }
-    created = await api.create(MD, manifest(autoscaling=autoscaling))
-    name = f"iris-{revision(created)[:10]}"
+    created, name = await create_autoscaled(api, rps_autoscaling(delay))
     await replicas_become(api, name, 1, within=30)  # the minimum, before any load is known
     pods = await create_pods(api, crafted, created, 3)
 
@@ -495,15 +506,7 @@ async def test_missing_data_never_changes_the_count(
 ) -> None:
     api = emulator_api
     delay = 5.0
-    autoscaling = {
-        "metric": "rps",
-        "target": 10,
-        "minReplicas": 1,
-        "maxReplicas": 6,
-        "scaleDownDelay": f"{delay:g}s",
-    }
-    created = await api.create(MD, manifest(autoscaling=autoscaling))
-    name = f"iris-{revision(created)[:10]}"
+    created, name = await create_autoscaled(api, rps_autoscaling(delay))
     await replicas_become(api, name, 1, within=30)
     pods = await create_pods(api, crafted, created, 3)
     await set_load(pods, rps=45)
@@ -538,8 +541,7 @@ async def test_concurrency_follows_in_flight_requests_within_the_bounds(
 ) -> None:
     api = emulator_api
     autoscaling = {"metric": "concurrency", "target": 2, "minReplicas": 1, "maxReplicas": 4}
-    created = await api.create(MD, manifest(autoscaling=autoscaling))
-    name = f"iris-{revision(created)[:10]}"
+    created, name = await create_autoscaled(api, autoscaling)
     await replicas_become(api, name, 1, within=30)
     pods = await create_pods(api, crafted, created, 2)
 
@@ -568,13 +570,7 @@ async def test_with_gateway_api_each_track_scales_on_its_own_load_during_a_rollo
     api = emulator_api
     delay = 8.0
     spec: dict[str, Any] = {
-        "autoscaling": {
-            "metric": "rps",
-            "target": 10,
-            "minReplicas": 1,
-            "maxReplicas": 6,
-            "scaleDownDelay": f"{delay:g}s",
-        },
+        "autoscaling": rps_autoscaling(delay),
         "traffic": {"router": "gateway-api", "gateway": {"parentRefs": [{"name": "public"}]}},
         "rollout": {
             "steps": [{"setWeight": 50}, {"pause": {}}],  # then held at 50% until promoted

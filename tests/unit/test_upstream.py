@@ -538,15 +538,20 @@ async def test_large_bodies_both_ways(upstream: Upstream) -> None:
         assert server.connections == 1
 
 
-async def test_aclose_closes_idle_and_busy_connections() -> None:
-    pool = Upstream()
+def echo_slowly(seconds: float) -> Callable[[Seen, asyncio.StreamWriter], Awaitable[bool]]:
+    """An echo handler that first waits `seconds` when the body is b"slow"."""
 
     async def handler(seen: Seen, writer: asyncio.StreamWriter) -> bool:
         if seen.body == b"slow":
-            await asyncio.sleep(30)
+            await asyncio.sleep(seconds)
         return await echo(seen, writer)
 
-    async with TinyServer(handler) as server:
+    return handler
+
+
+async def test_aclose_closes_idle_and_busy_connections() -> None:
+    pool = Upstream()
+    async with TinyServer(echo_slowly(30)) as server:
         await post(pool, server.port, b"fast")
         slow = asyncio.create_task(post(pool, server.port, b"slow"))
         await asyncio.sleep(0.05)
@@ -561,12 +566,7 @@ async def test_aclose_closes_idle_and_busy_connections() -> None:
 async def test_a_cancelled_request_does_not_leave_its_answer_to_the_next(
     upstream: Upstream,
 ) -> None:
-    async def handler(seen: Seen, writer: asyncio.StreamWriter) -> bool:
-        if seen.body == b"slow":
-            await asyncio.sleep(0.1)
-        return await echo(seen, writer)
-
-    async with TinyServer(handler) as server:
+    async with TinyServer(echo_slowly(0.1)) as server:
         await post(upstream, server.port, b"warm")
         with pytest.raises(TimeoutError):
             async with asyncio.timeout(0.02):
