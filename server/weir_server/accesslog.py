@@ -45,15 +45,30 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry).decode()
 
 
+class _NotForUsers(logging.Filter):
+    """Drops Granian's note that its embedded mode is experimental: `weir serve` embeds it on
+    purpose (one process, its own signal handling) and users can do nothing about the note."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "experimental" not in record.getMessage()
+
+
 def configure_logging(level: str = "info", stream: TextIO | None = None) -> None:
+    """JSON lines on stderr for the server's own loggers and those of the HTTP servers."""
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
-        logging.getLogger(name).handlers[:] = []
-        logging.getLogger(name).propagate = True
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "_granian", "granian.access"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = []
+        logger.propagate = True
+        logger.setLevel(logging.NOTSET)
+    granian = logging.getLogger("_granian")
+    granian.filters[:] = [_NotForUsers()]
+    # Granian's "Listening at", "Spawning worker" and the like: kept out of info-level logs.
+    granian.setLevel(max(logging.WARNING, root.level))
 
 
 class AccessLog:

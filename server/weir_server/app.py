@@ -1,7 +1,7 @@
 """The HTTP application: Open Inference Protocol routes over one `LoadedModel`.
 
-`create_app(settings)` is the only way in (no global app): the CLI calls it for one worker, and
-uvicorn's worker processes call `create_app_from_env`. The model loads and warms up in a
+`create_app(settings)` is the only way in (no global app): the CLI calls it for one process,
+and Granian's worker processes call `create_app_from_env`. The model loads and warms up in a
 background thread, so liveness answers at once and readiness only once the model can serve."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +23,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from weir_server import __version__, schemas
+from weir_server import __version__, rsgi, schemas
 from weir_server.accesslog import AccessLog, AccessLogMiddleware
 from weir_server.batching import DynamicBatcher
 from weir_server.codec import (
@@ -101,7 +101,7 @@ class ServingState:
         model = self.check_ready()
         if self.batcher is not None:
             return await self.batcher.run(inputs, outputs)
-        self.metrics.batch_size.observe(next(iter(inputs.values())).shape[0] if inputs else 1)
+        self.metrics.batch(next(iter(inputs.values())).shape[0] if inputs else 1)
         if self.inline:
             return model.run(inputs, outputs)
         loop = asyncio.get_running_loop()
@@ -114,7 +114,7 @@ class ServingState:
         Shared by the ASGI fast path and the FastAPI route, and never raises."""
         started = time.perf_counter()
         metrics = self.metrics
-        metrics.in_flight.inc()
+        metrics.started()
         status = 200
         try:
             self.check_model(model_name, model_version)
@@ -135,8 +135,7 @@ class ServingState:
             message = f"model '{self.settings.model_name}' failed on this request: {error}"
             return 500, error_body(message), JSON, None
         finally:
-            metrics.observe(status, time.perf_counter() - started)
-            metrics.in_flight.dec()
+            metrics.finished(status, time.perf_counter() - started)
 
 
 def _prepare(
@@ -163,7 +162,7 @@ def _prepare(
     if fast and model.intra_op_threads != 1:
         # A model this small gains nothing from a thread pool, whose threads would only take
         # CPU from the event loop; it runs on one thread, on the event loop.
-        model = LoadedModel.load(model.path, intra_op_threads=1)
+        model = LoadedModel.load(model.path, intra_op_threads=1, tiny=True)
         model.warmup(rounds=2)
     return model, load_seconds + (time.perf_counter() - warm_started), fast
 
@@ -216,7 +215,7 @@ def create_app(
                     loaded,
                     settings.max_batch_size,
                     settings.max_batch_delay_ms / 1000,
-                    on_batch=metrics.batch_size.observe,
+                    on_batch=metrics.batch,
                 )
                 state.batcher.start()
             else:
@@ -237,29 +236,16 @@ def create_app(
             "on" if state.batcher else "off",
         )
 
+    lifecycle = Lifecycle(state, access_log, load_in_background)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # One model run at a time: ONNX Runtime already uses every core it was given, and
-        # several concurrent runs would only fight over them (and ruin the tail latency).
-        state.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="infer")
-        if access_log is not None:
-            access_log.start()
-        loader = asyncio.get_running_loop().create_task(load_in_background())
+        # Used when the app is hosted as ASGI; `weir serve` drives the lifecycle through RSGI.
+        lifecycle.start(asyncio.get_running_loop())
         try:
             yield
         finally:
-            state.ready = False
-            if state.workers is not None:
-                state.workers.mark_not_ready()
-            metrics.ready.set(0)
-            loader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await loader
-            if state.batcher is not None:
-                await state.batcher.stop()
-            state.executor.shutdown(wait=True)
-            if access_log is not None:
-                access_log.stop()
+            await lifecycle.stop()
 
     app = FastAPI(
         title="Weir inference server",
@@ -343,7 +329,7 @@ def create_app(
         try:
             body = await _read_body(request, settings.max_request_bytes)
         except ProtocolError as error:
-            state.metrics.observe(error.status, 0.0)
+            state.metrics.answered(error.status, 0.0)
             return _error(error.status, error.message)
         header = request.headers.get(HEADER_LENGTH)
         status, payload, media_type, length = await state.infer(
@@ -407,69 +393,126 @@ def create_app(
         return Response(body, media_type=content_type)
 
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
-    return InferenceApp(app, state, access_log)
+    return InferenceApp(app, state, access_log, lifecycle)
+
+
+class Lifecycle:
+    """Start and stop of one server process: the model loads in the background, the access log
+    writer and the inference thread run while serving. Both idempotent, because RSGI servers
+    call the hooks while an embedding caller may also stop the app itself."""
+
+    def __init__(
+        self,
+        state: ServingState,
+        access_log: AccessLog | None,
+        load: Callable[[], Coroutine[Any, Any, None]],
+    ) -> None:
+        self.state = state
+        self.access_log = access_log
+        self._load = load
+        self._loader: asyncio.Task[None] | None = None
+        self._stopped = False
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._loader is not None:
+            return
+        # One model run at a time: ONNX Runtime already uses every core it was given, and
+        # several concurrent runs would only fight over them (and ruin the tail latency).
+        self.state.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="infer")
+        if self.access_log is not None:
+            self.access_log.start()
+        self._loader = loop.create_task(self._load())
+
+    async def stop(self) -> None:
+        if self._loader is None or self._stopped:
+            return
+        self._stopped = True
+        state = self.state
+        state.ready = False
+        if state.workers is not None:
+            state.workers.mark_not_ready()
+        state.metrics.ready.set(0)
+        self._loader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._loader
+        if state.batcher is not None:
+            await state.batcher.stop()
+        if state.executor is not None:
+            state.executor.shutdown(wait=True)
+        if self.access_log is not None:
+            self.access_log.stop()
 
 
 class InferenceApp:
-    """The ASGI app uvicorn runs: infer requests take a pure-ASGI fast path, everything else
-    (health, metadata, metrics, OpenAPI, errors) goes to FastAPI.
+    """The app `weir serve` runs, as RSGI (Granian): infer requests take a direct path,
+    everything else (health, metadata, metrics, OpenAPI, errors) goes to FastAPI through
+    `asgi_over_rsgi`. Called as ASGI, it is the FastAPI app, infer route included.
 
     Measured (bench/server.py, docs/benchmarks.md): FastAPI's routing, dependency resolution
     and middleware cost more per request than decoding, running and encoding a small model."""
 
-    def __init__(self, fastapi: FastAPI, state: ServingState, access_log: AccessLog | None) -> None:
+    def __init__(
+        self,
+        fastapi: FastAPI,
+        state: ServingState,
+        access_log: AccessLog | None,
+        lifecycle: Lifecycle,
+    ) -> None:
         self.fastapi = fastapi
         self.state = state
         self.access_log = access_log
+        self.lifecycle = lifecycle
         self._other: Any = AccessLogMiddleware(fastapi, access_log) if access_log else fastapi
         self._limit = state.settings.max_request_bytes
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
-            target = _infer_target(scope["path"])
-            if target is not None:
-                await self._infer(scope, receive, send, *target)
-                return
         await self._other(scope, receive, send)
 
+    def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.lifecycle.start(loop)
+
+    def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
+        # A worker process's loop has stopped here; an embedding caller (`weir serve` with
+        # one process) awaits `lifecycle.stop()` itself, on its running loop.
+        if not loop.is_running():
+            loop.run_until_complete(self.lifecycle.stop())
+
+    async def __rsgi__(self, scope: rsgi.Scope, proto: rsgi.HTTPProtocol) -> None:
+        if scope.method == "POST":
+            target = _infer_target(scope.path)
+            if target is not None:
+                await self._infer(scope, proto, *target)
+                return
+        await rsgi.asgi_over_rsgi(self._other, scope, proto, self._limit)
+
     async def _infer(
-        self, scope: Any, receive: Any, send: Any, model_name: str, model_version: str | None
+        self,
+        scope: rsgi.Scope,
+        proto: rsgi.HTTPProtocol,
+        model_name: str,
+        model_version: str | None,
     ) -> None:
         started = time.perf_counter()
-        declared = header_length = None
-        for key, value in scope["headers"]:
-            if key == b"content-length":
-                declared = value
-            elif key == b"inference-header-content-length":
-                header_length = value.decode("latin-1")
-        body = await _receive_body(receive, declared, self._limit)
+        headers = scope.headers
+        body = await rsgi.read_body(proto, headers.get("content-length"), self._limit)
         if isinstance(body, ProtocolError):
-            self.state.metrics.observe(body.status, time.perf_counter() - started)
+            self.state.metrics.answered(body.status, time.perf_counter() - started)
             status, payload, media_type, length = body.status, error_body(body.message), JSON, None
         else:
             status, payload, media_type, length = await self.state.infer(
-                body, header_length, model_name, model_version
+                body, headers.get(HEADER_LENGTH), model_name, model_version
             )
-        headers = [
-            (b"content-type", media_type.encode()),
-            (b"content-length", str(len(payload)).encode()),
-        ]
-        if length is not None:
-            headers.append((b"inference-header-content-length", str(length).encode()))
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": payload})
+        if length is None:
+            proto.response_bytes(status, [("content-type", media_type)], payload)
+        else:
+            proto.response_bytes(
+                status,
+                [("content-type", media_type), (HEADER_LENGTH, str(length))],
+                payload,
+            )
         if self.access_log is not None:
-            client = scope.get("client")
-            self.access_log.record(
-                (
-                    time.time(),
-                    "POST",
-                    scope["path"],
-                    status,
-                    time.perf_counter() - started,
-                    f"{client[0]}:{client[1]}" if client else "",
-                )
-            )
+            elapsed = time.perf_counter() - started
+            self.access_log.record((time.time(), "POST", scope.path, status, elapsed, scope.client))
 
 
 def _infer_target(path: str) -> tuple[str, str | None] | None:
@@ -482,28 +525,6 @@ def _infer_target(path: str) -> tuple[str, str | None] | None:
     if len(parts) == 7 and parts[4] == "versions" and parts[3] and parts[5]:
         return parts[3], parts[5]
     return None
-
-
-async def _receive_body(receive: Any, declared: bytes | None, limit: int) -> bytes | ProtocolError:
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        return ProtocolError(
-            f"request body of {declared.decode()} bytes is over this server's limit of "
-            f"{limit} bytes",
-            413,
-        )
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return ProtocolError("the client went away", 400)
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            return ProtocolError(f"request body is over this server's limit of {limit} bytes", 413)
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:
@@ -531,7 +552,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
 
 
 def create_app_from_env() -> InferenceApp:
-    """Factory for uvicorn worker processes: settings come from WEIR_SERVER_SETTINGS."""
+    """Factory for Granian worker processes: settings come from WEIR_SERVER_SETTINGS."""
     from weir_server.accesslog import configure_logging
 
     settings = ServerSettings.from_json(os.environ[SETTINGS_ENV])

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
+import logging
+import math
 import os
 import shutil
+import signal
+import socket
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from weir_server.settings import DEFAULT_MAX_REQUEST_BYTES, SETTINGS_ENV, ServerSettings
+
+log = logging.getLogger("weir.server")
 
 
 def add_serve_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -114,60 +122,93 @@ def run_serve(args: argparse.Namespace) -> int:
     return _serve_workers(settings)
 
 
-def _uvicorn_options(settings: ServerSettings) -> dict[str, object]:
+def _granian_options(settings: ServerSettings) -> dict[str, Any]:
+    from granian.constants import HTTPModes, Interfaces
+
     return {
-        "host": settings.host,
+        "address": settings.host,
         "port": settings.port,
-        "log_config": None,
-        "access_log": False,
-        "server_header": False,
-        "timeout_graceful_shutdown": settings.graceful_timeout_seconds,
-        "loop": "uvloop",
-        "http": "httptools",
-        "lifespan": "on",
+        "interface": Interfaces.RSGI,
+        "http": HTTPModes.http1,
+        "websockets": False,
+        "log_level": settings.log_level,
     }
 
 
+def _check_port_free(settings: ServerSettings) -> str | None:
+    """Granian binds with SO_REUSEPORT, so a second server on a taken port would silently share
+    it; a bind without it first turns that into the error users expect. (SO_REUSEADDR only lets
+    the port's old connections in TIME_WAIT, e.g. of a server that was killed, not stop it.)"""
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((settings.host, settings.port))
+        except OSError as error:
+            return f"cannot listen on {settings.host}:{settings.port}: {error.strerror or error}"
+    return None
+
+
 def _serve_one_process(settings: ServerSettings) -> int:
-    import signal
-    from collections.abc import Iterator
-    from contextlib import contextmanager
-
-    import uvicorn
-
-    class DrainingServer(uvicorn.Server):
-        """uvicorn re-raises SIGTERM once it has drained, so the process dies of the signal
-        (exit 143). A server that finished its in-flight requests on purpose exits 0."""
-
-        @contextmanager
-        def capture_signals(self) -> Iterator[None]:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                signal.signal(sig, self.handle_exit)
-            yield
+    """One process: Granian's RSGI server embedded in this process's event loop, so that signals,
+    the graceful timeout and the exit code stay in weir's hands."""
+    import uvloop
+    from granian.server.embed import Server
 
     from weir_server.accesslog import configure_logging
     from weir_server.app import create_app
 
     configure_logging(settings.log_level)
+    if (problem := _check_port_free(settings)) is not None:
+        print(f"weir serve: error: {problem}", file=sys.stderr)
+        return 1
     failures: list[str] = []
-    server: DrainingServer | None = None
+    stopping: list[str] = []
 
-    def on_fatal(message: str) -> None:
-        failures.append(message)
-        if server is not None:
-            server.should_exit = True
+    async def serve() -> None:
+        app = create_app(settings)
+        server = Server(app, **_granian_options(settings))
+        configure_logging(settings.log_level)  # Granian's constructor installs its own handlers
+        loop = asyncio.get_running_loop()
+        serving = asyncio.current_task()
+        assert serving is not None
 
-    app = create_app(settings, on_fatal=on_fatal)
-    server = DrainingServer(uvicorn.Config(app, **_uvicorn_options(settings)))  # type: ignore[arg-type]
-    server.run()
+        def drain(reason: str) -> None:
+            """Stop accepting, finish in-flight requests, give up after the graceful timeout."""
+            if stopping:
+                return
+            stopping.append(reason)
+            server.stop()  # type: ignore[no-untyped-call]  # granian leaves it unannotated
+            loop.call_later(settings.graceful_timeout_seconds, serving.cancel)
+
+        def on_fatal(message: str) -> None:
+            failures.append(message)
+            drain("fatal")
+
+        app.state.on_fatal = on_fatal
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, drain, sig.name)
+        try:
+            await server.serve()
+        finally:
+            await app.lifecycle.stop()
+
+    try:
+        uvloop.run(serve())
+    except asyncio.CancelledError:
+        log.warning(
+            "requests still in flight %.0f s after the stop signal were abandoned",
+            settings.graceful_timeout_seconds,
+        )
     if failures:
         print(f"weir serve: error: {failures[0]}", file=sys.stderr)
         return 2
-    return 0 if server.started else 1
+    return 0
 
 
 def _serve_workers(settings: ServerSettings) -> int:
-    """Several processes: check the model once here, so a bad file fails before any fork."""
+    """Several processes: check the model once here, so a bad file fails before any fork; then
+    Granian's process manager runs the workers (and replaces one that dies)."""
     from weir_server.model import LoadedModel, ModelLoadError
 
     try:
@@ -175,24 +216,33 @@ def _serve_workers(settings: ServerSettings) -> int:
     except ModelLoadError as error:
         print(f"weir serve: error: {error}", file=sys.stderr)
         return 2
+    from weir_server.accesslog import configure_logging
+
+    configure_logging(settings.log_level)
+    if (problem := _check_port_free(settings)) is not None:
+        print(f"weir serve: error: {problem}", file=sys.stderr)
+        return 1
     metrics_dir = None
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         metrics_dir = tempfile.mkdtemp(prefix="weir-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     workers_dir = tempfile.mkdtemp(prefix="weir-workers-")
     os.environ[SETTINGS_ENV] = dataclasses.replace(settings, workers_dir=workers_dir).to_json()
-    import uvicorn
+    from granian import Granian
+    from granian.constants import Loops
 
-    from weir_server.accesslog import configure_logging
-
-    configure_logging(settings.log_level)
     try:
-        uvicorn.run(
+        server = Granian(
             "weir_server.app:create_app_from_env",
             factory=True,
             workers=settings.workers,
-            **_uvicorn_options(settings),  # type: ignore[arg-type]
+            loop=Loops.uvloop,
+            respawn_failed_workers=True,
+            workers_kill_timeout=max(1, math.ceil(settings.graceful_timeout_seconds)),
+            **_granian_options(settings),
         )
+        configure_logging(settings.log_level)
+        server.serve()
     finally:
         shutil.rmtree(workers_dir, ignore_errors=True)
         if metrics_dir:

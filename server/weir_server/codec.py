@@ -58,12 +58,19 @@ class ModelSignature:
 
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
+    # Derived once, read on every request.
+    _inputs_by_name: dict[str, TensorSpec] = field(init=False, repr=False, compare=False)
+    _output_names: tuple[str, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_inputs_by_name", {spec.name: spec for spec in self.inputs})
+        object.__setattr__(self, "_output_names", tuple(spec.name for spec in self.outputs))
 
     def input(self, name: str) -> TensorSpec | None:
-        return next((spec for spec in self.inputs if spec.name == name), None)
+        return self._inputs_by_name.get(name)
 
     def output_names(self) -> tuple[str, ...]:
-        return tuple(spec.name for spec in self.outputs)
+        return self._output_names
 
 
 @dataclass(slots=True)
@@ -177,8 +184,10 @@ def _decode_inputs(
             raise ProtocolError(
                 f"input '{name}' has datatype {datatype!r}; the model expects {spec.datatype}"
             )
-        parameters = _parameters(raw, f"input '{name}'") or {}
-        binary_size = parameters.get("binary_data_size")
+        parameters = raw.get("parameters")
+        if parameters is not None and not isinstance(parameters, dict):
+            raise ProtocolError(f"'parameters' of the input '{name}' must be a JSON object")
+        binary_size = parameters.get("binary_data_size") if parameters else None
         if binary_size is not None:
             if not isinstance(binary_size, int) or isinstance(binary_size, bool) or binary_size < 0:
                 raise ProtocolError(
@@ -202,8 +211,8 @@ def _decode_inputs(
         raise ProtocolError(
             f"the body has {len(binary_part) - offset} bytes of binary data that no input claims"
         )
-    missing = [spec.name for spec in signature.inputs if spec.name not in inputs]
-    if missing:
+    if len(inputs) != len(signature.inputs):
+        missing = [spec.name for spec in signature.inputs if spec.name not in inputs]
         raise ProtocolError(
             "missing input "
             + ", ".join(f"'{m}'" for m in missing)
@@ -218,17 +227,26 @@ def _describe_specs(specs: tuple[TensorSpec, ...]) -> str:
 
 
 def _checked_shape(raw_shape: Any, spec: TensorSpec) -> tuple[int, ...]:
-    if not isinstance(raw_shape, list) or not all(
-        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in raw_shape
-    ):
+    valid = type(raw_shape) is list
+    if valid:
+        for d in raw_shape:
+            if type(d) is not int or d < 0:  # `type is`: a bool is not a dimension
+                valid = False
+                break
+    if not valid:
         raise ProtocolError(
             f"input '{spec.name}' must have a 'shape' list of non-negative integers; "
             f"the model expects {format_shape(spec.shape)}"
         )
     shape = tuple(raw_shape)
-    if len(shape) != len(spec.shape) or any(
-        want not in (-1, got) for want, got in zip(spec.shape, shape, strict=True)
-    ):
+    expected = spec.shape
+    matches = len(shape) == len(expected)
+    if matches:
+        for want, got in zip(expected, shape, strict=True):
+            if want != -1 and want != got:
+                matches = False
+                break
+    if not matches:
         raise ProtocolError(
             f"input '{spec.name}' has shape {format_shape(shape)}; "
             f"the model expects {format_shape(spec.shape)} (-1 = any size)"

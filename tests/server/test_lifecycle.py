@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -71,6 +72,34 @@ class TestModelIntegrity:
         digest = hashlib.sha256(iris_model.read_bytes()).hexdigest()
         with running_server(iris_model, "--sha256", digest.upper(), "--no-access-log") as server:
             assert httpx.get(f"{server.url}/v2/models/iris/ready").status_code == 200
+
+
+class TestListening:
+    @pytest.mark.parametrize("workers", ["1", "2"])
+    def test_a_port_another_server_listens_on_is_a_clear_error_and_exit_1(
+        self, iris_model: Path, workers: str
+    ) -> None:
+        with running_server(iris_model, "--no-access-log") as first:
+            taken = str(first.port)
+            result = serve(iris_model, "--port", taken, "--workers", workers)
+            assert result.returncode == 1, result.stderr
+            assert f"cannot listen on 127.0.0.1:{taken}" in result.stderr
+            assert httpx.get(f"{first.url}/v2/health/ready").status_code == 200
+
+    def test_a_killed_servers_port_is_free_at_once_despite_time_wait(
+        self, iris_model: Path
+    ) -> None:
+        first = start_server(iris_model, "--no-access-log")
+        try:
+            first.wait_ready()
+            for _ in range(5):  # the server closes these, so they stay in TIME_WAIT for a minute
+                httpx.get(f"{first.url}/v2/health/live", headers={"Connection": "close"})
+            os.kill(first.process.pid, signal.SIGKILL)
+            first.process.wait(timeout=10)
+            with running_server(iris_model, "--no-access-log", port=first.port) as again:
+                assert httpx.get(f"{again.url}/v2/health/ready").status_code == 200
+        finally:
+            first.stop()
 
 
 class TestReadiness:

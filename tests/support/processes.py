@@ -70,8 +70,10 @@ class ServerProcess:
         return self.process.returncode
 
 
-def start_server(model: Path, *args: str, env: dict[str, str] | None = None) -> ServerProcess:
-    port = free_port()
+def start_server(
+    model: Path, *args: str, env: dict[str, str] | None = None, port: int | None = None
+) -> ServerProcess:
+    port = port or free_port()
     log_fd, log_name = tempfile.mkstemp(prefix="weir-serve-", suffix=".log")
     command = [
         sys.executable,
@@ -96,9 +98,9 @@ def start_server(model: Path, *args: str, env: dict[str, str] | None = None) -> 
 
 @contextmanager
 def running_server(
-    model: Path, *args: str, env: dict[str, str] | None = None
+    model: Path, *args: str, env: dict[str, str] | None = None, port: int | None = None
 ) -> Iterator[ServerProcess]:
-    server = start_server(model, *args, env=env)
+    server = start_server(model, *args, env=env, port=port)
     try:
         server.wait_ready()
         yield server
