@@ -6,6 +6,8 @@ For each model it measures requests/s and p50/p99 latency at several concurrenci
   (b) a bare Starlette app on uvicorn (uvloop + httptools, 1 worker, no access log) whose POST
       endpoint reads the same V2 request body and answers a precomputed V2 response of the same
       size: the HTTP ceiling of a Python ASGI server,
+  (b') the same echo on Granian's RSGI interface, the HTTP server `weir serve` runs on (iris
+      only): the ceiling of weir's own stack,
   (c) `weir serve` with JSON tensors (--no-access-log; and with the access log on, the default),
   (d) `weir serve` with the binary tensor data extension (binary inputs and outputs),
   (e) `weir serve` with dynamic batching.
@@ -60,6 +62,7 @@ PACKAGES = (
     "fastapi",
     "starlette",
     "uvicorn",
+    "granian",
     "uvloop",
     "httptools",
     "orjson",
@@ -78,6 +81,7 @@ BUSY_WARNING = 0.15
 CASE_LABELS = {
     "a": "(a) in-process `session.run`",
     "b": "(b) bare Starlette/uvicorn (HTTP ceiling)",
+    "b_rsgi": "(b') bare Granian RSGI echo (ceiling of weir's own stack)",
     "c": "(c) weir serve, JSON",
     "c_log": "(c) weir serve, JSON, access log on (default)",
     "d": "(d) weir serve, binary tensors",
@@ -454,15 +458,52 @@ def weir_command(model: ModelUnderTest, port: int, extra: list[str]) -> list[str
     return [*prefix, "serve", str(model.path), "--port", str(port), "--name", model.name, *extra]
 
 
-def echo_command(port: int, response_file: Path) -> list[str]:
+def echo_command(port: int, response_file: Path, rsgi: bool = False) -> list[str]:
     return [
         sys.executable,
         str(Path(__file__).resolve()),
-        "--echo-server",
+        "--echo-rsgi-server" if rsgi else "--echo-server",
         str(port),
         "--echo-response",
         str(response_file),
     ]
+
+
+def serve_echo_rsgi(port: int, response_file: Path) -> None:
+    """(b'): the same echo on the HTTP server weir serve runs on (Granian, RSGI, embedded in
+    one process as weir serve embeds it)."""
+    import asyncio
+
+    import uvloop
+    from granian.constants import HTTPModes, Interfaces
+    from granian.server.embed import Server as Granian
+
+    answer = response_file.read_bytes()
+    headers = [("content-type", "application/json")]
+
+    class Echo:
+        async def __rsgi__(self, scope: Any, proto: Any) -> None:
+            if scope.path == "/v2/health/ready":
+                proto.response_bytes(200, headers, b'{"ready":true}')
+                return
+            await proto()
+            proto.response_bytes(200, headers, answer)
+
+    async def serve() -> None:
+        server = Granian(
+            Echo(),
+            address="127.0.0.1",
+            port=port,
+            interface=Interfaces.RSGI,
+            http=HTTPModes.http1,
+            websockets=False,
+            log_level="warning",
+        )
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, server.stop)
+        await server.serve()
+
+    uvloop.run(serve())
 
 
 def serve_echo(port: int, response_file: Path) -> None:
@@ -662,7 +703,7 @@ def measure_http(
     concurrency: int,
     seconds: float,
 ) -> Cell:
-    metrics_before = metric_totals(server) if case != "b" else None
+    metrics_before = metric_totals(server) if not case.startswith("b") else None
     cpu_before, wrk_before = server.cpu_seconds(), children_cpu_seconds()
     busy_before = machine_busy_seconds()
     started = time.perf_counter()
@@ -755,10 +796,14 @@ def measure_inprocess(
 
 # What each model is measured with by default: iris for the HTTP and protocol overheads, mlp
 # (compute dominates) for what dynamic batching buys.
-DEFAULT_CASES = {"iris": ["a", "b", "c", "c_log", "d"], "mlp": ["a", "b", "c", "d", "e", "e_bin"]}
+DEFAULT_CASES = {
+    "iris": ["a", "b", "b_rsgi", "c", "c_log", "d"],
+    "mlp": ["a", "b", "c", "d", "e", "e_bin"],
+}
 # HTTP case -> (server, payload)
 HTTP_CASES = {
     "b": ("echo", "json"),
+    "b_rsgi": ("echo_rsgi", "json"),
     "c": ("plain", "json"),
     "d": ("plain", "binary"),
     "c_log": ("logged", "json"),
@@ -770,6 +815,7 @@ SERVER_LABELS = {
     "logged": "weir serve (access log on)",
     "batching": "weir serve --no-access-log, batching",
     "echo": "bare Starlette/uvicorn",
+    "echo_rsgi": "bare Granian RSGI",
 }
 
 
@@ -840,7 +886,7 @@ def start_servers(
     response_file = work / f"{model.name}-response.json"
     # weir first: its JSON response is what the bare server answers, byte for byte.
     for key in ("plain", "logged", "batching"):
-        if key not in needed and not (key == "plain" and "echo" in needed):
+        if key not in needed and not (key == "plain" and needed & {"echo", "echo_rsgi"}):
             continue
         port = free_port()
         label = f"{SERVER_LABELS[key]} ({model.name})"
@@ -859,18 +905,19 @@ def start_servers(
                 response_file.write_bytes(body)
         log("    its JSON and binary answers match in-process ONNX Runtime")
         servers[key] = server
-    if "echo" in needed:
+    for key in ("echo", "echo_rsgi"):
+        if key not in needed:
+            continue
         port = free_port()
-        label = f"{SERVER_LABELS['echo']} ({model.name})"
-        server = stack.enter_context(
-            running(Server(label, echo_command(port, response_file), port, work))
-        )
+        label = f"{SERVER_LABELS[key]} ({model.name})"
+        command = echo_command(port, response_file, rsgi=key == "echo_rsgi")
+        server = stack.enter_context(running(Server(label, command, port, work)))
         payload = model.payloads["json"]
         status, _, body = http(server.base + model.infer_path, payload.body, payload.headers)
         if status != 200 or body != response_file.read_bytes():
-            raise RuntimeError("the bare server did not answer the precomputed response")
+            raise RuntimeError(f"{label} did not answer the precomputed response")
         log(f"    it answers weir's {len(body)}-byte JSON response")
-        servers["echo"] = server
+        servers[key] = server
     return servers
 
 
@@ -969,6 +1016,7 @@ GOALS = [
     ("iris_c_over_b", "iris", "c", "b", "(c) JSON / (b) HTTP ceiling, iris", 0.8),
     ("iris_c_log_over_b", "iris", "c_log", "b", "(c) JSON, access log on / (b), iris", 0.8),
     ("iris_d_over_b", "iris", "d", "b", "(d) binary / (b) HTTP ceiling, iris", None),
+    ("iris_c_over_b_rsgi", "iris", "c", "b_rsgi", "(c) JSON / (b') Granian RSGI echo, iris", None),
     ("mlp_e_over_c", "mlp", "e", "c", "(e) batching / (c) JSON, mlp", 2.0),
     ("mlp_e_bin_over_d", "mlp", "e_bin", "d", "(e) batching, binary / (d) binary, mlp", None),
     ("mlp_c_over_b", "mlp", "c", "b", "(c) JSON / (b) HTTP ceiling, mlp", None),
@@ -1088,8 +1136,10 @@ def render_docs(report: dict[str, Any], summaries: list[Summary]) -> str:
         "for (a), that many Python threads",
         f"- {settings['rows']} row(s) per request; ONNX Runtime intra-op threads {threads}",
         f"- (e) dynamic batching: {batching}",
-        "- every server is one process (uvloop + httptools) on 127.0.0.1; weir runs with "
-        "`--no-access-log` except in the row that says access log on (its JSON lines go to a file)",
+        "- every server is one process with a uvloop event loop on 127.0.0.1: (b) on uvicorn "
+        "(httptools), (b') and weir on Granian (RSGI, its HTTP on one Rust thread); weir runs "
+        "with `--no-access-log` except in the row that says access log on (its JSON lines go to "
+        "a file)",
         "- CPU columns: CPU seconds used during the measurement / wall seconds (1.00 = one core "
         "busy), for the server process (for (a): the benchmark process), for wrk, and for every "
         "other process on the machine (from /proc/stat; about 0 when the machine is quiet)",
@@ -1217,6 +1267,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="rewrite the generated section of docs/benchmarks.md (default: yes unless --quick)",
     )
     parser.add_argument("--echo-server", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--echo-rsgi-server", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--echo-response", type=Path, help=argparse.SUPPRESS)
     return parser
 
@@ -1268,6 +1319,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.echo_server is not None:
         serve_echo(args.echo_server, args.echo_response)
+        return 0
+    if args.echo_rsgi_server is not None:
+        serve_echo_rsgi(args.echo_rsgi_server, args.echo_response)
         return 0
     wrk = shutil.which(args.wrk)
     if wrk is None:

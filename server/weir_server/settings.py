@@ -1,6 +1,6 @@
 """The server's settings: one frozen value built by the CLI and handed to `create_app`.
 
-Worker processes (uvicorn `--workers`) receive it through one environment variable, so that no
+Worker processes (`--workers`, Granian's) receive it through one environment variable, so that no
 module parses arguments or reads the environment at import time."""
 
 from __future__ import annotations

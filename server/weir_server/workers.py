@@ -1,13 +1,13 @@
 """Readiness shared by the worker processes of one `weir serve --workers N`.
 
-Why it exists: each uvicorn worker loads and warms up its own copy of the model, and the
+Why it exists: each Granian worker loads and warms up its own copy of the model, and the
 kernel hands a new connection to whichever worker accepts first. If `/v2/health/ready` only
 spoke for the worker that answered it, a pod would turn Ready while another worker still
 loads and answers 503 to the inference requests it accepts (the rollout analysis would count
 them as the model's errors). So a worker marks itself ready with a file named after its pid
 in a directory the parent made, and every worker answers ready only when `expected` live
 workers have marked themselves. A worker that died (its pid is gone) does not count, so while
-uvicorn replaces it the pod is not ready."""
+Granian replaces it the pod is not ready."""
 
 from __future__ import annotations
 
