@@ -1505,7 +1505,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     background = sb.background_load()
     versions = {
         "weir": venv_versions(
-            Path(sys.executable), ["weir", "onnxruntime", "numpy", "uvicorn", "uvloop", "fastapi"]
+            Path(sys.executable), ["weir", "onnxruntime", "numpy", "granian", "uvloop", "fastapi"]
         )
     }
     for key in ("mlserver", "kserve"):

@@ -111,7 +111,7 @@ class ServingState:
         self, body: bytes, header_length: str | None, model_name: str, model_version: str | None
     ) -> tuple[int, bytes, str, int | None]:
         """One infer request, start to end: (status, body, content type, binary header length).
-        Shared by the ASGI fast path and the FastAPI route, and never raises."""
+        Shared by the RSGI path and the FastAPI route, and never raises."""
         started = time.perf_counter()
         metrics = self.metrics
         metrics.started()
