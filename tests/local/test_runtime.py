@@ -161,3 +161,54 @@ def test_a_missing_path_is_a_usage_error(tmp_path: Path) -> None:
     )
     assert result.returncode == 3
     assert "no such file or folder" in result.stderr
+
+
+class TestTheControlApiRefusesBadInput:
+    """The control API (docs/local-runtime.md) answers bad input with 400, an invalid object or
+    model with 422 and what is wrong with it, an unknown name with 404; and changes nothing."""
+
+    def test_every_refusal_says_why_and_leaves_the_model_serving(
+        self, local_run: LocalRun, iris_versions: dict[str, Path]
+    ) -> None:
+        write_manifests(local_run.folder, manifest("iris", iris_versions["iris"], "1"))
+        local_run.wait_up()
+        local_run.wait_healthy("iris", "1")
+        control = local_run.control
+        base = "/api/v1/modeldeployments"
+        good = manifest("other", iris_versions["iris"], "1")
+        bad = manifest("broken", iris_versions["iris"], "1", replicas=-1)
+
+        def refused(response: Any, status: int, says: str) -> list[str]:
+            assert response.status_code == status, response.text
+            body = response.json()
+            assert says in body["error"], body
+            problems: list[str] = body.get("problems", [])
+            return problems
+
+        refused(control.post(base, content=b"{not json"), 400, "the body is not JSON")
+        refused(control.post(base, json={"items": "x"}), 400, "items must be a list")
+        problems = refused(
+            control.post(base, json={"items": [good, bad]}), 422, "invalid ModelDeployment"
+        )
+        assert problems
+        assert all(p.startswith("broken: ") for p in problems), problems
+        assert any("replicas" in p for p in problems), problems
+        refused(control.get(f"{base}/other"), 404, "'other' not found")  # nothing was applied
+
+        model = f"{base}/iris/model"
+        refused(control.patch(model, json={"uri": 5}), 400, "string uri")
+        problems = refused(control.patch(model, json={"uri": "ftp://x"}), 422, "invalid model")
+        assert any("uri" in p for p in problems), problems
+        requests = f"{base}/iris/requests"
+        refused(control.post(requests, json={"action": "jump"}), 400, "action must be one of")
+        refused(
+            control.post(requests, json={"action": "promote", "revision": 5}),
+            400,
+            "revision must be a string",
+        )
+        refused(control.post(f"{base}/nope/requests", json={"action": "abort"}), 404, "'nope'")
+
+        served = local_run.get("iris")
+        assert served["metadata"]["generation"] == 1
+        assert served["spec"]["model"]["uri"].endswith("iris.onnx")
+        assert local_run.status("iris")["phase"] == "Healthy"
