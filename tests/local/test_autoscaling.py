@@ -17,10 +17,14 @@ def test_a_load_ramp_scales_out_and_back_in_without_failing_a_request(
         "minReplicas": 1,
         "maxReplicas": 3,
         "metric": "concurrency",
-        "target": 1,
+        "target": 0.5,
         "scaleDownDelay": "8s",
     }
-    # The slow iris takes ~10 ms a request: 4 clients without pause keep ~4 requests in flight.
+    # The slow iris takes ~3 ms a request here: 4 clients without pause keep about 2.3 requests
+    # in flight on one server (3 servers at a target of 0.5), and about 1 once three servers
+    # share them (2 servers' worth), never 0.5 or less while the traffic runs: the scale-in to 1
+    # can only start after it stops. (At a target of 1, those ~1 in flight were 1 server's worth
+    # and the scale-in to 1 sometimes began before the traffic stopped.)
     document = manifest("iris", iris_versions["iris_slow"], "1", autoscaling=autoscaling)
     write_manifests(local_run.folder, document)
     local_run.wait_up()
