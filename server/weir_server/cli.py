@@ -117,6 +117,9 @@ def run_serve(args: argparse.Namespace) -> int:
             f"weir serve: error: model file {settings.model_path} does not exist", file=sys.stderr
         )
         return 2
+    if (problem := _check_port_free(settings)) is not None:
+        print(f"weir serve: error: {problem}", file=sys.stderr)
+        return 1
     if settings.workers == 1:
         return _serve_one_process(settings)
     return _serve_workers(settings)
@@ -159,11 +162,8 @@ def _serve_one_process(settings: ServerSettings) -> int:
     from weir_server.app import create_app
 
     configure_logging(settings.log_level)
-    if (problem := _check_port_free(settings)) is not None:
-        print(f"weir serve: error: {problem}", file=sys.stderr)
-        return 1
     failures: list[str] = []
-    stopping: list[str] = []
+    stopping: list[str] = []  # why the server is stopping, once it is
 
     async def serve() -> None:
         app = create_app(settings)
@@ -178,12 +178,17 @@ def _serve_one_process(settings: ServerSettings) -> int:
             if stopping:
                 return
             stopping.append(reason)
+            log.info(
+                "%s: stopped accepting; finishing the requests in flight (at most %g s)",
+                reason,
+                settings.graceful_timeout_seconds,
+            )
             server.stop()  # type: ignore[no-untyped-call]  # granian leaves it unannotated
             loop.call_later(settings.graceful_timeout_seconds, serving.cancel)
 
         def on_fatal(message: str) -> None:
             failures.append(message)
-            drain("fatal")
+            drain("the model cannot be served")
 
         app.state.on_fatal = on_fatal
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -219,9 +224,6 @@ def _serve_workers(settings: ServerSettings) -> int:
     from weir_server.accesslog import configure_logging
 
     configure_logging(settings.log_level)
-    if (problem := _check_port_free(settings)) is not None:
-        print(f"weir serve: error: {problem}", file=sys.stderr)
-        return 1
     metrics_dir = None
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         metrics_dir = tempfile.mkdtemp(prefix="weir-metrics-")

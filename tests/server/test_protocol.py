@@ -260,6 +260,10 @@ class TestErrors:
 
             response = httpx.post(f"{server.url}/v2/models/iris/infer", content=chunks())
             assert response.status_code == 413
+            # Routes other than infer (FastAPI's, behind the RSGI bridge) hold the same limit.
+            response = httpx.post(f"{server.url}/v2/health/live", content=b"x" * 5000)
+            assert response.status_code == 413
+            assert "limit of 1000 bytes" in response.json()["error"]
             assert (
                 httpx.post(f"{server.url}/v2/models/iris/infer", json=iris_request()).status_code
                 == 200
