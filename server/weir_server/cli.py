@@ -53,7 +53,10 @@ def add_serve_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
         "--max-batch-delay-ms",
         type=float,
         default=1.0,
-        help="longest a request waits for others to batch with",
+        help=(
+            "longest a request waits for others to batch with (only under load: while "
+            "requests come one at a time, each runs at once)"
+        ),
     )
     parser.add_argument(
         "--max-request-bytes",
