@@ -180,7 +180,13 @@ class ServerSpec(ApiModel):
     )
     workers: int = Field(1, ge=1, le=64, description="Server processes per pod.")
     intra_op_threads: int = Field(
-        0, ge=0, le=256, description="ONNX Runtime threads per worker; 0 = cpu limit / workers."
+        0,
+        ge=0,
+        le=256,
+        description=(
+            "ONNX Runtime threads per worker; 0 = the CPU limit / workers, less one core for "
+            "the worker's HTTP side, at least 1."
+        ),
     )
     batching: Batching = Field(default_factory=Batching, description=Batching.__doc__)
     sample_input: dict[str, Any] | None = Field(

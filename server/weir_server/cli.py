@@ -41,7 +41,7 @@ def add_serve_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
         "--intra-op-threads",
         type=_non_negative_int,
         default=0,
-        help="ONNX Runtime threads per worker; 0 = CPU limit / workers",
+        help="ONNX Runtime threads per worker; 0 = CPU limit / workers, less one (at least 1)",
     )
     parser.add_argument(
         "--max-batch-size",

@@ -10,9 +10,10 @@ from weir_server.settings import ServerSettings, cpu_limit, default_intra_op_thr
 
 
 @pytest.mark.parametrize(
-    ("cpus", "workers", "threads"), [(2, 1, 2), (2, 2, 1), (0.5, 1, 1), (8, 3, 2), (4.0, 1, 4)]
+    ("cpus", "workers", "threads"),
+    [(2, 1, 1), (2, 2, 1), (0.5, 1, 1), (1, 1, 1), (8, 3, 1), (8, 2, 3), (4.0, 1, 3), (16, 1, 15)],
 )
-def test_threads_share_the_cpus_among_workers_and_never_drop_to_zero(
+def test_threads_share_the_cpus_among_workers_less_a_core_each_and_never_drop_to_zero(
     cpus: float, workers: int, threads: int
 ) -> None:
     assert default_intra_op_threads(cpus, workers) == threads
