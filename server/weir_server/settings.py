@@ -80,7 +80,7 @@ def default_intra_op_threads(cpus: float, workers: int) -> int:
     With every core given to ONNX Runtime, a pool thread that loses its core to the HTTP side
     mid-run stalls the whole run for a scheduler time slice, and idle pool threads spin on
     cores (and CPU quota) the HTTP side needs. Measured with `weir serve` on mlp on 2 CPUs
-    (docs/benchmarks.md): one thread instead of two kept the throughput (without batching)
-    or raised it (with), cut p99 at every concurrency (at 1 client: 3.6-3.8 ms instead of
-    8.7-9.9), used a core less, and cost 0.6 ms of p50 at one client."""
+    (docs/benchmarks.md): one thread instead of two answered within 5% as many requests, with
+    or without batching, at a lower p99 at every concurrency (at 1 client 3.6-3.8 ms instead
+    of 8.7-9.8) and on half a core to a core less; it cost 0.6 ms of p50 at 1 client."""
     return max(1, math.floor(cpus / max(1, workers)) - 1)
