@@ -27,24 +27,17 @@ def post_all_at_once(url: str, bodies: list[bytes], timeout: float = 30.0) -> li
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     target = parts.path or "/"
     connections = [h11.Connection(our_role=h11.CLIENT) for _ in bodies]
+    headers = [("Host", f"{host}:{port}"), ("Content-Type", "application/json")]
     wires = [
-        b"".join(
-            (
-                connection.send(
-                    h11.Request(
-                        method="POST",
-                        target=target,
-                        headers=[
-                            ("Host", f"{host}:{port}"),
-                            ("Content-Type", "application/json"),
-                            ("Content-Length", str(len(body))),
-                        ],
-                    )
-                )
-                or b"",
-                connection.send(h11.Data(data=body)) or b"",
-                connection.send(h11.EndOfMessage()) or b"",
-            )
+        _encode(
+            connection,
+            h11.Request(
+                method="POST",
+                target=target,
+                headers=[*headers, ("Content-Length", str(len(body)))],
+            ),
+            h11.Data(data=body),
+            h11.EndOfMessage(),
         )
         for connection, body in zip(connections, bodies, strict=True)
     ]
@@ -61,6 +54,12 @@ def post_all_at_once(url: str, bodies: list[bytes], timeout: float = 30.0) -> li
     finally:
         for sock in sockets:
             sock.close()
+
+
+def _encode(
+    connection: h11.Connection, *events: h11.Request | h11.Data | h11.EndOfMessage
+) -> bytes:
+    return b"".join(connection.send(event) or b"" for event in events)
 
 
 def _read_answer(sock: socket.socket, connection: h11.Connection) -> Answer:
