@@ -39,11 +39,14 @@ models: setup
 
 # The control-plane tier needs binaries built from Kubernetes' Go modules: built here, with
 # progress, when Go is installed (about 17 min the first time, instant after); without Go that
-# tier is skipped (WEIR_REQUIRE_CONTROLPLANE=1 makes it fail). Lint first: seconds, and a
+# tier is skipped (WEIR_REQUIRE_CONTROLPLANE=1 makes it fail). Without a Docker engine (a
+# `docker` client alone is not one) the container tier is skipped, and one line says why and
+# how to get one (WEIR_REQUIRE_DOCKER=1 makes it fail). Lint first: seconds, and a
 # change that breaks ruff or mypy --strict fails here rather than in review.
 test: setup models lint
 	@if command -v go >/dev/null 2>&1; then hack/controlplane/build.sh >/dev/null; \
 	else echo "Go is not installed: the control-plane tier will be skipped"; fi
+	@engine=$$(hack/docker-engine.sh) || echo "the container tier will be skipped: $$engine"
 	PY=$(PY) hack/test-tiers.sh $(PYTEST_ARGS)
 
 demo: setup models
