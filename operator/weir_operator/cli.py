@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from weir_server import __version__
+from weir_server.exit_codes import INTERRUPTED, USAGE, exit_3_on_usage_errors
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,6 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_fetch_parser(subparsers)
     add_client_parsers(subparsers)
     add_run_parser(subparsers)
+    exit_3_on_usage_errors(parser)
+    for subparser in subparsers.choices.values():
+        exit_3_on_usage_errors(subparser)
     return parser
 
 
@@ -41,11 +45,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         usage.error(f"unrecognized arguments: {' '.join(extra)}")
     if getattr(args, "handler", None) is None:
         parser.print_help(sys.stderr)
-        return 3
+        return USAGE
     try:
         code: int = args.handler(args)
     except KeyboardInterrupt:
-        return 130
+        return INTERRUPTED
     return code
 
 

@@ -9,12 +9,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-Manifest = dict[str, Any]
+from weir_server.exit_codes import FAILED, OK, TIMED_OUT, USAGE
 
-OK = 0
-FAILED = 1  # rolled back, failed, refused (by the API, the runtime or Weir)
-TIMED_OUT = 2
-USAGE = 3  # usage error, not found, unreachable
+__all__ = ["FAILED", "OK", "TIMED_OUT", "USAGE"]  # the codes the commands return (exit_codes)
+
+Manifest = dict[str, Any]
 
 
 class ClientError(Exception):

@@ -8,12 +8,11 @@ import argparse
 import os
 import sys
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, NoReturn, TextIO
+from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:
     from weir_operator.client.backend import Backend
 
-USAGE = 3  # weir_operator.client.backend.USAGE, without importing it at parse time
 LOCAL_ENV = "WEIR_LOCAL"
 ACTIONS = {
     "promote": "end the current step (--full: skip the remaining steps) and move on",
@@ -21,16 +20,6 @@ ACTIONS = {
     "retry": "roll out again the revision the spec asks for, after a rollback",
     "undo": "write a previous revision's model back into the spec",
 }
-
-
-def _exit_3_on_usage_errors(parser: argparse.ArgumentParser) -> None:
-    """argparse exits 2 on bad arguments; the client's contract is 3 (2 means timed out)."""
-
-    def error(message: str) -> NoReturn:
-        parser.print_usage(sys.stderr)
-        parser.exit(USAGE, f"{parser.prog}: error: {message}\n")
-
-    parser.error = error  # type: ignore[method-assign]
 
 
 def _target_options() -> argparse.ArgumentParser:
@@ -67,7 +56,6 @@ def add_client_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentP
             description=description or help[0].upper() + help[1:] + ".",
             parents=[common],
         )
-        _exit_3_on_usage_errors(parser)
         parser.set_defaults(handler=run, client_command=name, parser=parser)
         return parser
 
