@@ -6,11 +6,12 @@ Subcommands register themselves from their own modules; nothing is imported or p
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
 from weir_server import __version__
-from weir_server.exit_codes import INTERRUPTED, USAGE, exit_3_on_usage_errors
+from weir_server.exit_codes import INTERRUPTED, READER_GONE, USAGE, exit_3_on_usage_errors
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,8 +49,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return USAGE
     try:
         code: int = args.handler(args)
+        sys.stdout.flush()
     except KeyboardInterrupt:
         return INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`weir get | head -0`): stop quietly, as a command killed by
+        # SIGPIPE would; the interpreter's own flush at exit must not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return READER_GONE
     return code
 
 

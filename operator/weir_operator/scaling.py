@@ -92,6 +92,41 @@ class Autoscalers:
         self._last[key] = decision
         return decision
 
+    def remember(self, namespace: str, name: str) -> dict[str, Any]:
+        """The scale-down windows of one instance, on the wall clock (JSON), for a shell that
+        keeps them across restarts (`weir run`'s state folder); `recall` reads them back."""
+        key = (namespace, name)
+        offset = time.time() - self._clock()
+
+        def wall(history: tuple[Recommendation, ...]) -> list[list[float]]:
+            return [[at + offset, replicas] for at, replicas in history]
+
+        return {
+            "history": wall(self._history.get(key, ())),
+            "tracks": {r: wall(h) for r, h in self._track_history.get(key, {}).items()},
+        }
+
+    def recall(self, namespace: str, name: str, remembered: Mapping[str, Any]) -> None:
+        """Resume the windows `remember` returned (recommendations from the future, after a
+        clock change, are dropped: a window may only start later, never scale down sooner)."""
+        key = (namespace, name)
+        offset = time.time() - self._clock()
+        now = self._clock()
+
+        def monotonic(rows: Any) -> tuple[Recommendation, ...]:
+            history: list[Recommendation] = []
+            for row in rows if isinstance(rows, list) else []:
+                if isinstance(row, list) and len(row) == 2:
+                    at, replicas = float(row[0]) - offset, int(row[1])
+                    if at <= now:
+                        history.append((at, replicas))
+            return tuple(history)
+
+        self._history[key] = monotonic(remembered.get("history"))
+        tracks = remembered.get("tracks")
+        if isinstance(tracks, dict):
+            self._track_history[key] = {str(r): monotonic(h) for r, h in tracks.items()}
+
     def forget(self, namespace: str, name: str) -> None:
         key = (namespace, name)
         self._meter.forget(key)

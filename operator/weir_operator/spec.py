@@ -123,8 +123,44 @@ class ModelSource(ApiModel):
     )
 
 
+# Names that make the interpreter, the dynamic loader, a shell or a library load and run code
+# of the writer's choosing (PYTHONPATH with a sitecustomize.py, LD_PRELOAD, OPENSSL_CONF with an
+# engine...), choose which program runs (PATH), or are Weir's own (WEIR_REVISION says which
+# revision a server's metrics belong to). Whoever may edit a ModelDeployment must not gain
+# code execution in its servers: docs/decisions.md, "Environment variables".
+REFUSED_ENV_PREFIXES = ("PYTHON", "LD_", "DYLD_", "WEIR_")
+REFUSED_ENV_NAMES = (
+    "PATH",
+    "BASH_ENV",
+    "ENV",
+    "GCONV_PATH",
+    "OPENSSL_CONF",
+    "OPENSSL_ENGINES",
+    "OPENSSL_MODULES",
+    "PROMETHEUS_MULTIPROC_DIR",
+)
+
+
+def _refused_env_rule() -> str:
+    prefixes = " || ".join(f"self.name.startsWith('{p}')" for p in REFUSED_ENV_PREFIXES)
+    names = ", ".join(f"'{n}'" for n in REFUSED_ENV_NAMES)
+    return f"!({prefixes} || self.name in [{names}])"
+
+
 class EnvVar(ApiModel):
     """An environment variable of the inference server container."""
+
+    cel_rules = (
+        CelRule(
+            _refused_env_rule(),
+            "refused: "
+            + ", ".join(f"{p}*" for p in REFUSED_ENV_PREFIXES)
+            + ", "
+            + ", ".join(REFUSED_ENV_NAMES)
+            + " could make the server run other code, or are Weir's own",
+            ".name",
+        ),
+    )
 
     name: str = Field(pattern=ENV_NAME_PATTERN, max_length=256, description="Variable name.")
     value: str = Field("", max_length=32768, description="Variable value.")
@@ -582,6 +618,14 @@ def warm_up_cel_rules() -> None:
     otherwise all pay for it at once."""
     from weir_operator.celrules import compiled
 
-    for model in (ModelDeploymentSpec, Autoscaling, Traffic, Step, MetricsProvider, Rollout):
+    for model in (
+        ModelDeploymentSpec,
+        EnvVar,
+        Autoscaling,
+        Traffic,
+        Step,
+        MetricsProvider,
+        Rollout,
+    ):
         for rule in model.cel_rules:
             compiled(rule.rule)

@@ -11,6 +11,7 @@ client, a timeout). A CI pipeline branches on these numbers, so they mean one th
 - 3: usage: bad arguments or values, an unknown command, a missing file, an object that is
   not there, a cluster or `weir run` that cannot be reached.
 - 130: interrupted (Ctrl-C).
+- 141: the reader of the output went away (`weir get | head -0`), as for SIGPIPE.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ FAILED: Final = 1
 TIMED_OUT: Final = 2
 USAGE: Final = 3
 INTERRUPTED: Final = 130
+READER_GONE: Final = 141
 
 
 def exit_3_on_usage_errors(parser: argparse.ArgumentParser) -> None:

@@ -185,7 +185,10 @@ class TestTheControlApiRefusesBadInput:
             problems: list[str] = body.get("problems", [])
             return problems
 
-        refused(control.post(base, content=b"{not json"), 400, "the body is not JSON")
+        as_json = {"Content-Type": "application/json"}
+        refused(
+            control.post(base, content=b"{not json", headers=as_json), 400, "the body is not JSON"
+        )
         refused(control.post(base, json={"items": "x"}), 400, "items must be a list")
         problems = refused(
             control.post(base, json={"items": [good, bad]}), 422, "invalid ModelDeployment"

@@ -53,9 +53,17 @@ def infer_body(row: list[float]) -> dict[str, Any]:
 class LocalRun:
     """One `weir run -f FOLDER` process with its own ports and state folder."""
 
-    def __init__(self, folder: Path, state_dir: Path, tick: float = 0.25) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        state_dir: Path,
+        tick: float = 0.25,
+        ports: tuple[int, int] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.folder = folder
-        self.port, self.control_port = free_port(), free_port()
+        self.tick = tick
+        self.port, self.control_port = ports or (free_port(), free_port())
         self.log_path = state_dir / "weir-run.log"
         state_dir.mkdir(parents=True, exist_ok=True)
         command = [
@@ -63,14 +71,16 @@ class LocalRun:
             "--port", str(self.port), "--control-port", str(self.control_port),
             "--state-dir", str(state_dir), "--tick", str(tick),
         ]  # fmt: skip
-        with self.log_path.open("wb") as log:
+        with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 command,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 preexec_fn=die_with_parent,
+                env=env,
             )
+        self.state_dir = state_dir
         self.control = httpx.Client(base_url=f"http://127.0.0.1:{self.control_port}", timeout=10)
         self.seen_pids: set[int] = set()
 
@@ -97,6 +107,11 @@ class LocalRun:
                 return False
 
         self.eventually(up, within, "the control API answers")
+        self.control.headers["Authorization"] = f"Bearer {self.token()}"
+
+    def token(self) -> str:
+        """The control API's token, which weir run wrote (0600) into its state folder."""
+        return (self.state_dir / "control-token").read_text().strip()
 
     def get(self, name: str) -> dict[str, Any]:
         response = self.control.get(f"/api/v1/modeldeployments/{name}")
@@ -157,6 +172,19 @@ class LocalRun:
                 ) from None
         self.control.close()
         return self.process.returncode
+
+    def kill(self) -> None:
+        """`kill -9` weir run (its servers die with it: PR_SET_PDEATHSIG)."""
+        self.process.kill()
+        self.process.wait(timeout=10)
+        self.control.close()
+
+    def restarted(self) -> LocalRun:
+        """A new weir run on the same files, state folder and ports (this one has ended)."""
+        assert self.process.poll() is not None, "stop or kill this weir run first"
+        again = LocalRun(self.folder, self.state_dir, self.tick, (self.port, self.control_port))
+        again.seen_pids |= self.seen_pids
+        return again
 
     def orphans(self) -> list[int]:
         """Server processes seen during the run that are still alive."""

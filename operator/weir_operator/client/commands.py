@@ -39,6 +39,7 @@ from weir_operator.client.views import (
     change_key,
     get_table,
     history_table,
+    progress_line,
     status_record,
     status_view,
 )
@@ -350,11 +351,15 @@ def status(
     if watch and display is None:
         display = make_display(backend, out, output, clock)
     warned: set[str] = set()
+    last_progress = ""
     try:
         while True:
             state = done_state(obj) if wait else None
             if display is not None:
                 display.show(obj, state if wait else None)
+            elif state is None and (line := progress_line(obj)) != last_progress:
+                last_progress = line
+                print(f"weir status: {line}", file=err, flush=True)
             if state is not None:
                 return _finish(obj, state, out, output, clock, shown=display is not None)
             if deadline is not None and clock.monotonic() >= deadline:

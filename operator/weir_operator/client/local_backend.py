@@ -13,12 +13,14 @@ import httpx
 
 from weir_operator.client.backend import (
     Applied,
+    ClientError,
     Manifest,
     NotFound,
     Refused,
     Unreachable,
     UsageError,
 )
+from weir_operator.control_access import SCHEME, TOKEN_ENV, find_token
 
 NAMESPACE = "default"
 TIMEOUT = httpx.Timeout(30.0, connect=3.0)
@@ -40,7 +42,11 @@ class LocalBackend:
                 f"--local {url}: give the control API's URL, e.g. http://127.0.0.1:8081"
             )
         self.url = url
-        self.client = httpx.Client(base_url=url, timeout=TIMEOUT, transport=transport)
+        token = find_token(url)
+        headers = {"Authorization": f"{SCHEME} {token}"} if token else {}
+        self.client = httpx.Client(
+            base_url=url, timeout=TIMEOUT, transport=transport, headers=headers
+        )
 
     def close(self) -> None:
         self.client.close()
@@ -62,6 +68,12 @@ class LocalBackend:
         body = answer if isinstance(answer, dict) else {}
         message = str(body.get("error") or f"HTTP {response.status_code} {response.reason_phrase}")
         problems = [str(p) for p in body.get("problems") or []]
+        if response.status_code == 401:
+            raise ClientError(
+                f"the local runtime at {self.url} refused the control token ({message}); run "
+                f"the CLI as the user who started weir run, or set {TOKEN_ENV} to the token in "
+                "its state folder's control-token file"
+            )
         if response.status_code == 404:
             if name is not None:
                 raise NotFound(

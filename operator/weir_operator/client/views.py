@@ -307,6 +307,24 @@ def status_record(obj: Manifest, result: str | None = None) -> dict[str, Any]:
     return record
 
 
+def progress_line(obj: Manifest) -> str:
+    """One line for `weir status --wait` to print each time the rollout moves: phase, step,
+    weight and the last analysis verdict (a CI log that stays silent for minutes is killed)."""
+    status = status_of(obj)
+    name = str((obj.get("metadata") or {}).get("name"))
+    parts = [f"{name}: {status.get('phase') or 'Pending'}"]
+    canary = status.get("canary")
+    if isinstance(canary, Mapping):
+        parts.append(f"canary {ref_label(canary)} at {_weight(status)}, step {step_text(obj)}")
+    elif isinstance(status.get("stable"), Mapping):
+        parts.append(f"stable {ref_label(status['stable'])}")
+    analysis = status.get("lastAnalysis")
+    if isinstance(analysis, Mapping) and analysis.get("verdict"):
+        reason = f" ({analysis['reason']})" if analysis.get("reason") else ""
+        parts.append(f"last analysis {analysis['verdict']}{reason}")
+    return ", ".join(parts)
+
+
 def change_key(obj: Manifest) -> tuple[Any, ...]:
     """What a watch re-renders on: the status, the generation and the spec."""
     meta = obj.get("metadata") or {}

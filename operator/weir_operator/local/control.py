@@ -1,9 +1,17 @@
 """The control API of `weir run` (docs/local-runtime.md): what the `weir` CLI talks to with
 `--local URL`, as `kubectl` talks to an API server. Thin: every route reads or writes the
-runtime's `Store` and answers JSON."""
+runtime's `Store` and answers JSON.
+
+Every request passes `ControlGuard` first (docs/decisions.md, "The control API"): a Host header
+that names this loopback address (so a web page cannot reach it through DNS rebinding), no
+foreign Origin, and for writes the token of `control_access`, a JSON body and at most
+MAX_BODY_BYTES. Reads stay open on loopback."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any, get_args
 
 import orjson
@@ -12,14 +20,24 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from weir_operator.control_access import SCHEME, authorized
 from weir_operator.local.store import NotFound
-from weir_operator.spec import SpecError, parse_model_deployment
+from weir_operator.spec import ModelDeployment, SpecError, parse_model_deployment
 from weir_operator.status import RequestAction
 
 if TYPE_CHECKING:
     from weir_operator.local.runtime import LocalRuntime
 
+log = logging.getLogger("weir.run")
 BASE = "/api/v1/modeldeployments"
+MAX_BODY_BYTES = 1024 * 1024  # a ModelDeployment with a large sample input fits; etcd's is 1.5 MiB
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 def _json(payload: Any, status: int = 200) -> Response:
@@ -40,7 +58,128 @@ async def _body(request: Request) -> Any:
         raise ValueError(f"the body is not JSON: {error}") from None
 
 
-def create_control_app(runtime: LocalRuntime) -> Starlette:
+def _name_of(document: Any) -> str | None:
+    metadata = document.get("metadata") if isinstance(document, dict) else None
+    name = metadata.get("name") if isinstance(metadata, dict) else None
+    return name if isinstance(name, str) and name else None
+
+
+def _validate(documents: list[Any]) -> tuple[list[ModelDeployment], list[str]]:
+    """Parse every document (on a thread: a large one must not hold up the router's loop)."""
+    parsed: list[ModelDeployment] = []
+    problems: list[str] = []
+    for index, document in enumerate(documents):
+        try:
+            parsed.append(parse_model_deployment(document))
+        except SpecError as error:
+            where = _name_of(document) or f"items[{index}]"
+            problems += [f"{where}: {problem}" for problem in error.problems]
+    return parsed, problems
+
+
+class ControlGuard:
+    """The checks every control request passes before it reaches a route (pure ASGI, so a
+    refused request costs no routing and no body beyond the limit)."""
+
+    def __init__(self, app: ASGIApp, token: str, host: str, port: int) -> None:
+        self.app = app
+        self.token = token
+        hosts = {host, "127.0.0.1", "localhost", "[::1]"}
+        self.hosts = frozenset(f"{h}:{port}" for h in hosts)
+        self.origins = frozenset(f"http://{h}" for h in self.hosts)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        refusal = self._refusal(scope["method"], headers)
+        if refusal is not None:
+            status, message, extra = refusal
+            await _send_error(send, status, message, extra)
+            return
+        if scope["method"] not in WRITE_METHODS:
+            await self.app(scope, receive, send)
+            return
+        body = await _bounded_body(receive)
+        if body is None:
+            await _send_error(
+                send, 413, f"the body is over the control API's limit of {MAX_BODY_BYTES} bytes"
+            )
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    def _refusal(
+        self, method: str, headers: dict[str, str]
+    ) -> tuple[int, str, list[tuple[bytes, bytes]]] | None:
+        host = headers.get("host", "")
+        if host not in self.hosts:
+            return 403, f"Host {host!r} is not this control API's loopback address", []
+        origin = headers.get("origin")
+        if origin is not None and origin not in self.origins:
+            return 403, f"requests from Origin {origin!r} are not accepted", []
+        if method not in WRITE_METHODS:
+            return None
+        if not authorized(headers.get("authorization"), self.token):
+            what = "a wrong" if headers.get("authorization") else "no"
+            return (
+                401,
+                f"{what} control token: writes need 'Authorization: {SCHEME} <token>' with the "
+                "token weir run wrote to its state folder (the weir CLI of the same user "
+                "finds it by itself)",
+                [(b"www-authenticate", SCHEME.encode())],
+            )
+        declared = headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+            return 413, f"the body is over the control API's limit of {MAX_BODY_BYTES} bytes", []
+        has_body = (declared not in (None, "0")) or "transfer-encoding" in headers
+        media_type = headers.get("content-type", "").split(";")[0].strip().lower()
+        if has_body and media_type != "application/json":
+            return 415, "writes take a JSON body (Content-Type: application/json)", []
+        return None
+
+
+async def _bounded_body(receive: Receive) -> bytes | None:
+    """The whole request body, or None once it passes MAX_BODY_BYTES."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return b"".join(chunks)
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+async def _send_error(
+    send: Send, status: int, message: str, extra: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    body = orjson.dumps({"error": message})
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
+        *(extra or []),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def create_control_app(runtime: LocalRuntime, token: str) -> ControlGuard:
     store = runtime.store
 
     async def healthz(request: Request) -> Response:
@@ -57,22 +196,12 @@ def create_control_app(runtime: LocalRuntime) -> Starlette:
         documents = body.get("items") if isinstance(body, dict) and "items" in body else [body]
         if not isinstance(documents, list):
             return _error(400, "items must be a list")
-        problems: list[str] = []
-        for index, document in enumerate(documents):
-            try:
-                parse_model_deployment(document)
-            except SpecError as error:
-                name = (
-                    (document.get("metadata") or {}).get("name")
-                    if isinstance(document, dict)
-                    else None
-                )
-                where = name or f"items[{index}]"
-                problems += [f"{where}: {problem}" for problem in error.problems]
+        parsed, problems = await asyncio.to_thread(_validate, documents)
         if problems:
             return _error(422, "invalid ModelDeployment", problems)
         results = [
-            {"name": d["metadata"]["name"], "result": store.apply(d, "api")} for d in documents
+            {"name": md.name, "result": store.apply(document, "api", md)}
+            for document, md in zip(documents, parsed, strict=True)
         ]
         return _json({"items": results})
 
@@ -119,6 +248,10 @@ def create_control_app(runtime: LocalRuntime) -> Starlette:
     async def bad_request(request: Request, error: Exception) -> Response:
         return _error(400, str(error))
 
+    async def internal_error(request: Request, error: Exception) -> Response:
+        log.exception("control API: %s %s failed", request.method, request.url.path)
+        return _error(500, f"internal error: {type(error).__name__} (see weir run's log)")
+
     routes = [
         Route("/healthz", healthz),
         Route(BASE, list_objects, methods=["GET"]),
@@ -130,5 +263,7 @@ def create_control_app(runtime: LocalRuntime) -> Starlette:
         Route(BASE + "/{name}/events", events, methods=["GET"]),
         Route(BASE + "/{name}/servers", servers, methods=["GET"]),
     ]
-    handlers = {NotFound: not_found, ValueError: bad_request}
-    return Starlette(routes=routes, exception_handlers=handlers)
+    handlers = {NotFound: not_found, ValueError: bad_request, Exception: internal_error}
+    app = Starlette(routes=routes, exception_handlers=handlers)
+    settings = runtime.settings
+    return ControlGuard(app, token, settings.host, settings.control_port)

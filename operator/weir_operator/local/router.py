@@ -33,6 +33,7 @@ from prometheus_client import (
 
 from weir_operator.local.upstream import Response, Upstream, UpstreamTimeout, UpstreamUnavailable
 from weir_server.metrics import LATENCY_BUCKETS
+from weir_server.settings import DEFAULT_MAX_REQUEST_BYTES
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -40,6 +41,8 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 FORWARDED_REQUEST_HEADERS = (b"content-type", b"inference-header-content-length", b"accept")
+# As `weir serve`'s default: a body the servers would refuse is refused before it is buffered.
+MAX_BODY_BYTES = DEFAULT_MAX_REQUEST_BYTES
 FORWARDED_RESPONSE_HEADERS = (b"content-type", b"inference-header-content-length")
 
 
@@ -119,8 +122,10 @@ class Router:
         routes: dict[str, Route],
         on_failure: Callable[[Any], None] = lambda server: None,
         upstream: Upstream | None = None,
+        max_body_bytes: int = MAX_BODY_BYTES,
     ) -> None:
         self.routes = routes
+        self.max_body_bytes = max_body_bytes
         self.metrics = RouterMetrics()
         self._on_failure = on_failure
         self._upstream = upstream if upstream is not None else Upstream()
@@ -162,7 +167,12 @@ class Router:
             known = ", ".join(sorted(self.routes)) or "none"
             await _json(send, 404, {"error": f"unknown model {model!r} (serving: {known})"})
             return
-        body = await _read_body(receive)
+        body = await _read_body(scope, receive, self.max_body_bytes)
+        if body is None:
+            message = f"request body is over the router's limit of {self.max_body_bytes} bytes"
+            await self._answer(route, "stable", route.stable, started, send, 413,
+                               orjson.dumps({"error": message}), [])  # fmt: skip
+            return
         headers = [(k, v) for k, v in scope["headers"] if k in FORWARDED_REQUEST_HEADERS]
         target = _target(scope, path)
         track = route.pick_track() if path.endswith("/infer") else "stable"
@@ -236,11 +246,21 @@ def _target(scope: Scope, path: str) -> bytes:
     return target + b"?" + query if query else target
 
 
-async def _read_body(receive: Receive) -> bytes:
+async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes | None:
+    """The request body, or None when it is over `limit` bytes (refused by its Content-Length
+    before any of it is read, else as soon as the count passes it)."""
+    for name, value in scope["headers"]:
+        if name == b"content-length" and value.isdigit() and int(value) > limit:
+            return None
     chunks = []
+    size = 0
     while True:
         message = await receive()
-        chunks.append(message.get("body", b""))
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
         if not message.get("more_body"):
             return b"".join(chunks)
 

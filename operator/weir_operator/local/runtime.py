@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import difflib
 import logging
 import signal
 from collections.abc import Generator, Iterable
@@ -25,21 +26,24 @@ from typing import Any
 import uvicorn
 import yaml
 
-from weir_operator import render
+from weir_operator import control_access, render
 from weir_operator.local.podspec import LaunchError, server_template
 from weir_operator.local.router import Route, Router
 from weir_operator.local.servers import ServerPool
+from weir_operator.local.state import StateDir
 from weir_operator.local.store import NAMESPACE, Store
 from weir_operator.probing import REQUEST_ANNOTATION, RolloutProbes
 from weir_operator.reconcile import Observed, Plan, RevisionState, reconcile
 from weir_operator.render import REVISION_LABEL, RenderSettings
-from weir_operator.rollout import Event
+from weir_operator.rollout import Event, condition
 from weir_operator.scaling import Autoscalers
-from weir_operator.spec import ModelDeployment, SpecError
-from weir_operator.status import ModelDeploymentStatus
+from weir_operator.spec import GROUP, KIND, ModelDeployment, SpecError, parse_model_deployment
+from weir_operator.status import Condition, ModelDeploymentStatus
+from weir_operator.status import timestamp as status_timestamp
 
 log = logging.getLogger("weir.run")
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
+MANIFEST_CONDITION = "ManifestApplied"  # False while the object's file cannot be applied
 
 
 @dataclass(frozen=True)
@@ -65,19 +69,39 @@ def manifest_files(paths: Iterable[Path]) -> list[Path]:
 
 
 def read_manifests(path: Path) -> list[dict[str, Any]]:
-    """The ModelDeployment documents of one file (other kinds are skipped); raises ValueError
-    with the file name when the YAML itself is broken."""
+    """The ModelDeployment documents of one file (documents of other kinds are skipped);
+    raises ValueError with the file name when the YAML is broken, or when a document looks
+    meant to be a ModelDeployment but is not one (a misspelled kind)."""
     try:
         documents = list(yaml.safe_load_all(path.read_text()))
-    except yaml.YAMLError as error:
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
         raise ValueError(f"{path}: not valid YAML: {error}") from None
-    return [d for d in documents if isinstance(d, dict) and d.get("kind") == "ModelDeployment"]
+    found = []
+    for number, document in enumerate(documents, 1):
+        if not isinstance(document, dict):
+            continue
+        kind = document.get("kind")
+        if kind == KIND:
+            found.append(document)
+            continue
+        api_version = document.get("apiVersion")
+        ours = isinstance(api_version, str) and api_version.startswith(GROUP + "/")
+        similar = isinstance(kind, str) and (
+            difflib.SequenceMatcher(None, kind.lower(), KIND.lower()).ratio() >= 0.75
+        )
+        if ours or similar:
+            raise ValueError(
+                f"{path}: document {number} has kind {kind!r}, not {KIND!r} "
+                "(nothing in this file was applied)"
+            )
+    return found
 
 
 class LocalRuntime:
     def __init__(self, settings: RunSettings) -> None:
         self.settings = settings
-        self.store = Store()
+        self.state = StateDir(settings.state_dir)
+        self.store = Store(self.state)
         self.pool = ServerPool(settings.state_dir)
         self.routes: dict[str, Route] = {}
         self.router = Router(self.routes, on_failure=self.pool.suspect)
@@ -96,14 +120,27 @@ class LocalRuntime:
 
     async def run(self) -> None:
         """Serve until `stop()` (or SIGINT/SIGTERM when run from the CLI); then stop the router,
-        then every server."""
+        then every server. StateError (before anything starts) when the state folder is
+        locked by another `weir run` or holds a file that cannot be read."""
+        self.state.open()
+        try:
+            await self._run()
+        finally:
+            self.state.close()
+
+    async def _run(self) -> None:
         from weir_operator.local.control import create_control_app
 
         self.probes = RolloutProbes()
         self.autoscalers = Autoscalers(self.probes.providers.direct)
+        for name in self.store.load():
+            self._resume(name)
         self.sync_files()
-        router = _server(self.router, self.settings.host, self.settings.port)
-        control = _server(create_control_app(self), self.settings.host, self.settings.control_port)
+        settings = self.settings
+        token = control_access.new_token()
+        control_access.publish(token, self.state.token, settings.host, settings.control_port)
+        router = _server(self.router, settings.host, settings.port)
+        control = _server(create_control_app(self, token), settings.host, settings.control_port)
         tasks: list[asyncio.Task[Any]] = [
             asyncio.create_task(_listen(router, "router"), name="router"),
             asyncio.create_task(_listen(control, "control API"), name="control"),
@@ -128,43 +165,82 @@ class LocalRuntime:
             await self.pool.stop()
             await self.router.aclose()
             await self.probes.aclose()
+            control_access.withdraw(token, settings.host, settings.control_port)
 
     def stop(self) -> None:
         self._stop.set()
+
+    def _resume(self, name: str) -> None:
+        """Bring back what `weir run` keeps for an object besides its status: its Deployments
+        (on a cluster they outlive the operator; here the stable's cannot be rendered again
+        from a spec that now names the canary) and the autoscaler's windows."""
+        memory = self.store.entry(name).memory
+        assert self.autoscalers is not None
+        self.autoscalers.recall(NAMESPACE, name, memory.get("autoscaler") or {})
+        deployments = memory.get("deployments")
+        for manifest in (deployments or {}).values() if isinstance(deployments, dict) else ():
+            self._run_deployment(name, manifest, int(manifest["spec"]["replicas"]))
+        log.info("%s: resumed from %s", name, self.state.object_path(name))
 
     # -- files --------------------------------------------------------------------------------
 
     def sync_files(self) -> None:
         """Apply the watched files when any of them changed (like `kubectl apply --prune` on
-        each edit): a broken file is reported and changes nothing; an object whose document
-        left the files is deleted."""
+        each edit). A file that is broken, or that suddenly holds no ModelDeployment (an empty
+        or truncated save), changes nothing: its objects keep their last good spec, and the
+        problem shows in their status (condition ManifestApplied) and in the log. An object is
+        deleted only when its file is gone, or when the file still holds ModelDeployments but
+        no longer this one."""
         files = manifest_files(self.settings.paths)
-        signature = tuple((str(p), p.stat().st_mtime, p.stat().st_size) for p in files)
+        signature = tuple(_signature(p) for p in files)
         if signature == self._file_signature:
             return
         self._file_signature = signature
         seen: set[str] = set()
         broken: set[str] = set()
         for path in files:
+            source = str(path)
             try:
-                documents = read_manifests(path)
-                for document in documents:
-                    name = str((document.get("metadata") or {}).get("name", ""))
-                    seen.add(name)
-                    result = self.store.apply(document, str(path))
-                    if result != "unchanged":
-                        log.info("%s: %s from %s", name, result, path)
-                self._file_errors.pop(str(path), None)
-            except (SpecError, ValueError) as error:
-                broken.add(str(path))
-                if self._file_errors.get(str(path)) != str(error):
-                    log.error("%s (nothing changed)", error)
-                    self._file_errors[str(path)] = str(error)
+                names = self._apply_file(path)
+            except (SpecError, ValueError, OSError) as error:
+                broken.add(source)
+                message = str(error)
+                if self._file_errors.get(source) != message:
+                    log.error("%s (nothing changed)", message)
+                    self._file_errors[source] = message
+                continue
+            seen |= names
+            if self._file_errors.pop(source, None) is not None:
+                log.info("%s: applied again", path)
         for name in self.store.names():
             source = self.store.entry(name).source
             if source != "api" and source not in broken and name not in seen:
                 log.info("%s: deleted (its manifest is gone from %s)", name, source)
                 self.delete(name)
+
+    def _apply_file(self, path: Path) -> set[str]:
+        """Validate every ModelDeployment of one file, then apply them all; the names."""
+        source = str(path)
+        documents = read_manifests(path)
+        if not documents:
+            held = [n for n in self.store.names() if self.store.entry(n).source == source]
+            if held:
+                raise ValueError(
+                    f"{path}: holds no ModelDeployment now (an empty or truncated save?); "
+                    f"keeping {', '.join(held)} as it was. To remove it, delete the file or "
+                    f"run `weir delete {held[0]}`"
+                )
+            return set()
+        parsed = [parse_model_deployment(d, source) for d in documents]
+        names = [md.name for md in parsed]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"{path}: {', '.join(twice)} is defined more than once")
+        for document, md in zip(documents, parsed, strict=True):
+            result = self.store.apply(document, source, md)
+            if result != "unchanged":
+                log.info("%s: %s from %s", md.name, result, path)
+        return set(names)
 
     async def _watch_loop(self) -> None:
         while True:
@@ -223,11 +299,36 @@ class LocalRuntime:
         await self.probes.settle(md, old, plan.status, pods)
         for event in [*probe_events, *plan.events]:
             self._event(name, event)
-        status = plan.status.model_copy(update={"url": self.model_url(md)})
+        status = plan.status.model_copy(
+            update={
+                "url": self.model_url(md),
+                "conditions": self._with_manifest_condition(entry.source, old, plan.status),
+            }
+        )
+        memory = {
+            "autoscaler": self.autoscalers.remember(NAMESPACE, name),
+            "deployments": self._deployments.get(name, {}),
+        }
         self.store.set_status(
-            name, status.model_dump(by_alias=True, exclude_none=True, mode="json")
+            name, status.model_dump(by_alias=True, exclude_none=True, mode="json"), memory
         )
         self._route(md, status)
+
+    def _with_manifest_condition(
+        self, source: str, old: ModelDeploymentStatus, new: ModelDeploymentStatus
+    ) -> list[Condition]:
+        """The conditions, with ManifestApplied False while the object's file is broken (its
+        last good spec keeps running): `weir status` shows what `weir run`'s log says."""
+        conditions = [c for c in new.conditions if c.type != MANIFEST_CONDITION]
+        problem = self._file_errors.get(source)
+        if problem is None:
+            return conditions
+        at = status_timestamp(_now())
+        generation = new.observed_generation
+        message = f"{problem}; serving the last good spec (generation {generation})"
+        kept = condition(old.conditions, MANIFEST_CONDITION, False, "ManifestInvalid", message,
+                         at, generation)  # fmt: skip
+        return [*conditions, kept]
 
     def servers_of(self, name: str) -> list[dict[str, Any]]:
         return self.pool.describe(set(self._deployments.get(name, {})))
@@ -262,15 +363,7 @@ class LocalRuntime:
                 mine[name]["spec"]["replicas"] = replicas
                 self.pool.scale(name, replicas)
                 continue
-            manifest = {**child, "spec": {**child["spec"], "replicas": replicas}}
-            try:
-                template = server_template(child)
-            except LaunchError as error:
-                self._unstartable[name] = ("UnsupportedModelSource", str(error))
-            else:
-                self._unstartable.pop(name, None)
-                self.pool.ensure(name, template, replicas)
-            mine[name] = manifest
+            self._run_deployment(md.name, child, replicas)
         for kind, name in plan.delete:
             if kind == "Deployment" and name in mine:
                 del mine[name]
@@ -285,6 +378,19 @@ class LocalRuntime:
             )
         if plan.ended and self.probes is not None:
             self.probes.forget(NAMESPACE, md.name)
+
+    def _run_deployment(self, md_name: str, child: dict[str, Any], replicas: int) -> None:
+        """Start (or replace) the servers of one Deployment, kept as the manifest it ran."""
+        name = child["metadata"]["name"]
+        manifest = {**child, "spec": {**child["spec"], "replicas": replicas}}
+        try:
+            template = server_template(child)
+        except LaunchError as error:
+            self._unstartable[name] = ("UnsupportedModelSource", str(error))
+        else:
+            self._unstartable.pop(name, None)
+            self.pool.ensure(name, template, replicas)
+        self._deployments.setdefault(md_name, {})[name] = manifest
 
     def _route(self, md: ModelDeployment, status: ModelDeploymentStatus) -> None:
         if status.stable is None:
@@ -311,6 +417,14 @@ class LocalRuntime:
         self.store.record(name, event)
         level = logging.WARNING if event.type == "Warning" else logging.INFO
         log.log(level, "%s: %s: %s", name, event.reason, event.message)
+
+
+def _signature(path: Path) -> tuple[str, float, int]:
+    try:
+        stat = path.stat()
+    except OSError:
+        return (str(path), -1.0, -1)
+    return (str(path), stat.st_mtime, stat.st_size)
 
 
 def _replicas(md: ModelDeployment, child: dict[str, Any]) -> int:

@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 import httpx
 
+from weir_operator.control_access import TOKEN_ENV
 from weir_operator.local.podspec import ServerTemplate
 from weir_operator.reconcile import RevisionState
 from weir_operator.render import REVISION_LABEL
@@ -289,7 +290,7 @@ class ServerPool:
         async def run() -> None:
             try:
                 await asyncio.to_thread(
-                    fetch, source.uri, dest, source.sha256, attempts=1, log=log.debug
+                    fetch, source.uri, dest, source.sha256, attempts=1, log=log.info
                 )
             except (FetchError, OSError) as error:
                 found.fetch_problem = ("ModelFetchFailed", str(error))
@@ -345,7 +346,8 @@ class ServerPool:
         assert found.model_path is not None
         template = found.template
         argv = template.argv(found.model_path, server.port)
-        env = {**os.environ, **dict(template.env), "WEIR_REVISION": template.revision}
+        inherited = {k: v for k, v in os.environ.items() if k != TOKEN_ENV}
+        env = {**inherited, **dict(template.env), "WEIR_REVISION": template.revision}
         with server.log_path.open("ab") as output:
             server.process = await asyncio.create_subprocess_exec(
                 self._python,

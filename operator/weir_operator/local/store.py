@@ -1,8 +1,9 @@
 """The local runtime's API server: ModelDeployment objects, their generations and events.
 
 Why it exists: on a cluster the API server keeps each object (spec, metadata.generation,
-annotations, status) and `kubectl apply` writes it; `weir run` keeps the same objects here, in
-memory, written by the files it watches and by the control API. Objects are plain dicts in the
+annotations, status) and `kubectl apply` writes it; `weir run` keeps the same objects here,
+written by the files it watches and by the control API, and (with a `StateDir`) on disk after
+every change, as etcd would, so a restart resumes where it was. Objects are plain dicts in the
 Kubernetes shape, so the core and the CLI read them the same way in both places. Every write
 is validated first (`parse_model_deployment`); an invalid one changes nothing."""
 
@@ -16,9 +17,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from weir_operator.local.state import StateDir, StateError
 from weir_operator.probing import REQUEST_ANNOTATION
 from weir_operator.rollout import Event
-from weir_operator.spec import ModelDeployment, parse_model_deployment
+from weir_operator.spec import ModelDeployment, SpecError, parse_model_deployment
 from weir_operator.status import timestamp
 
 NAMESPACE = "default"
@@ -36,6 +38,9 @@ class Entry:
     parsed: ModelDeployment
     source: str  # the file it came from, or "api"
     events: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=MAX_EVENTS))
+    # What the runtime's shells remember for this object (the autoscaler's windows), kept
+    # with it so that a restart resumes them too.
+    memory: dict[str, Any] = field(default_factory=dict)
 
 
 def _now() -> str:
@@ -43,8 +48,50 @@ def _now() -> str:
 
 
 class Store:
-    def __init__(self) -> None:
+    def __init__(self, state: StateDir | None = None) -> None:
         self._entries: dict[str, Entry] = {}
+        self._state = state
+        self._written: dict[str, bytes] = {}
+
+    def load(self) -> list[str]:
+        """Read back every object the state folder holds (before anything else is applied);
+        returns their names. StateError names a file that cannot be read: nothing is reset."""
+        if self._state is None:
+            return []
+        for name, record in self._state.read_objects():
+            body = record["object"]
+            try:
+                parsed = parse_model_deployment(body)
+            except SpecError as error:
+                raise StateError(
+                    f"the state file {self._state.object_path(name)} holds an invalid "
+                    f"ModelDeployment ({'; '.join(error.problems)}); nothing was changed. "
+                    "Repair it, or move it away to start that ModelDeployment afresh"
+                ) from None
+            events: deque[dict[str, Any]] = deque(record.get("events") or [], maxlen=MAX_EVENTS)
+            memory = record.get("memory")
+            memory = memory if isinstance(memory, dict) else {}
+            self._entries[name] = Entry(body, parsed, str(record.get("source", "api")), events,
+                                        memory)  # fmt: skip
+        return self.names()
+
+    def _persist(self, name: str) -> None:
+        if self._state is None:
+            return
+        found = self._entries.get(name)
+        if found is None:
+            self._written.pop(name, None)
+            self._state.remove_object(name)
+            return
+        record = {
+            "source": found.source,
+            "object": found.object,
+            "events": list(found.events),
+            "memory": found.memory,
+        }
+        data = json.dumps(record, sort_keys=True).encode()
+        if self._written.get(name) != data:
+            self._written[name] = self._state.write_object(name, record)
 
     def names(self) -> list[str]:
         return sorted(self._entries)
@@ -61,9 +108,23 @@ class Store:
     def list(self) -> list[dict[str, Any]]:
         return [copy.deepcopy(self._entries[n].object) for n in self.names()]
 
-    def apply(self, document: dict[str, Any], source: str) -> ApplyResult:
-        """Create or update from a manifest (validated first: SpecError changes nothing)."""
-        md = parse_model_deployment(document, source if source != "api" else "")
+    def apply(
+        self, document: dict[str, Any], source: str, parsed: ModelDeployment | None = None
+    ) -> ApplyResult:
+        """Create or update from a manifest (validated first, unless `parsed` is the document
+        already validated: SpecError changes nothing)."""
+        result = self._apply(document, source, parsed)
+        self._persist(self._entries_name(document, parsed))
+        return result
+
+    @staticmethod
+    def _entries_name(document: dict[str, Any], parsed: ModelDeployment | None) -> str:
+        return parsed.name if parsed is not None else str(document["metadata"]["name"])
+
+    def _apply(
+        self, document: dict[str, Any], source: str, parsed: ModelDeployment | None
+    ) -> ApplyResult:
+        md = parsed or parse_model_deployment(document, source if source != "api" else "")
         name = md.name
         spec = copy.deepcopy(document["spec"])
         labels = dict((document.get("metadata") or {}).get("labels") or {})
@@ -99,6 +160,7 @@ class Store:
     def delete(self, name: str) -> None:
         self.entry(name)
         del self._entries[name]
+        self._persist(name)
 
     def set_model(self, name: str, model: dict[str, Any]) -> dict[str, Any]:
         """Replace spec.model (keeping its served name): the change a rollout starts from."""
@@ -121,20 +183,30 @@ class Store:
         if revision:
             body["revision"] = revision
         found.object["metadata"]["annotations"][REQUEST_ANNOTATION] = json.dumps(body)
+        self._persist(name)
         return request_id
 
     def clear_request(self, name: str) -> None:
         self.entry(name).object["metadata"]["annotations"].pop(REQUEST_ANNOTATION, None)
+        self._persist(name)
 
-    def set_status(self, name: str, status: dict[str, Any]) -> None:
+    def set_status(
+        self, name: str, status: dict[str, Any], memory: dict[str, Any] | None = None
+    ) -> None:
+        """Write the status (and what the shells remember for the object) when changed."""
         if name in self._entries:
-            self._entries[name].object["status"] = status
+            found = self._entries[name]
+            found.object["status"] = status
+            if memory is not None:
+                found.memory = memory
+            self._persist(name)
 
     def record(self, name: str, event: Event) -> None:
         if name in self._entries:
             self._entries[name].events.append(
                 {"at": _now(), "type": event.type, "reason": event.reason, "message": event.message}
             )
+            self._persist(name)
 
     @staticmethod
     def _parse(body: dict[str, Any]) -> ModelDeployment:
