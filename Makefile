@@ -29,9 +29,9 @@ setup: $(STAMP)
 # Reinstalls only when pyproject.toml changed; `make setup` is a no-op otherwise.
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@echo "installing weir and its dev tools into $(VENV) (first time: a few minutes)"
+	@echo "installing weir and its dev tools into $(VENV) (first time: a few minutes; a line per package)"
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet --editable '.[dev]'
+	$(PY) -m pip install --progress-bar off --editable '.[dev]'
 	@touch $(STAMP)
 
 models: setup

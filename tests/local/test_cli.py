@@ -87,3 +87,20 @@ def test_a_missing_object_or_runtime_is_3(local_run: LocalRun) -> None:
     nowhere = weir(f"http://127.0.0.1:{free_port()}", "get")
     assert nowhere.returncode == 3
     assert "weir run" in nowhere.stderr
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly_with_141(
+    local_run: LocalRun, iris_versions: dict[str, Path]
+) -> None:
+    """`weir get | head -0` printed a BrokenPipeError traceback."""
+    write_manifests(local_run.folder, manifest("iris", iris_versions["iris"], "1"))
+    local_run.wait_up()
+    local_run.wait_healthy("iris", "1")
+    for command in ("get", "status iris", "history iris -o json"):
+        piped = subprocess.run(
+            ["bash", "-c", f'{sys.executable} -m weir_operator.cli {command} --local '
+             f'{local_run.control_url} | head -0; echo "exit ${{PIPESTATUS[0]}}" >&2'],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert "Traceback" not in piped.stderr, piped.stderr
+        assert piped.stderr.strip().splitlines()[-1] in ("exit 141", "exit 0"), piped.stderr

@@ -476,7 +476,26 @@ def test_status_wait_ends_with_the_rollouts_verdict(
     assert out.getvalue().rstrip("\n").splitlines()[-1].endswith(message)
     assert out.getvalue().startswith("Name:")  # the final view, then the verdict
     assert clock.sleeps == [0.5] * (len(timeline) - 1)
-    assert err.getvalue() == ""
+    progress = err.getvalue().splitlines()
+    assert all(line.startswith("weir status: iris: ") for line in progress), progress
+    assert len(progress) <= len(timeline) - 1  # a line per change while it waits, no more
+
+
+def test_status_wait_prints_a_line_each_time_the_rollout_moves_and_only_then() -> None:
+    """CI systems kill a job that prints nothing for 10 minutes."""
+    at_50 = {**PROGRESSING, "canary": {**CANARY_8, "weight": 50, "setWeight": 50, "step": 2}}
+    passed = {**at_50, "lastAnalysis": {"verdict": "Pass", "at": "2026-01-01T12:00:00Z"}}
+    timeline = [PROGRESSING, PROGRESSING, at_50, at_50, passed, HEALTHY]
+    out, err = streams()
+    code = commands.status(FakeBackend(md(), statuses=timeline), out, err, "iris", wait=True,
+                           clock=FakeClock())  # fmt: skip
+    assert code == 0
+    assert err.getvalue().splitlines() == [
+        "weir status: iris: Progressing, canary 8 at 10%, step 1/4 setWeight 10",
+        "weir status: iris: Progressing, canary 8 at 50%, step 3/4 setWeight 50",
+        "weir status: iris: Progressing, canary 8 at 50%, step 3/4 setWeight 50, "
+        "last analysis Pass",
+    ]
 
 
 def test_status_wait_times_out_with_exit_2_and_says_what_it_waited_for() -> None:
@@ -485,10 +504,10 @@ def test_status_wait_times_out_with_exit_2_and_says_what_it_waited_for() -> None
     out, err = streams()
     assert commands.status(backend, out, err, "iris", wait=True, timeout=90, clock=clock) == 2
     assert clock.time == pytest.approx(90)
-    assert (
-        err.getvalue()
-        == f"weir: timed out after 1m30s waiting for iris: phase Progressing, canary {rev('8')[:10]} at 10%\n"
-    )
+    assert err.getvalue().splitlines() == [
+        "weir status: iris: Progressing, canary 8 at 10%, step 1/4 setWeight 10",
+        f"weir: timed out after 1m30s waiting for iris: phase Progressing, canary {rev('8')[:10]} at 10%",
+    ]
 
 
 def test_status_wait_defaults_to_15_minutes() -> None:

@@ -124,10 +124,9 @@ class StateDir:
             raise ValueError(f"not a ModelDeployment name: {name!r}")
         return self.objects / f"{name}.json"
 
-    def write_object(self, name: str, record: dict[str, Any]) -> bytes:
+    def write_object(self, name: str, record: dict[str, Any]) -> None:
         data = json.dumps({"format": FORMAT, **record}, sort_keys=True).encode()
         write_atomically(self.object_path(name), data)
-        return data
 
     def remove_object(self, name: str) -> None:
         self.object_path(name).unlink(missing_ok=True)

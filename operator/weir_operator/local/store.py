@@ -91,7 +91,8 @@ class Store:
         }
         data = json.dumps(record, sort_keys=True).encode()
         if self._written.get(name) != data:
-            self._written[name] = self._state.write_object(name, record)
+            self._state.write_object(name, record)
+            self._written[name] = data
 
     def names(self) -> list[str]:
         return sorted(self._entries)
