@@ -99,8 +99,10 @@ class TestKilledMidRollout:
         assert again.get("iris")["metadata"]["generation"] == generation
         assert "first revision" not in again.log().split("resumed from", 1)[-1]
         again.eventually(
-            lambda: {s["revision"] for s in again.servers("iris") if s["ready"]}
-            == {before["stable"]["revision"], before["canary"]["revision"]},
+            lambda: (
+                {s["revision"] for s in again.servers("iris") if s["ready"]}
+                == {before["stable"]["revision"], before["canary"]["revision"]}
+            ),
             60,
             "both revisions' servers ready again",
         )
@@ -112,8 +114,9 @@ class TestKilledMidRollout:
         assert len(promoted["history"]) == len(before["history"]) + 1
         request_id = again.request("iris", "undo")
         undone = again.eventually(
-            lambda: (s := again.status("iris")).get("lastRequest", {}).get("id") == request_id
-            and s,
+            lambda: (
+                (s := again.status("iris")).get("lastRequest", {}).get("id") == request_id and s
+            ),
             30,
             "the undo request answered",
         )
@@ -198,5 +201,6 @@ class TestStateThatCannotBeUsed:
             capture_output=True, text=True, timeout=60,
         )  # fmt: skip
         assert second.returncode == 1, second.stderr
-        assert "another weir run" in second.stderr and str(run.state_dir) in second.stderr
+        assert "another weir run" in second.stderr
+        assert str(run.state_dir) in second.stderr
         assert run.status("iris")["phase"] == "Healthy"
