@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import http.client
+import math
 import os
+import re
 import sys
 import time
 import urllib.error
@@ -18,6 +21,8 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
+
+from weir_server.exit_codes import FAILED, OK, USAGE
 
 CHUNK = 1 << 20
 
@@ -30,8 +35,17 @@ class FetchError(Exception):
         self.retriable = retriable
 
 
-def _chunks(stream: BinaryIO) -> Iterator[bytes]:
-    while chunk := stream.read(CHUNK):
+def _read_chunks(stream: BinaryIO, uri: str) -> Iterator[bytes]:
+    """The stream's bytes; a read that fails midway (a timeout, a reset, a short body) is a
+    transient failure, retried, never a traceback. A failed write (a full disk) is not."""
+    while True:
+        try:
+            chunk = stream.read(CHUNK)
+        except (OSError, http.client.HTTPException) as error:
+            reason = getattr(error, "strerror", None) or error or type(error).__name__
+            raise FetchError(f"reading {uri} failed: {reason}", retriable=True) from None
+        if not chunk:
+            return
         yield chunk
 
 
@@ -40,7 +54,10 @@ def _open(uri: str, timeout: float) -> tuple[BinaryIO, int | None]:
         path = Path(uri.removeprefix("file://"))
         if not path.is_file():
             raise FetchError(f"{path} does not exist or is not a file")
-        return path.open("rb"), path.stat().st_size
+        try:
+            return path.open("rb"), path.stat().st_size
+        except OSError as error:
+            raise FetchError(f"cannot read {path}: {error.strerror or error}") from None
     if uri.startswith(("http://", "https://")):
         request = urllib.request.Request(uri, headers={"User-Agent": "weir-fetch-model"})
         try:
@@ -82,6 +99,10 @@ def fetch(
     log: Log = print,
 ) -> str:
     """Copy `uri` to `dest`; returns the sha256. Retries transient failures with backoff."""
+    if attempts < 1:
+        raise ValueError(f"attempts must be at least 1, got {attempts}")
+    if (problem := _writable(dest)) is not None:
+        raise problem
     for attempt in range(1, attempts + 1):
         try:
             return _fetch_once(uri, dest, sha256, timeout, log)
@@ -96,30 +117,53 @@ def fetch(
     raise AssertionError("unreachable")
 
 
+def _writable(dest: Path) -> FetchError | None:
+    """Why `dest` cannot be written, checked before anything is downloaded; None if it can."""
+    if dest.is_dir():
+        return FetchError(f"--dest {dest} is a directory; give the path of the model file")
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        return FetchError(f"cannot create the folder {dest.parent}: {error.strerror or error}")
+    if not os.access(dest.parent, os.W_OK | os.X_OK):
+        return FetchError(f"cannot write into {dest.parent}: permission denied")
+    return None
+
+
 def _fetch_once(uri: str, dest: Path, sha256: str | None, timeout: float, log: Log) -> str:
     stream, size = _open(uri, timeout)
-    dest.parent.mkdir(parents=True, exist_ok=True)
     partial = dest.with_name(dest.name + ".partial")
     digest = hashlib.sha256()
     received = 0
     started = last_report = time.monotonic()
     try:
-        with stream, partial.open("wb") as out:
-            for chunk in _chunks(stream):
-                digest.update(chunk)
-                out.write(chunk)
-                received += len(chunk)
-                if time.monotonic() - last_report > 5:
-                    last_report = time.monotonic()
-                    total = f" of {size / 1e6:.1f}" if size else ""
-                    log(f"fetch-model: {received / 1e6:.1f}{total} MB")
+        try:
+            out = partial.open("wb")
+        except OSError as error:
+            stream.close()
+            raise FetchError(f"cannot write {partial}: {error.strerror or error}") from None
+        try:
+            with stream, out:
+                for chunk in _read_chunks(stream, uri):
+                    digest.update(chunk)
+                    out.write(chunk)
+                    received += len(chunk)
+                    if time.monotonic() - last_report > 5:
+                        last_report = time.monotonic()
+                        total = f" of {size / 1e6:.1f}" if size else ""
+                        log(f"fetch-model: {received / 1e6:.1f}{total} MB")
+        except OSError as error:  # reads are FetchErrors already: this is a write (disk full)
+            raise FetchError(f"writing {partial} failed: {error.strerror or error}") from None
         if size is not None and received != size:
             message = f"{uri}: got {received} bytes, expected {size} (connection cut?)"
             raise FetchError(message, retriable=True)
         actual = digest.hexdigest()
         if sha256 is not None and actual.lower() != sha256.lower():
             raise FetchError(f"{uri} has sha256 {actual}, but {sha256} was expected")
-        os.replace(partial, dest)
+        try:
+            os.replace(partial, dest)
+        except OSError as error:
+            raise FetchError(f"cannot write {dest}: {error.strerror or error}") from None
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
@@ -144,7 +188,24 @@ def add_fetch_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
     parser.set_defaults(handler=run_fetch)
 
 
+def _usage_problem(args: argparse.Namespace) -> str | None:
+    if args.attempts < 1:
+        return f"--attempts must be at least 1, got {args.attempts}"
+    if not math.isfinite(args.timeout) or args.timeout <= 0:
+        return f"--timeout must be a number of seconds more than 0, got {args.timeout:g}"
+    if args.sha256 is not None and not re.fullmatch(r"[a-fA-F0-9]{64}", args.sha256):
+        return f"--sha256 must be 64 hexadecimal characters, got {args.sha256!r}"
+    if args.dest.is_dir():
+        return f"--dest {args.dest} is a directory; give the path of the model file"
+    return None
+
+
 def run_fetch(args: argparse.Namespace) -> int:
+    """Exit codes (weir_server.exit_codes): 0 fetched and verified; 1 the model could not be
+    fetched, written or verified; 3 a bad option value."""
+    if (problem := _usage_problem(args)) is not None:
+        print(f"weir fetch-model: error: {problem}", file=sys.stderr)
+        return USAGE
     try:
         fetch(
             args.uri,
@@ -156,5 +217,5 @@ def run_fetch(args: argparse.Namespace) -> int:
         )
     except FetchError as error:
         print(f"weir fetch-model: error: {error}", file=sys.stderr)
-        return 1
-    return 0
+        return FAILED
+    return OK

@@ -6,6 +6,7 @@ import hashlib
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -109,3 +110,38 @@ def test_the_command_exits_non_zero_with_the_reason(iris_model: Path, tmp_path: 
     )
     assert ok.returncode == 0, ok.stderr
     assert (tmp_path / "m.onnx").read_bytes() == iris_model.read_bytes()
+
+
+class _Stalls(SimpleHTTPRequestHandler):
+    """Promises 100,000 bytes, sends 10, then nothing for longer than the client waits."""
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", "100000")
+        self.end_headers()
+        self.wfile.write(b"0123456789")
+        self.wfile.flush()
+        time.sleep(2)
+        self.close_connection = True
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_download_that_stalls_midway_is_retried_then_reported_not_a_traceback(
+    tmp_path: Path,
+) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Stalls)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/m.onnx"
+        messages: list[str] = []
+        with pytest.raises(FetchError, match=r"reading .* failed: timed out"):
+            fetch(url, tmp_path / "m.onnx", timeout=0.3, attempts=2, log=messages.append)
+        assert len(messages) == 1
+        assert "retrying" in messages[0]
+        assert list(tmp_path.iterdir()) == []
+    finally:
+        server.shutdown()
+        server.server_close()
