@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import struct
+import tracemalloc
 from typing import Any
 
 import numpy as np
@@ -13,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from weir_server import codec
 from weir_server.codec import (
     InferRequest,
     ModelSignature,
@@ -345,3 +347,135 @@ class TestRoundTrips:
             "id": "abc",
             "outputs": [{"name": "label", "datatype": "INT64", "shape": [1], "data": [2]}],
         }
+
+
+DYNAMIC = ModelSignature(
+    inputs=(TensorSpec("x", "FP32", (-1, -1)), TensorSpec("s", "BYTES", (-1,))),
+    outputs=(TensorSpec("y", "FP32", (-1, -1)),),
+)
+
+
+class TestShapesThatCannotBeReal:
+    """Issue 17: `[0, 2**62]` passed every check, and numpy then raised (a 500, no body)."""
+
+    @pytest.mark.parametrize("shape", [[0, 2**62], [2**62, 0], [2**40, 2**40], [1, 70000]], ids=str)
+    def test_a_shape_with_more_elements_than_a_body_can_hold_is_a_400(
+        self, shape: list[int]
+    ) -> None:
+        body = request({"name": "x", "datatype": "FP32", "shape": shape, "data": []})
+        with pytest.raises(ProtocolError) as caught:
+            decode_request(body, None, DYNAMIC, max_elements=65536)
+        assert caught.value.status == 400
+        assert "more than 65536 elements" in caught.value.message
+
+    def test_the_same_shape_in_the_binary_extension_is_a_400(self) -> None:
+        header = orjson.dumps(
+            {
+                "inputs": [
+                    {
+                        "name": "x",
+                        "datatype": "FP32",
+                        "shape": [0, 2**62],
+                        "parameters": {"binary_data_size": 0},
+                    }
+                ]
+            }
+        )
+        with pytest.raises(ProtocolError, match="more than"):
+            decode_request(header, len(header), DYNAMIC)
+
+    def test_an_empty_tensor_of_a_real_shape_is_decoded(self) -> None:
+        body = request(
+            {"name": "x", "datatype": "FP32", "shape": [0, 1000], "data": []},
+            {"name": "s", "datatype": "BYTES", "shape": [0], "data": []},
+        )
+        decoded = decode_request(body, None, DYNAMIC, max_elements=65536)
+        assert decoded.inputs["x"].shape == (0, 1000)
+        assert decoded.inputs["s"].shape == (0,)
+
+
+class TestElementTypes:
+    def test_one_long_string_among_numbers_is_refused_without_a_string_array(self) -> None:
+        # np.array(data) would make a <U8000 array of 1000 elements, 32 MB from a 10 kB body
+        # (a 96 kB body made 2 GB), before any check could refuse it.
+        body = request(fp32_input(["a" * 8000] + [1.0] * 999, [1, 1000]))
+        tracemalloc.start()
+        try:
+            error = rejection(body, None, DYNAMIC_ONE)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert "must be a number" in error.message
+        assert peak < 4 * 1024 * 1024
+
+    @pytest.mark.parametrize(
+        ("datatype", "data", "fragment"),
+        [
+            ("FP32", [None], "must be a number"),
+            ("FP32", [{}], "must be a number"),
+            ("FP32", ["1.5"], "must be a number"),
+            ("INT32", [True], "must be an integer"),
+            ("BOOL", [0], "true or false"),
+            ("BYTES", [["a"], "b"], "ragged"),
+        ],
+    )
+    def test_elements_of_the_wrong_type_are_refused(
+        self, datatype: str, data: list[Any], fragment: str
+    ) -> None:
+        shape = (-1,)
+        signature = ModelSignature((TensorSpec("x", datatype, shape),), ())
+        body = request({"name": "x", "datatype": datatype, "shape": [len(data)], "data": data})
+        assert fragment in rejection(body, None, signature).message
+
+    def test_regular_nested_data_of_any_depth_decodes_in_order(self) -> None:
+        signature = ModelSignature((TensorSpec("x", "INT64", (2, 2, 2)),), ())
+        data = [[[1, 2], [3, 4]], [[5, 6], [7, 8]]]
+        body = request({"name": "x", "datatype": "INT64", "shape": [2, 2, 2], "data": data})
+        decoded = decode_request(body, None, signature)
+        np.testing.assert_array_equal(decoded.inputs["x"], np.array(data))
+
+    def test_ragged_data_whose_count_matches_is_still_ragged(self) -> None:
+        error = rejection(request(fp32_input([[1, 2, 3], [4]], [1, 4])))
+        assert "ragged" in error.message
+
+
+DYNAMIC_ONE = ModelSignature((TensorSpec("input", "FP32", (-1, -1)),), ())
+
+
+class TestJsonLimit:
+    def test_json_over_the_json_limit_is_a_413_that_points_to_the_binary_extension(
+        self,
+    ) -> None:
+        body = request(fp32_input([1.0, 2.0, 3.0, 4.0]))
+        with pytest.raises(ProtocolError) as caught:
+            decode_request(body, None, IRIS, max_json_bytes=len(body) - 1)
+        assert caught.value.status == 413
+        assert "binary tensor extension" in caught.value.message
+        decode_request(body, None, IRIS, max_json_bytes=len(body))
+
+    def test_a_binary_bodys_json_header_is_held_to_the_json_limit_its_tensors_are_not(
+        self,
+    ) -> None:
+        body, length = binary_request({"input": np.zeros((100, 4), np.float32)}, {"input": "FP32"})
+        decode_request(body, length, IRIS, max_json_bytes=length)
+        with pytest.raises(ProtocolError, match="limit"):
+            decode_request(body, length, IRIS, max_json_bytes=length - 1)
+
+
+class TestOutputs:
+    def test_an_empty_outputs_list_asks_for_every_output(self) -> None:
+        decoded = decode_request(request(fp32_input([1, 2, 3, 4]), outputs=[]), None, IRIS)
+        assert decoded.requested_outputs is None
+
+    def test_large_outputs_written_in_pieces_are_the_same_json(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(codec, "JSON_PIECE_ELEMENTS", 7)
+        outputs = {
+            "probabilities": np.arange(150, dtype=np.float32).reshape(50, 3),
+            "label": np.array([str(i) for i in range(50)], dtype=object),
+        }
+        encoded = encode_response("m", None, InferRequest(inputs={}), outputs)
+        document = orjson.loads(encoded.body)
+        assert document["outputs"][0]["data"] == list(range(150))
+        assert document["outputs"][1]["data"] == [str(i) for i in range(50)]
