@@ -16,7 +16,17 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from weir_server.settings import DEFAULT_MAX_REQUEST_BYTES, SETTINGS_ENV, ServerSettings
+from weir_server.exit_codes import FAILED, OK, USAGE
+from weir_server.settings import (
+    DEFAULT_BACKLOG,
+    DEFAULT_BODY_TIMEOUT_SECONDS,
+    DEFAULT_KEEP_ALIVE_TIMEOUT_SECONDS,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_JSON_BYTES,
+    DEFAULT_MAX_REQUEST_BYTES,
+    SETTINGS_ENV,
+    ServerSettings,
+)
 
 log = logging.getLogger("weir.server")
 
@@ -36,16 +46,16 @@ def add_serve_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
         "--host", default="127.0.0.1", help="address to listen on (0.0.0.0 in pods)"
     )
     parser.add_argument("--port", type=int, default=8080)
-    parser.add_argument("--workers", type=_positive_int, default=1, help="server processes")
+    parser.add_argument("--workers", type=int, default=1, help="server processes")
     parser.add_argument(
         "--intra-op-threads",
-        type=_non_negative_int,
+        type=int,
         default=0,
         help="ONNX Runtime threads per worker; 0 = CPU limit / workers, less one (at least 1)",
     )
     parser.add_argument(
         "--max-batch-size",
-        type=_non_negative_int,
+        type=int,
         default=0,
         help="rows per dynamic batch; 0 = no dynamic batching",
     )
@@ -60,9 +70,18 @@ def add_serve_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
     )
     parser.add_argument(
         "--max-request-bytes",
-        type=_positive_int,
+        type=int,
         default=DEFAULT_MAX_REQUEST_BYTES,
         help="larger request bodies get 413",
+    )
+    parser.add_argument(
+        "--max-json-bytes",
+        type=int,
+        default=DEFAULT_MAX_JSON_BYTES,
+        help=(
+            "larger JSON bodies, or JSON headers of binary ones, get 413 (bigger tensors go in "
+            "the binary tensor extension, up to --max-request-bytes)"
+        ),
     )
     parser.add_argument("--no-access-log", dest="access_log", action="store_false")
     parser.add_argument(
@@ -72,23 +91,36 @@ def add_serve_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
         help="seconds to finish in-flight requests after SIGTERM",
     )
     parser.add_argument(
+        "--backlog",
+        type=int,
+        default=DEFAULT_BACKLOG,
+        help="connections the kernel queues for accepting (at least 128; capped by "
+        "net.core.somaxconn)",
+    )
+    parser.add_argument(
+        "--max-connections",
+        type=int,
+        default=DEFAULT_MAX_CONNECTIONS,
+        help="open connections per worker; more wait in the backlog",
+    )
+    parser.add_argument(
+        "--body-timeout",
+        type=float,
+        default=DEFAULT_BODY_TIMEOUT_SECONDS,
+        help="seconds a request body may take to arrive whole; then 408 and the connection "
+        "is closed",
+    )
+    parser.add_argument(
+        "--keep-alive-timeout",
+        type=float,
+        default=DEFAULT_KEEP_ALIVE_TIMEOUT_SECONDS,
+        help="seconds a connection may stay open without sending a whole request head (idle "
+        "between requests, or headers trickling in); then it is closed",
+    )
+    parser.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
     )
     parser.set_defaults(handler=run_serve)
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
 
 
 def settings_from_args(args: argparse.Namespace) -> ServerSettings:
@@ -105,31 +137,53 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         max_batch_size=args.max_batch_size,
         max_batch_delay_ms=args.max_batch_delay_ms,
         max_request_bytes=args.max_request_bytes,
+        max_json_bytes=args.max_json_bytes,
         access_log=args.access_log,
         graceful_timeout_seconds=args.graceful_timeout,
+        backlog=args.backlog,
+        max_connections=args.max_connections,
+        body_timeout_seconds=args.body_timeout,
+        keep_alive_timeout_seconds=args.keep_alive_timeout,
         revision=os.environ.get("WEIR_REVISION", ""),
         track=os.environ.get("WEIR_TRACK", ""),
         log_level=args.log_level,
     )
 
 
+def _error(message: str) -> None:
+    print(f"weir serve: error: {message}", file=sys.stderr, flush=True)
+
+
 def run_serve(args: argparse.Namespace) -> int:
+    """Exit codes (weir_server.exit_codes): 0 served and stopped cleanly; 1 the model cannot
+    be served or the port cannot be listened on; 3 a bad option value or model path."""
     settings = settings_from_args(args)
-    if not settings.model_path.is_file():
-        print(
-            f"weir serve: error: model file {settings.model_path} does not exist", file=sys.stderr
-        )
-        return 2
+    if (problem := settings.problem() or _model_path_problem(settings.model_path)) is not None:
+        _error(problem)
+        return USAGE
     if (problem := _check_port_free(settings)) is not None:
-        print(f"weir serve: error: {problem}", file=sys.stderr)
-        return 1
+        _error(problem)
+        return FAILED
     if settings.workers == 1:
         return _serve_one_process(settings)
     return _serve_workers(settings)
 
 
+def _model_path_problem(path: Path) -> str | None:
+    if path.is_dir():
+        return f"{path} is a directory; give the model file (MODEL.onnx) to serve"
+    if not path.exists():
+        return f"model file {path} does not exist"
+    if not path.is_file():
+        return f"{path} is not a regular file; give the model file (MODEL.onnx) to serve"
+    if not os.access(path, os.R_OK):
+        return f"model file {path} cannot be read by this user (uid {os.getuid()})"
+    return None
+
+
 def _granian_options(settings: ServerSettings) -> dict[str, Any]:
     from granian.constants import HTTPModes, Interfaces
+    from granian.http import HTTP1Settings
 
     return {
         "address": settings.host,
@@ -138,6 +192,15 @@ def _granian_options(settings: ServerSettings) -> dict[str, Any]:
         "http": HTTPModes.http1,
         "websockets": False,
         "log_level": settings.log_level,
+        "backlog": settings.backlog,
+        # Granian's "backpressure" is a semaphore of open connections per worker, taken before
+        # each accept and given back when the connection closes (granian src/workers.rs).
+        "backpressure": settings.max_connections,
+        # hyper's header read timeout also runs while a kept-alive connection waits for its
+        # next request, so it closes idle connections too (measured: docs/benchmarks.md).
+        "http1_settings": HTTP1Settings(
+            header_read_timeout=max(1, round(settings.keep_alive_timeout_seconds * 1000))
+        ),
     }
 
 
@@ -150,7 +213,7 @@ def _check_port_free(settings: ServerSettings) -> str | None:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((settings.host, settings.port))
-        except OSError as error:
+        except OSError as error:  # socket.gaierror too: a host name that does not resolve
             return f"cannot listen on {settings.host}:{settings.port}: {error.strerror or error}"
     return None
 
@@ -208,10 +271,13 @@ def _serve_one_process(settings: ServerSettings) -> int:
             "requests still in flight %.0f s after the stop signal were abandoned",
             settings.graceful_timeout_seconds,
         )
+    except OSError as error:  # Granian's own bind, should the port be taken since the check
+        _error(f"cannot listen on {settings.host}:{settings.port}: {error.strerror or error}")
+        return FAILED
     if failures:
-        print(f"weir serve: error: {failures[0]}", file=sys.stderr)
-        return 2
-    return 0
+        _error(failures[0])
+        return FAILED
+    return OK
 
 
 def _serve_workers(settings: ServerSettings) -> int:
@@ -222,8 +288,8 @@ def _serve_workers(settings: ServerSettings) -> int:
     try:
         LoadedModel.load(settings.model_path, sha256=settings.sha256, intra_op_threads=1).warmup(1)
     except ModelLoadError as error:
-        print(f"weir serve: error: {error}", file=sys.stderr)
-        return 2
+        _error(str(error))
+        return FAILED
     from weir_server.accesslog import configure_logging
 
     configure_logging(settings.log_level)
@@ -252,4 +318,4 @@ def _serve_workers(settings: ServerSettings) -> int:
         shutil.rmtree(workers_dir, ignore_errors=True)
         if metrics_dir:
             shutil.rmtree(metrics_dir, ignore_errors=True)
-    return 0
+    return OK

@@ -79,7 +79,12 @@ class LoadedModel:
         if not path.is_file():
             raise ModelLoadError(f"model file {path} does not exist or is not a regular file")
         if sha256 is not None:
-            actual = sha256_of(path)
+            try:
+                actual = sha256_of(path)
+            except OSError as error:
+                raise ModelLoadError(
+                    f"model file {path} cannot be read: {error.strerror or error}"
+                ) from None
             if actual.lower() != sha256.lower():
                 raise ModelLoadError(
                     f"model file {path} has sha256 {actual}, but {sha256} was expected; "
@@ -88,7 +93,9 @@ class LoadedModel:
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads
         options.inter_op_num_threads = 1
-        options.log_severity_level = 3
+        # Fatal only: ONNX Runtime's own error lines (colored, multi-line, one per failed run)
+        # would break the JSON log; every error reaches weir as an exception with its message.
+        options.log_severity_level = 4
         if tiny:
             options.enable_cpu_mem_arena = False
             options.enable_mem_pattern = False
@@ -141,9 +148,12 @@ class LoadedModel:
             try:
                 self.run(inputs)
             except ModelRunError as error:
+                shapes = ", ".join(f"{name} {list(array.shape)}" for name, array in inputs.items())
                 raise ModelLoadError(
-                    f"model file {self.path} loaded but its warm-up inference on zero-filled "
-                    f"inputs failed: {error}"
+                    f"model file {self.path} can never be served: it loads, but ONNX Runtime "
+                    f"fails on a one-row request of zeros ({shapes}; each dynamic dimension "
+                    "1), which the server must answer before it is ready; does the model "
+                    f"take the shapes it declares? {error}"
                 ) from None
             timings.append(time.perf_counter() - started)
         return sorted(timings)[len(timings) // 2]

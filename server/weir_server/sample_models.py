@@ -230,6 +230,46 @@ def gather(path: Path) -> Path:
     return _save(graph, path)
 
 
+def scaled(path: Path) -> Path:
+    """A scalar input, dynamic dimensions and strings: `scale` FP32 [] (a scalar), `x` FP32
+    [-1, -1] and `tag` BYTES [-1] -> `y` FP32 [-1, -1] (x * scale) and `tag_out` BYTES [-1]
+    (tag). For tests of shapes a fixed signature would refuse before any decoding."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [
+            helper.make_node("Mul", ["x", "scale"], ["y"]),
+            helper.make_node("Identity", ["tag"], ["tag_out"]),
+        ],
+        "scaled",
+        [
+            helper.make_tensor_value_info("scale", TensorProto.FLOAT, []),
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "width"]),
+            helper.make_tensor_value_info("tag", TensorProto.STRING, ["count"]),
+        ],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "width"]),
+            helper.make_tensor_value_info("tag_out", TensorProto.STRING, ["count"]),
+        ],
+    )
+    return _save(graph, path)
+
+
+def pairs_only(path: Path) -> Path:
+    """`x` FP32 [-1, 3] reshaped to [2, 3]: a valid model that fails on every batch but one of
+    two rows, so its warm-up on one row fails and it can never be served."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "pair"], ["y"])],
+        "pairs_only",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])],
+        initializer=[numpy_helper.from_array(np.array([2, 3], np.int64), "pair")],
+    )
+    return _save(graph, path)
+
+
 BUILDERS: dict[str, Callable[[Path], Path]] = {
     "iris": iris,
     # The demo's and the local end-to-end tests' versions of iris (same signature): a good v2

@@ -8,12 +8,27 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Final
 
 SETTINGS_ENV: Final = "WEIR_SERVER_SETTINGS"
 DEFAULT_MAX_REQUEST_BYTES: Final = 64 * 1024 * 1024
+# JSON bodies (and the JSON header of a binary one) are decoded by single C calls (orjson,
+# numpy) that hold the GIL: measured, 26 ms for 4 MB of nested floats, 96 ms for 8 MB and 408
+# ms for 30 MB (docs/benchmarks.md, "One big request"). 4 MiB keeps the longest such stall of
+# other requests near 50 ms; larger tensors go in the binary extension, up to the body limit.
+DEFAULT_MAX_JSON_BYTES: Final = 4 * 1024 * 1024
+# Connections: see docs/decisions.md, "Connection limits".
+DEFAULT_BACKLOG: Final = 1024
+DEFAULT_MAX_CONNECTIONS: Final = 2048
+DEFAULT_BODY_TIMEOUT_SECONDS: Final = 30.0
+DEFAULT_KEEP_ALIVE_TIMEOUT_SECONDS: Final = 30.0
+# A served model name is one URL path segment (/v2/models/NAME/infer); the same rule as
+# spec.model.name (weir_operator.spec.MODEL_NAME_PATTERN).
+MODEL_NAME_PATTERN: Final = re.compile(r"[a-zA-Z0-9]([a-zA-Z0-9_.-]{0,61}[a-zA-Z0-9])?")
+SHA256_PATTERN: Final = re.compile(r"[a-fA-F0-9]{64}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,8 +44,13 @@ class ServerSettings:
     max_batch_size: int = 0  # 0 or 1 = no dynamic batching
     max_batch_delay_ms: float = 1.0
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    max_json_bytes: int = DEFAULT_MAX_JSON_BYTES
     access_log: bool = True
     graceful_timeout_seconds: float = 30.0
+    backlog: int = DEFAULT_BACKLOG
+    max_connections: int = DEFAULT_MAX_CONNECTIONS  # per worker (Granian's backpressure)
+    body_timeout_seconds: float = DEFAULT_BODY_TIMEOUT_SECONDS
+    keep_alive_timeout_seconds: float = DEFAULT_KEEP_ALIVE_TIMEOUT_SECONDS
     revision: str = ""  # WEIR_REVISION
     track: str = ""  # WEIR_TRACK
     log_level: str = "info"
@@ -39,6 +59,48 @@ class ServerSettings:
     @property
     def batching(self) -> bool:
         return self.max_batch_size > 1
+
+    @property
+    def json_limit(self) -> int:
+        """The most bytes of JSON a request may carry (never more than the body limit)."""
+        return min(self.max_json_bytes, self.max_request_bytes)
+
+    def problem(self) -> str | None:
+        """What is wrong with these settings, as one line naming the option; None if nothing.
+        Checked before any work starts (reading the model file, binding the port)."""
+        if not MODEL_NAME_PATTERN.fullmatch(self.model_name):
+            return (
+                f"model name {self.model_name!r} (--name, or the file name without .onnx) "
+                "cannot be one URL path segment: use 1-63 letters, digits, '.', '_' or '-', "
+                "starting and ending with a letter or digit"
+            )
+        if self.sha256 is not None and not SHA256_PATTERN.fullmatch(self.sha256):
+            return f"--sha256 must be 64 hexadecimal characters, got {self.sha256!r}"
+        if not 1 <= self.port <= 65535:
+            return f"--port must be from 1 to 65535, got {self.port}"
+        at_least = [
+            ("--workers", self.workers, 1),
+            ("--intra-op-threads", self.intra_op_threads, 0),
+            ("--max-batch-size", self.max_batch_size, 0),
+            ("--max-request-bytes", self.max_request_bytes, 1),
+            ("--max-json-bytes", self.max_json_bytes, 1),
+            ("--backlog", self.backlog, 1),
+            ("--max-connections", self.max_connections, 1),
+        ]
+        for option, value, low in at_least:
+            if value < low:
+                return f"{option} must be at least {low}, got {value}"
+        durations = [
+            ("--max-batch-delay-ms", self.max_batch_delay_ms, "milliseconds", True),
+            ("--graceful-timeout", self.graceful_timeout_seconds, "seconds", True),
+            ("--body-timeout", self.body_timeout_seconds, "seconds", False),
+            ("--keep-alive-timeout", self.keep_alive_timeout_seconds, "seconds", False),
+        ]
+        for option, number, unit, zero_ok in durations:
+            if not math.isfinite(number) or number < 0 or (number == 0 and not zero_ok):
+                bound = "0 or more" if zero_ok else "more than 0"
+                return f"{option} must be a number of {unit}, {bound}; got {number:g}"
+        return None
 
     def to_json(self) -> str:
         values = asdict(self)

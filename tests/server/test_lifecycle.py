@@ -18,7 +18,7 @@ import onnxruntime as ort
 import pytest
 
 from tests.support.processes import free_port, running_server, start_server
-from weir_server import sample_models
+from weir_server import exit_codes, sample_models
 from weir_server.app import create_app
 from weir_server.settings import ServerSettings
 
@@ -42,9 +42,9 @@ def serve(model: Path, *args: str, timeout: float = 60) -> subprocess.CompletedP
 
 
 class TestModelIntegrity:
-    def test_missing_file_is_a_clear_error_and_exit_2(self, tmp_path: Path) -> None:
+    def test_missing_file_is_a_usage_error_exit_3(self, tmp_path: Path) -> None:
         result = serve(tmp_path / "nope.onnx")
-        assert result.returncode == 2
+        assert result.returncode == exit_codes.USAGE
         assert "nope.onnx does not exist" in result.stderr
 
     @pytest.mark.parametrize("workers", ["1", "2"])
@@ -53,18 +53,18 @@ class TestModelIntegrity:
         [b"", b"this is not a model", b"\x08\x07\x12\x04junk" * 50],
         ids=["empty", "text", "corrupt"],
     )
-    def test_a_file_that_is_not_onnx_is_a_clear_error_and_exit_2(
+    def test_a_file_that_is_not_onnx_cannot_be_served_exit_1(
         self, tmp_path: Path, content: bytes, workers: str
     ) -> None:
         bad = tmp_path / "bad.onnx"
         bad.write_bytes(content)
         result = serve(bad, "--workers", workers)
-        assert result.returncode == 2, result.stderr
+        assert result.returncode == exit_codes.FAILED, result.stderr
         assert "is not a valid ONNX model" in result.stderr
 
-    def test_sha256_mismatch_refuses_to_serve(self, iris_model: Path) -> None:
+    def test_sha256_mismatch_refuses_to_serve_exit_1(self, iris_model: Path) -> None:
         result = serve(iris_model, "--sha256", "0" * 64)
-        assert result.returncode == 2
+        assert result.returncode == exit_codes.FAILED
         assert "has sha256" in result.stderr
         assert "refusing to serve" in result.stderr
 
@@ -148,7 +148,9 @@ class TestGracefulShutdown:
             }
         ).encode()
 
-        server = start_server(model, "--no-access-log")
+        # On a fast machine 3 s of rows is more than the default 64 MiB body limit.
+        limit = str(len(header) + body.nbytes + 1024)
+        server = start_server(model, "--no-access-log", "--max-request-bytes", limit)
         try:
             server.wait_ready()
             results: list[httpx.Response | Exception] = []

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -43,3 +45,63 @@ def test_settings_round_trip_through_json() -> None:
         model_path=Path("/m/iris.onnx"), model_name="iris", model_version="7", max_batch_size=8
     )
     assert ServerSettings.from_json(settings.to_json()) == settings
+
+
+def test_new_settings_round_trip_through_json_too() -> None:
+    settings = ServerSettings(
+        model_path=Path("/m/iris.onnx"),
+        model_name="iris",
+        max_json_bytes=1000,
+        backlog=4096,
+        max_connections=10_000,
+        body_timeout_seconds=5.5,
+        keep_alive_timeout_seconds=75,
+    )
+    assert ServerSettings.from_json(settings.to_json()) == settings
+
+
+def test_the_defaults_have_no_problem() -> None:
+    assert ServerSettings(model_path=Path("/m/iris.onnx"), model_name="iris").problem() is None
+
+
+@pytest.mark.parametrize(
+    ("changes", "fragment"),
+    [
+        ({"model_name": "bad name/x"}, "cannot be one URL path segment"),
+        ({"model_name": "a/b"}, "model name 'a/b'"),
+        ({"model_name": "-x"}, "starting and ending with a letter or digit"),
+        ({"model_name": "x" * 64}, "1-63"),
+        ({"model_name": ""}, "model name ''"),
+        ({"sha256": "00"}, "64 hexadecimal characters"),
+        ({"sha256": "z" * 64}, "64 hexadecimal characters"),
+        ({"port": 0}, "--port must be from 1 to 65535"),
+        ({"port": 99999}, "got 99999"),
+        ({"workers": 0}, "--workers must be at least 1"),
+        ({"max_batch_delay_ms": -5.0}, "--max-batch-delay-ms must be a number of milliseconds"),
+        ({"max_batch_delay_ms": math.nan}, "--max-batch-delay-ms"),
+        ({"graceful_timeout_seconds": -1.0}, "--graceful-timeout must be"),
+        ({"graceful_timeout_seconds": math.inf}, "--graceful-timeout must be"),
+        ({"body_timeout_seconds": 0.0}, "--body-timeout must be a number of seconds, more than 0"),
+        ({"keep_alive_timeout_seconds": -2.0}, "--keep-alive-timeout"),
+        ({"max_connections": 0}, "--max-connections must be at least 1"),
+        ({"backlog": -1}, "--backlog must be at least 1"),
+        ({"max_json_bytes": 0}, "--max-json-bytes must be at least 1"),
+    ],
+)
+def test_each_bad_value_is_named_in_one_line(changes: dict[str, Any], fragment: str) -> None:
+    values: dict[str, Any] = {"model_path": Path("/m/iris.onnx"), "model_name": "iris"}
+    problem = ServerSettings(**(values | changes)).problem()
+    assert problem is not None
+    assert fragment in problem
+    assert "\n" not in problem
+
+
+@pytest.mark.parametrize("name", ["iris", "iris-7", "a", "Model_v2.1", "x" * 63])
+def test_names_usable_in_a_url_path_are_accepted(name: str) -> None:
+    assert ServerSettings(model_path=Path("/m"), model_name=name).problem() is None
+
+
+def test_the_json_limit_never_exceeds_the_body_limit() -> None:
+    small = ServerSettings(model_path=Path("/m"), model_name="m", max_request_bytes=1000)
+    assert small.json_limit == 1000
+    assert ServerSettings(model_path=Path("/m"), model_name="m").json_limit == 4 * 1024 * 1024
