@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,17 @@ PLATFORM = "onnx_onnxv1"
 EXTENSIONS = ["binary_tensor_data", "model_repository/health", "metrics"]
 # Models whose warm-up run is faster than this run on the event loop: a thread hop costs more.
 INLINE_RUN_SECONDS = 0.0005
+# ...but only requests estimated (from the warm-up's time per element) to run within this: a
+# huge batch of a tiny model would stall every other request on the loop.
+INLINE_REQUEST_SECONDS = 0.002
+# Bodies larger than this are decoded, and responses with more elements than this encoded, on
+# a thread: measured (docs/benchmarks.md, "One big request"), decoding 64 KB of JSON takes
+# about 0.4 ms, more than a thread hop (about 0.05 ms), and 4 MB takes 40 ms that the event
+# loop, and so every other request, would wait. On a thread the loop takes the GIL back at
+# every switch interval (5 ms), except during one C call (orjson, numpy), which
+# --max-json-bytes bounds.
+OFFLOAD_BODY_BYTES = 64 * 1024
+OFFLOAD_OUTPUT_ELEMENTS = 64 * 1024
 
 
 def _json(status: int, body: bytes) -> Response:
@@ -69,7 +81,11 @@ class ServingState:
     failure: str | None = None
     batcher: DynamicBatcher | None = None
     executor: ThreadPoolExecutor | None = None
+    # Decoding and encoding of large requests and responses, one at a time, off the loop.
+    coder: ThreadPoolExecutor | None = None
     inline: bool = False
+    inline_elements: int = 0  # the most input elements a request may have to run inline
+    deadlines: rsgi.BodyDeadlines = field(default_factory=lambda: rsgi.BodyDeadlines(30.0))
     workers: WorkerReadiness | None = None  # several workers: ready only when all of them are
     on_fatal: Callable[[str], None] = field(default=lambda message: os._exit(3))
 
@@ -101,8 +117,8 @@ class ServingState:
         model = self.check_ready()
         if self.batcher is not None:
             return await self.batcher.run(inputs, outputs)
-        self.metrics.batch(next(iter(inputs.values())).shape[0] if inputs else 1)
-        if self.inline:
+        self.metrics.batch(batch_rows(inputs))
+        if self.inline and _elements(inputs) <= self.inline_elements:
             return model.run(inputs, outputs)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.executor, model.run, inputs, outputs)
@@ -115,15 +131,34 @@ class ServingState:
         started = time.perf_counter()
         metrics = self.metrics
         metrics.started()
-        status = 200
+        # What the request is counted as unless it gets an answer: a request abandoned halfway
+        # (cancelled at shutdown) was the server's failure, never a success.
+        status = 500
         try:
+            settings = self.settings
             self.check_model(model_name, model_version)
             model = self.check_ready()
-            decoded = decode_request(body, parse_header_length(header_length), model.signature)
-            outputs = await self.run(decoded.inputs, decoded.requested_outputs)
-            encoded = encode_response(
-                self.settings.model_name, self.settings.model_version, decoded, outputs
+            decode = partial(
+                decode_request,
+                body,
+                parse_header_length(header_length),
+                model.signature,
+                max_elements=settings.max_request_bytes,
+                max_json_bytes=settings.json_limit,
             )
+            if len(body) > OFFLOAD_BODY_BYTES:
+                decoded = await asyncio.get_running_loop().run_in_executor(self.coder, decode)
+            else:
+                decoded = decode()
+            outputs = await self.run(decoded.inputs, decoded.requested_outputs)
+            encode = partial(
+                encode_response, settings.model_name, settings.model_version, decoded, outputs
+            )
+            if _elements(outputs) > OFFLOAD_OUTPUT_ELEMENTS:
+                encoded = await asyncio.get_running_loop().run_in_executor(self.coder, encode)
+            else:
+                encoded = encode()
+            status = 200
             if encoded.header_length is None:
                 return 200, encoded.body, JSON, None
             return 200, encoded.body, BINARY, encoded.header_length
@@ -131,20 +166,39 @@ class ServingState:
             status = error.status
             return status, error_body(error.message), JSON, None
         except ModelRunError as error:
-            status = 500
             message = f"model '{self.settings.model_name}' failed on this request: {error}"
+            return 500, error_body(message), JSON, None
+        except Exception as error:
+            # A bug of weir's, not the client's nor the model's: logged once, with its
+            # traceback, on the server's log; the client gets a 500 that says no more.
+            log.exception("unexpected error on an infer request of model '%s'", model_name)
+            message = f"internal server error ({type(error).__name__}); see the server's log"
             return 500, error_body(message), JSON, None
         finally:
             metrics.finished(status, time.perf_counter() - started)
 
 
-def _prepare(
-    settings: ServerSettings, model: LoadedModel | None
-) -> tuple[LoadedModel, float, bool]:
+def _elements(tensors: dict[str, Array]) -> int:
+    total = 0
+    for array in tensors.values():
+        total += array.size
+    return total
+
+
+def batch_rows(inputs: dict[str, Array]) -> int:
+    """The rows of a request: the first dimension of its first input that has one (scalar
+    inputs have none; a request of scalars alone is one row)."""
+    for array in inputs.values():
+        if array.ndim:
+            return int(array.shape[0])
+    return 1
+
+
+def _prepare(settings: ServerSettings, model: LoadedModel | None) -> tuple[LoadedModel, float, int]:
     """Load (unless given) and warm up the model, on a thread at startup.
 
-    Returns the model, the seconds spent loading and warming up, and whether a run is fast
-    enough to do on the event loop."""
+    Returns the model, the seconds spent loading and warming up, and the most input elements
+    a request may have to run on the event loop (0: none; the model is not that fast)."""
     started = time.perf_counter()
     if model is None:
         threads = settings.intra_op_threads or default_intra_op_threads(
@@ -162,9 +216,15 @@ def _prepare(
     if fast and model.intra_op_threads != 1:
         # A model this small gains nothing from a thread pool, whose threads would only take
         # CPU from the event loop; it runs on one thread, on the event loop.
-        model = LoadedModel.load(model.path, intra_op_threads=1, tiny=True)
+        model = LoadedModel.load(model.path, sha256=settings.sha256, intra_op_threads=1, tiny=True)
         model.warmup(rounds=2)
-    return model, load_seconds + (time.perf_counter() - warm_started), fast
+    inline_elements = 0
+    if fast:
+        warm_elements = max(1, _elements(model.warmup_inputs()))
+        inline_elements = max(
+            warm_elements, int(warm_elements * INLINE_REQUEST_SECONDS / max(per_run, 1e-7))
+        )
+    return model, load_seconds + (time.perf_counter() - warm_started), inline_elements
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -192,7 +252,11 @@ def create_app(
     metrics = ServerMetrics(
         settings.model_name, settings.model_version, settings.revision, settings.track
     )
-    state = ServingState(settings=settings, metrics=metrics)
+    state = ServingState(
+        settings=settings,
+        metrics=metrics,
+        deadlines=rsgi.BodyDeadlines(settings.body_timeout_seconds),
+    )
     if settings.workers_dir is not None:
         state.workers = WorkerReadiness(Path(settings.workers_dir), settings.workers)
     if on_fatal is not None:
@@ -201,14 +265,22 @@ def create_app(
 
     async def load_in_background() -> None:
         try:
-            loaded, seconds, fast = await asyncio.to_thread(_prepare, settings, model)
+            loaded, seconds, inline_elements = await asyncio.to_thread(_prepare, settings, model)
         except ModelLoadError as error:
             state.failure = str(error)
             log.error("cannot serve the model: %s", error)
             state.on_fatal(str(error))
             return
+        except Exception as error:
+            # Not one of the failures `LoadedModel.load` explains; still fatal (the server would
+            # otherwise stay unready for ever, answering 503), and logged with its traceback.
+            state.failure = f"loading the model failed: {type(error).__name__}: {error}"
+            log.exception("cannot serve the model")
+            state.on_fatal(state.failure)
+            return
         state.model = loaded
-        state.inline = fast
+        state.inline = inline_elements > 0
+        state.inline_elements = inline_elements
         if settings.batching:
             if loaded.batchable():
                 state.batcher = DynamicBatcher(
@@ -229,11 +301,14 @@ def create_app(
         if state.workers is not None:
             state.workers.mark_ready()
         log.info(
-            "model '%s' ready (%s, loaded and warmed up in %.3f s, batching %s)",
+            "model '%s' ready (%s, loaded and warmed up in %.3f s, batching %s, %s)",
             settings.model_name,
             settings.model_path,
             seconds,
             "on" if state.batcher else "off",
+            f"runs on the event loop up to {inline_elements} input elements"
+            if inline_elements
+            else "runs on a thread",
         )
 
     lifecycle = Lifecycle(state, access_log, load_in_background)
@@ -419,6 +494,8 @@ class Lifecycle:
         # One model run at a time: ONNX Runtime already uses every core it was given, and
         # several concurrent runs would only fight over them (and ruin the tail latency).
         self.state.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="infer")
+        self.state.coder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="codec")
+        self.state.deadlines.start(loop)
         if self.access_log is not None:
             self.access_log.start()
         self._loader = loop.create_task(self._load())
@@ -439,6 +516,9 @@ class Lifecycle:
             await state.batcher.stop()
         if state.executor is not None:
             state.executor.shutdown(wait=True)
+        if state.coder is not None:
+            state.coder.shutdown(wait=True)
+        await state.deadlines.stop()
         if self.access_log is not None:
             self.access_log.stop()
 
@@ -464,6 +544,11 @@ class InferenceApp:
         self.lifecycle = lifecycle
         self._other: Any = AccessLogMiddleware(fastapi, access_log) if access_log else fastapi
         self._limit = state.settings.max_request_bytes
+        self._json_limit = state.settings.json_limit
+        self._json_note = (
+            f" for JSON (--max-json-bytes); send large tensors in the binary tensor extension "
+            f"(Inference-Header-Content-Length, binary_data_size), up to {self._limit} bytes"
+        )
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         await self._other(scope, receive, send)
@@ -483,7 +568,15 @@ class InferenceApp:
             if target is not None:
                 await self._infer(scope, proto, *target)
                 return
-        await rsgi.asgi_over_rsgi(self._other, scope, proto, self._limit)
+        started = time.perf_counter()
+        refused = await rsgi.asgi_over_rsgi(
+            self._other, scope, proto, self._limit, self.state.deadlines
+        )
+        if refused is not None and self.access_log is not None:
+            elapsed = time.perf_counter() - started
+            self.access_log.record(
+                (time.time(), scope.method, scope.path, refused.status, elapsed, scope.client)
+            )
 
     async def _infer(
         self,
@@ -494,25 +587,45 @@ class InferenceApp:
     ) -> None:
         started = time.perf_counter()
         headers = scope.headers
-        body = await rsgi.read_body(proto, headers.get("content-length"), self._limit)
-        if isinstance(body, ProtocolError):
-            self.state.metrics.answered(body.status, time.perf_counter() - started)
-            status, payload, media_type, length = body.status, error_body(body.message), JSON, None
-        else:
-            status, payload, media_type, length = await self.state.infer(
-                body, headers.get(HEADER_LENGTH), model_name, model_version
+        header_length = headers.get(HEADER_LENGTH)
+        # A JSON body is refused over the JSON limit before it is read; a binary one's JSON
+        # header is checked when decoded.
+        binary = header_length is not None
+        status = 500  # unless answered: see ServingState.infer
+        try:
+            body = await rsgi.read_body(
+                proto,
+                headers.get("content-length"),
+                self._limit if binary else self._json_limit,
+                self.state.deadlines,
+                started,
+                "" if binary else self._json_note,
             )
-        if length is None:
-            proto.response_bytes(status, [("content-type", media_type)], payload)
-        else:
-            proto.response_bytes(
-                status,
-                [("content-type", media_type), (HEADER_LENGTH, str(length))],
-                payload,
-            )
-        if self.access_log is not None:
-            elapsed = time.perf_counter() - started
-            self.access_log.record((time.time(), "POST", scope.path, status, elapsed, scope.client))
+            if isinstance(body, ProtocolError):
+                status = body.status
+                self.state.metrics.answered(status, time.perf_counter() - started)
+                payload, media_type, length = error_body(body.message), JSON, None
+            else:
+                status, payload, media_type, length = await self.state.infer(
+                    body, header_length, model_name, model_version
+                )
+            try:
+                if length is None:
+                    proto.response_bytes(status, [("content-type", media_type)], payload)
+                else:
+                    proto.response_bytes(
+                        status,
+                        [("content-type", media_type), (HEADER_LENGTH, str(length))],
+                        payload,
+                    )
+            except RuntimeError:  # granian's RSGIProtocolClosed: the client went away
+                pass
+        finally:
+            if self.access_log is not None:
+                elapsed = time.perf_counter() - started
+                self.access_log.record(
+                    (time.time(), "POST", scope.path, status, elapsed, scope.client)
+                )
 
 
 def _infer_target(path: str) -> tuple[str, str | None] | None:
