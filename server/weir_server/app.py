@@ -569,9 +569,15 @@ class InferenceApp:
                 await self._infer(scope, proto, *target)
                 return
         started = time.perf_counter()
-        refused = await rsgi.asgi_over_rsgi(
-            self._other, scope, proto, self._limit, self.state.deadlines
-        )
+        try:
+            refused = await rsgi.asgi_over_rsgi(
+                self._other, scope, proto, self._limit, self.state.deadlines
+            )
+        except Exception:  # before FastAPI had the request: its handlers never saw it
+            log.exception("unexpected error on %s %s", scope.method, scope.path)
+            refused = ProtocolError("internal server error; see the server's log", 500)
+            with contextlib.suppress(RuntimeError):
+                proto.response_bytes(500, [("content-type", JSON)], error_body(refused.message))
         if refused is not None and self.access_log is not None:
             elapsed = time.perf_counter() - started
             self.access_log.record(

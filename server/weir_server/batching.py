@@ -86,8 +86,12 @@ class DynamicBatcher:
     async def run(
         self, inputs: dict[str, Array], output_names: list[str] | None
     ) -> dict[str, Array]:
-        rows = next(iter(inputs.values())).shape[0]
-        if rows >= self._max_rows:
+        shapes = iter(inputs.values())
+        rows = next(shapes).shape[0]
+        # A request whose inputs disagree on their first dimension is not rows of one batch:
+        # stacked with others and split by its first input's rows, its other outputs would be
+        # cut at the wrong rows. It runs alone (the model decides what such inputs mean).
+        if rows >= self._max_rows or any(array.shape[0] != rows for array in shapes):
             self._on_batch(rows)
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(self._executor, self._model.run, inputs, output_names)

@@ -189,10 +189,13 @@ def add_fetch_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
 
 
 def _usage_problem(args: argparse.Namespace) -> str | None:
-    if args.attempts < 1:
-        return f"--attempts must be at least 1, got {args.attempts}"
-    if not math.isfinite(args.timeout) or args.timeout <= 0:
-        return f"--timeout must be a number of seconds more than 0, got {args.timeout:g}"
+    if not 1 <= args.attempts <= 100:
+        return f"--attempts must be from 1 to 100, got {args.attempts}"
+    if not (math.isfinite(args.timeout) and 0 < args.timeout <= 86_400):
+        return (
+            f"--timeout must be a number of seconds more than 0, at most 86400; "
+            f"got {args.timeout:g}"
+        )
     if args.sha256 is not None and not re.fullmatch(r"[a-fA-F0-9]{64}", args.sha256):
         return f"--sha256 must be 64 hexadecimal characters, got {args.sha256!r}"
     if args.dest.is_dir():

@@ -156,6 +156,16 @@ async def read_body(
         return ProtocolError("the client went away", 400)
 
 
+def _wire(text: str) -> bytes:
+    """Bytes for ASGI of a header or query string Granian gave as text: latin-1, as HTTP
+    reads it, or UTF-8 for text with characters latin-1 has not (Granian decodes non-ASCII
+    query strings as UTF-8: `?x=中` made the latin-1 encoding raise, a 500 with no body)."""
+    try:
+        return text.encode("latin-1")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape")
+
+
 def _address(text: str) -> tuple[str, int] | None:
     host, _, port = text.rpartition(":")
     return (host.strip("[]"), int(port)) if host and port.isdigit() else None
@@ -185,9 +195,9 @@ async def asgi_over_rsgi(
         "scheme": scope.scheme,
         "path": scope.path,
         "raw_path": scope.path.encode("utf-8"),
-        "query_string": scope.query_string.encode("latin-1"),
+        "query_string": _wire(scope.query_string),
         "root_path": "",
-        "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()],
+        "headers": [(_wire(k), _wire(v)) for k, v in headers.items()],
         "client": _address(scope.client),
         "server": _address(scope.server),
         "state": {},

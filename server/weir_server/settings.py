@@ -29,6 +29,7 @@ DEFAULT_KEEP_ALIVE_TIMEOUT_SECONDS: Final = 30.0
 # spec.model.name (weir_operator.spec.MODEL_NAME_PATTERN).
 MODEL_NAME_PATTERN: Final = re.compile(r"[a-zA-Z0-9]([a-zA-Z0-9_.-]{0,61}[a-zA-Z0-9])?")
 SHA256_PATTERN: Final = re.compile(r"[a-fA-F0-9]{64}")
+DAY: Final = 86_400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,28 +79,32 @@ class ServerSettings:
             return f"--sha256 must be 64 hexadecimal characters, got {self.sha256!r}"
         if not 1 <= self.port <= 65535:
             return f"--port must be from 1 to 65535, got {self.port}"
-        at_least = [
-            ("--workers", self.workers, 1),
-            ("--intra-op-threads", self.intra_op_threads, 0),
-            ("--max-batch-size", self.max_batch_size, 0),
-            ("--max-request-bytes", self.max_request_bytes, 1),
-            ("--max-json-bytes", self.max_json_bytes, 1),
-            ("--backlog", self.backlog, 1),
-            ("--max-connections", self.max_connections, 1),
+        # Upper bounds: what the layers below take (listen(2)'s backlog is an int the kernel
+        # caps at net.core.somaxconn; Granian's timeouts are milliseconds in 64 bits, asyncio's
+        # timers floats uvloop turns into them), far above any sane value.
+        counts = [
+            ("--workers", self.workers, 1, 1024),
+            ("--intra-op-threads", self.intra_op_threads, 0, 1024),
+            ("--max-batch-size", self.max_batch_size, 0, 1 << 20),
+            ("--max-request-bytes", self.max_request_bytes, 1, 1 << 40),
+            ("--max-json-bytes", self.max_json_bytes, 1, 1 << 40),
+            ("--backlog", self.backlog, 1, 65535),
+            ("--max-connections", self.max_connections, 1, 1_000_000),
         ]
-        for option, value, low in at_least:
-            if value < low:
-                return f"{option} must be at least {low}, got {value}"
+        for option, value, low, high in counts:
+            if not low <= value <= high:
+                return f"{option} must be from {low} to {high}, got {value}"
         durations = [
-            ("--max-batch-delay-ms", self.max_batch_delay_ms, "milliseconds", True),
-            ("--graceful-timeout", self.graceful_timeout_seconds, "seconds", True),
-            ("--body-timeout", self.body_timeout_seconds, "seconds", False),
-            ("--keep-alive-timeout", self.keep_alive_timeout_seconds, "seconds", False),
+            ("--max-batch-delay-ms", self.max_batch_delay_ms, "milliseconds", True, 60_000),
+            ("--graceful-timeout", self.graceful_timeout_seconds, "seconds", True, DAY),
+            ("--body-timeout", self.body_timeout_seconds, "seconds", False, DAY),
+            ("--keep-alive-timeout", self.keep_alive_timeout_seconds, "seconds", False, DAY),
         ]
-        for option, number, unit, zero_ok in durations:
-            if not math.isfinite(number) or number < 0 or (number == 0 and not zero_ok):
-                bound = "0 or more" if zero_ok else "more than 0"
-                return f"{option} must be a number of {unit}, {bound}; got {number:g}"
+        for option, number, unit, zero_ok, high in durations:
+            low_ok = number >= 0 if zero_ok else number > 0
+            if not (math.isfinite(number) and low_ok and number <= high):
+                bounds = f"from 0 to {high:g}" if zero_ok else f"more than 0, at most {high:g}"
+                return f"{option} must be a number of {unit} {bounds}; got {number:g}"
         return None
 
     def to_json(self) -> str:

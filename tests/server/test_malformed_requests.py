@@ -346,3 +346,21 @@ def test_a_body_that_stalls_gets_408_and_its_connection_is_closed(
         assert "--body-timeout" in orjson.loads(answer.body)["error"]
         assert answer.closed
         assert 0.9 < time.monotonic() - started < 10
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "GET /v2/health/live?x=中 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode(),
+        "GET /v2/health/live HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Note: 中\r\n\r\n".encode(),
+        b"GET /v2/health/live HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Note: \xff\xfe\r\n\r\n",
+        "GET /v2/models/中 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode(),
+    ],
+    ids=["query", "header", "header-bytes", "path"],
+)
+def test_other_routes_answer_odd_characters_never_with_an_empty_500(
+    scaled_server: ServerProcess, raw: bytes
+) -> None:
+    answer = exchange(scaled_server.port, raw)
+    assert answer.status in (200, 404), answer
+    assert answer.headers.get("content-type") == "application/json"

@@ -39,22 +39,30 @@ def one_line(result: subprocess.CompletedProcess[str]) -> str:
     [
         (["--port", "99999"], "--port must be from 1 to 65535, got 99999"),
         (["--port", "0"], "--port must be from 1 to 65535"),
-        (["--graceful-timeout", "-1"], "--graceful-timeout must be a number of seconds, 0 or"),
+        (
+            ["--graceful-timeout", "-1"],
+            "--graceful-timeout must be a number of seconds from 0 to 86400",
+        ),
         (["--graceful-timeout", "nan"], "--graceful-timeout must be"),
-        (["--max-batch-delay-ms", "-5"], "--max-batch-delay-ms must be a number of millisec"),
+        (["--max-batch-delay-ms", "-5"], "--max-batch-delay-ms must be a number of milliseconds"),
         (["--name", "bad name/x"], "model name 'bad name/x'"),
         (["--name=-iris"], "cannot be one URL path segment"),
         (["--sha256", "00"], "--sha256 must be 64 hexadecimal characters, got '00'"),
         (["--sha256", "g" * 64], "--sha256 must be 64 hexadecimal characters"),
-        (["--workers", "0"], "--workers must be at least 1, got 0"),
-        (["--intra-op-threads", "-1"], "--intra-op-threads must be at least 0"),
-        (["--max-batch-size", "-2"], "--max-batch-size must be at least 0"),
-        (["--max-request-bytes", "0"], "--max-request-bytes must be at least 1"),
-        (["--max-json-bytes", "0"], "--max-json-bytes must be at least 1"),
-        (["--max-connections", "0"], "--max-connections must be at least 1"),
-        (["--backlog", "0"], "--backlog must be at least 1"),
-        (["--body-timeout", "0"], "--body-timeout must be a number of seconds, more than 0"),
+        (["--workers", "0"], "--workers must be from 1 to 1024, got 0"),
+        (["--intra-op-threads", "-1"], "--intra-op-threads must be from 0 to"),
+        (["--max-batch-size", "-2"], "--max-batch-size must be from 0 to"),
+        (["--max-request-bytes", "0"], "--max-request-bytes must be from 1 to"),
+        (["--max-json-bytes", "0"], "--max-json-bytes must be from 1 to"),
+        (["--max-connections", "0"], "--max-connections must be from 1 to"),
+        (["--backlog", "0"], "--backlog must be from 1 to"),
+        (
+            ["--body-timeout", "0"],
+            "--body-timeout must be a number of seconds more than 0, at most 86400",
+        ),
         (["--keep-alive-timeout", "inf"], "--keep-alive-timeout must be"),
+        (["--keep-alive-timeout", "1e30"], "--keep-alive-timeout must be"),
+        (["--backlog", "100000000000"], "--backlog must be from 1 to 65535"),
     ],
 )
 def test_a_bad_option_value_is_one_line_and_exit_3(
@@ -162,8 +170,9 @@ class TestFetchModel:
     @pytest.mark.parametrize(
         ("options", "fragment"),
         [
-            (["--attempts", "0"], "--attempts must be at least 1, got 0"),
+            (["--attempts", "0"], "--attempts must be from 1 to 100, got 0"),
             (["--timeout", "-1"], "--timeout must be a number of seconds more than 0"),
+            (["--timeout", "1e30"], "--timeout must be a number of seconds more than 0"),
             (["--sha256", "00"], "--sha256 must be 64 hexadecimal characters"),
         ],
     )

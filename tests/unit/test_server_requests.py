@@ -11,8 +11,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+from weir_server import app as app_module
 from weir_server import rsgi
 from weir_server.app import ServingState, batch_rows
+from weir_server.batching import DynamicBatcher
 from weir_server.metrics import ServerMetrics
 from weir_server.settings import ServerSettings
 
@@ -115,3 +117,65 @@ def test_an_unforeseen_exception_is_a_500_with_a_message_counted_as_500(
     assert 'code="500"' in text
     assert 'code="200"' not in text
     assert [r.exc_info is not None for r in caplog.records if r.levelname == "ERROR"] == [True]
+
+
+class _Identity:
+    """Stands in for a LoadedModel whose outputs are its inputs (`a` -> `a_out`, ...)."""
+
+    class signature:  # the attribute LoadedModel has
+        @staticmethod
+        def output_names() -> tuple[str, ...]:
+            return ("a_out", "b_out")
+
+    def run(self, inputs: dict[str, Any], names: list[str] | None = None) -> dict[str, Any]:
+        outputs = {"a_out": inputs["a"], "b_out": inputs["b"]}
+        return {name: outputs[name] for name in names or outputs}
+
+
+def test_requests_whose_inputs_disagree_on_rows_are_not_batched_into_wrong_answers() -> None:
+    # Stacked, these two have 3 rows of `a` and 3 of `b`; split by `a`'s rows, the first
+    # would get one row of `b` back where it sent two.
+    first = {"a": np.zeros((1, 2)), "b": np.arange(4.0).reshape(2, 2)}
+    second = {"a": np.zeros((2, 2)), "b": np.full((1, 2), 9.0)}
+
+    async def scenario() -> list[dict[str, Any]]:
+        batcher = DynamicBatcher(_Identity(), 16, 0.05)  # type: ignore[arg-type]
+        batcher.start()
+        try:
+            warm = batcher.run({"a": np.zeros((1, 2)), "b": np.zeros((1, 2))}, None)
+            results = await asyncio.gather(
+                warm, batcher.run(first, None), batcher.run(second, None)
+            )
+            return list(results[1:])
+        finally:
+            await batcher.stop()
+
+    answers = asyncio.run(scenario())
+    for sent, got in zip((first, second), answers, strict=True):
+        np.testing.assert_array_equal(got["b_out"], sent["b"])
+        np.testing.assert_array_equal(got["a_out"], sent["a"])
+
+
+def test_a_load_that_fails_unforeseen_is_fatal_not_an_unready_server_for_ever(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(settings: ServerSettings, model: Any) -> Any:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(app_module, "_prepare", broken)
+    fatal: list[str] = []
+    settings = ServerSettings(model_path=Path("/m.onnx"), model_name="m", access_log=False)
+    app = app_module.create_app(settings, on_fatal=fatal.append)
+
+    async def scenario() -> None:
+        app.lifecycle.start(asyncio.get_running_loop())
+        for _ in range(100):
+            if fatal:
+                break
+            await asyncio.sleep(0.02)
+        await app.lifecycle.stop()
+
+    asyncio.run(scenario())
+    assert len(fatal) == 1
+    assert "Permission denied" in fatal[0]
+    assert app.state.failure == fatal[0]
