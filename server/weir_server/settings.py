@@ -94,16 +94,16 @@ class ServerSettings:
         for option, value, low, high in counts:
             if not low <= value <= high:
                 return f"{option} must be from {low} to {high}, got {value}"
-        durations = [
-            ("--max-batch-delay-ms", self.max_batch_delay_ms, "milliseconds", True, 60_000),
+        durations: list[tuple[str, float, str, bool, float]] = [
+            ("--max-batch-delay-ms", self.max_batch_delay_ms, "milliseconds", True, 60_000.0),
             ("--graceful-timeout", self.graceful_timeout_seconds, "seconds", True, DAY),
             ("--body-timeout", self.body_timeout_seconds, "seconds", False, DAY),
             ("--keep-alive-timeout", self.keep_alive_timeout_seconds, "seconds", False, DAY),
         ]
-        for option, number, unit, zero_ok, high in durations:
+        for option, number, unit, zero_ok, most in durations:
             low_ok = number >= 0 if zero_ok else number > 0
-            if not (math.isfinite(number) and low_ok and number <= high):
-                bounds = f"from 0 to {high:g}" if zero_ok else f"more than 0, at most {high:g}"
+            if not (math.isfinite(number) and low_ok and number <= most):
+                bounds = f"from 0 to {most:g}" if zero_ok else f"more than 0, at most {most:g}"
                 return f"{option} must be a number of {unit} {bounds}; got {number:g}"
         return None
 
