@@ -358,7 +358,8 @@ def test_status_wait_follows_the_runtime_to_the_end(control: tuple[ControlApi, s
     code, out, err = weir(
         "status", "iris", "--wait", "--timeout", "20s", "-o", "json", "--local", url
     )
-    assert (code, err) == (0, "")
+    assert code == 0, err
+    assert all(line.startswith("weir status: iris: ") for line in err.splitlines()), err
     assert 0.9 < time.monotonic() - started < 5  # polled every 0.5 s
     lines = out.splitlines()
     assert len(lines) == 1
