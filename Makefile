@@ -15,7 +15,7 @@ PYTEST_ARGS ?= --durations=15
 help:
 	@echo "make demo   - weir run on this machine: a good version promoted, a bad one rolled back"
 	@echo "make test   - run every test tier (sets everything up)"
-	@echo "make lint   - ruff + mypy --strict"
+	@echo "make lint   - ruff + mypy --strict + the import contracts (lint-imports)"
 	@echo "make bench  - every benchmark below (results in docs/benchmarks*.md)"
 	@echo "make bench-server - weir serve alone (docs/benchmarks.md)"
 	@echo "make bench-peers  - weir serve vs MLServer and KServe, installed from PyPI (docs/benchmarks-peers.md)"
@@ -56,6 +56,7 @@ lint: setup
 	$(VENV)/bin/ruff check operator server tests bench examples hack
 	$(VENV)/bin/ruff format --check operator server tests bench examples hack
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 
 bench: bench-server bench-peers bench-router bench-rollback
 

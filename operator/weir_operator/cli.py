@@ -22,8 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"weir {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     from weir_operator.client.cli import add_client_parsers
+    from weir_operator.cluster.cli import add_operator_parser
     from weir_operator.local.run_cli import add_run_parser
-    from weir_operator.operator_cli import add_operator_parser
     from weir_server.cli import add_serve_parser
     from weir_server.fetch import add_fetch_parser
 

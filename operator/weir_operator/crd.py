@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from weir_operator import spec, status
+from weir_operator.core import spec, status
 
 # Schema keywords a structural schema may carry (others, e.g. "title", are dropped).
 _KEPT = {

@@ -26,7 +26,7 @@ DEFAULT_MAX_CONNECTIONS: Final = 2048
 DEFAULT_BODY_TIMEOUT_SECONDS: Final = 30.0
 DEFAULT_KEEP_ALIVE_TIMEOUT_SECONDS: Final = 30.0
 # A served model name is one URL path segment (/v2/models/NAME/infer); the same rule as
-# spec.model.name (weir_operator.spec.MODEL_NAME_PATTERN).
+# spec.model.name (weir_operator.core.spec.MODEL_NAME_PATTERN).
 MODEL_NAME_PATTERN: Final = re.compile(r"[a-zA-Z0-9]([a-zA-Z0-9_.-]{0,61}[a-zA-Z0-9])?")
 SHA256_PATTERN: Final = re.compile(r"[a-fA-F0-9]{64}")
 DAY: Final = 86_400.0

@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from tests.support.helm import HELM_TIMEOUT_S, helm, helm_path
-from weir_operator.permissions import RULES
+from weir_operator.cluster.permissions import RULES
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "weir"

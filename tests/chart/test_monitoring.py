@@ -30,11 +30,11 @@ from tests.chart.test_chart import KUBE_VERSION, NAMESPACE, RELEASE, render
 from tests.chart.test_chart import template_args as chart_template_args
 from tests.support.helm import helm
 from tests.support.processes import running_server
-from weir_operator.local.router import RouterMetrics
-from weir_operator.metrics import OperatorMetrics
-from weir_operator.render import SERVER_PORT, render_deployment
-from weir_operator.spec import parse_model_deployment
-from weir_operator.status import Outcome, Phase, Verdict
+from weir_operator.cluster.metrics import OperatorMetrics
+from weir_operator.core.render import SERVER_PORT, render_deployment
+from weir_operator.core.spec import parse_model_deployment
+from weir_operator.core.status import Outcome, Phase, Verdict
+from weir_operator.local.proxy import RouterMetrics
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "weir"

@@ -20,8 +20,8 @@ import yaml
 from tests.controlplane.conftest import Kubectl, eventually
 from tests.support.kubelet import LoopbackKubelet
 from tests.support.operator_process import Operator
-from weir_operator.render import label_selector, revision_of
-from weir_operator.spec import parse_model_deployment
+from weir_operator.core.render import label_selector, revision_of
+from weir_operator.core.spec import parse_model_deployment
 
 ROOT = Path(__file__).resolve().parents[2]
 INSTANCE = "app.kubernetes.io/instance"

@@ -24,8 +24,8 @@ import pytest
 from tests.controlplane.conftest import Kubectl, eventually
 from tests.controlplane.test_operator import md
 from tests.support.operator_process import Operator
-from weir_operator.render import revision_of
-from weir_operator.spec import parse_model_deployment
+from weir_operator.core.render import revision_of
+from weir_operator.core.spec import parse_model_deployment
 
 pytestmark = pytest.mark.timeout(300)
 REVISION = "serving.weir.dev/revision"

@@ -29,8 +29,8 @@ import pytest
 from tests.emulator.test_operator import DEPLOYMENTS, MD, manifest, revision, status_of
 from tests.emulator.test_rollout import phase
 from tests.support.emulator import EmulatorApi, WeirEmulator, eventually
-from weir_operator.render import REVISION_LABEL, SERVER_PORT, instance_labels
-from weir_operator.spec import parse_model_deployment
+from weir_operator.core.render import REVISION_LABEL, SERVER_PORT, instance_labels
+from weir_operator.core.spec import parse_model_deployment
 
 HPAS = "autoscaling/v2/horizontalpodautoscalers"
 ROUTES = "gateway.networking.k8s.io/v1/httproutes"

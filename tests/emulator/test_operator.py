@@ -16,8 +16,8 @@ import yaml
 
 from tests.support.emulator import EmulatorApi, WeirEmulator, delayed, eventually
 from tests.support.operator_process import Operator
-from weir_operator.render import revision_of
-from weir_operator.spec import parse_model_deployment
+from weir_operator.core.render import revision_of
+from weir_operator.core.spec import parse_model_deployment
 
 ROOT = Path(__file__).resolve().parents[2]
 MD = "serving.weir.dev/v1alpha1/modeldeployments"

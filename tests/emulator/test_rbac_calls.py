@@ -56,9 +56,9 @@ from tests.support.emulator import (
     write_kubeconfig,
 )
 from tests.support.operator_process import Operator
-from weir_operator.permissions import RULES
-from weir_operator.render import RenderSettings, render_children
-from weir_operator.spec import parse_model_deployment
+from weir_operator.cluster.permissions import RULES
+from weir_operator.core.render import RenderSettings, render_children
+from weir_operator.core.spec import parse_model_deployment
 
 HPAS = "autoscaling/v2/horizontalpodautoscalers"
 PDBS = "policy/v1/poddisruptionbudgets"

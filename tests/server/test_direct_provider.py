@@ -14,7 +14,8 @@ import httpx
 import pytest
 
 from tests.support.processes import ServerProcess, free_port, running_server
-from weir_operator.analysis import judge
+from weir_operator.core.analysis import judge
+from weir_operator.core.spec import ModelDeployment, parse_model_deployment
 from weir_operator.providers import (
     DirectProvider,
     PodTarget,
@@ -23,7 +24,6 @@ from weir_operator.providers import (
     RevisionTarget,
     analyse,
 )
-from weir_operator.spec import ModelDeployment, parse_model_deployment
 
 CANARY, STABLE = "c0ffee0000000001", "5ab1e00000000002"
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

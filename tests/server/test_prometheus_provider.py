@@ -16,6 +16,7 @@ import pytest
 from aiohttp import web
 
 from tests.support.processes import free_port
+from weir_operator.core.spec import ModelDeployment, parse_model_deployment
 from weir_operator.providers import (
     PrometheusProvider,
     ProviderError,
@@ -24,7 +25,6 @@ from weir_operator.providers import (
     analyse,
 )
 from weir_operator.providers.prometheus import queries_for
-from weir_operator.spec import ModelDeployment, parse_model_deployment
 
 CANARY, STABLE = "c0ffee0000000001", "5ab1e00000000002"
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

@@ -10,7 +10,7 @@ from typing import Any
 
 import jsonschema
 
-from weir_operator.celrules import CelRule, holds
+from weir_operator.core.celrules import CelRule, holds
 
 
 def _path(parts: list[str | int]) -> str:

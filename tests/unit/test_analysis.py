@@ -1,4 +1,4 @@
-"""Canary analysis math and verdict (weir_operator.analysis), against hand-computed windows.
+"""Canary analysis math and verdict (weir_operator.core.analysis), against hand-computed windows.
 
 Read as the specification: how a scrape becomes a sample, two samples a window (a restarted pod
 counts from zero), pod windows a track window, buckets a p99, and windows a verdict."""
@@ -15,7 +15,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from weir_operator.analysis import (
+from weir_operator.core.analysis import (
     INF,
     PodHealth,
     PodSample,
@@ -31,8 +31,8 @@ from weir_operator.analysis import (
     track_window,
     windows_between,
 )
-from weir_operator.spec import Analysis
-from weir_operator.status import TrackMeasurement
+from weir_operator.core.spec import Analysis
+from weir_operator.core.status import TrackMeasurement
 from weir_server.metrics import LATENCY_BUCKETS, ServerMetrics
 
 NOW = datetime(2026, 3, 1, 12, 0, 0, 250000, tzinfo=UTC)

@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from tests.support.crdschema import apply_defaults, validate_custom_resource
+from weir_operator.core.spec import SpecError, parse_model_deployment
 from weir_operator.crd import crd_yaml, render_crd
-from weir_operator.spec import SpecError, parse_model_deployment
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))

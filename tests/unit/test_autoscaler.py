@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from weir_operator.analysis import PodSample, PodWindow, parse_scrape, pod_window
-from weir_operator.autoscaler import Load, Policy, decide, observed_load, recommend
+from weir_operator.core.analysis import PodSample, PodWindow, parse_scrape, pod_window
+from weir_operator.core.autoscaling import Load, Policy, decide, observed_load, recommend
 
 WINDOW = 60.0
 policies = st.builds(

@@ -21,8 +21,8 @@ from weir_operator.client import cli as client_cli
 from weir_operator.client import commands
 from weir_operator.client.backend import Applied, Manifest, NotFound, Refused, Unreachable
 from weir_operator.client.commands import Clock, JsonLines, LiveView, TextBlocks, make_display
-from weir_operator.render import revision_of
-from weir_operator.spec import parse_model_deployment
+from weir_operator.core.render import revision_of
+from weir_operator.core.spec import parse_model_deployment
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 SHA = "ab" * 32

@@ -25,9 +25,9 @@ from weir_operator.cli import build_parser
 from weir_operator.client import cli as client_cli
 from weir_operator.client.backend import NotFound, Refused, Unreachable, UsageError
 from weir_operator.client.local_backend import LocalBackend
-from weir_operator.probing import REQUEST_ANNOTATION
-from weir_operator.render import revision_of
-from weir_operator.spec import SpecError, parse_model_deployment
+from weir_operator.core.render import revision_of
+from weir_operator.core.spec import SpecError, parse_model_deployment
+from weir_operator.probes.rollout import REQUEST_ANNOTATION
 
 ACTIONS = {"promote", "promote-full", "abort", "retry", "undo"}
 

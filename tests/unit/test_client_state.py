@@ -19,8 +19,8 @@ from weir_operator.client.state import (
     resolve_revision,
     waiting_message,
 )
-from weir_operator.render import revision_of
-from weir_operator.spec import parse_model_deployment
+from weir_operator.core.render import revision_of
+from weir_operator.core.spec import parse_model_deployment
 
 
 def md(version: str = "8", generation: int = 3, **status: Any) -> dict[str, Any]:

@@ -22,8 +22,8 @@ from weir_operator.client.views import (
     step_text,
     table,
 )
-from weir_operator.render import revision_of
-from weir_operator.spec import parse_model_deployment
+from weir_operator.core.render import revision_of
+from weir_operator.core.spec import parse_model_deployment
 
 NOW = datetime(2026, 1, 1, 12, 0, 30, tzinfo=UTC)
 

@@ -12,13 +12,13 @@ from typing import Any
 
 import pytest
 
-from weir_operator.celrules import CelRule, holds
+from weir_operator.core.celrules import CelRule, holds
+from weir_operator.core.rollout import Event
+from weir_operator.core.spec import REFUSED_ENV_NAMES, SpecError, parse_model_deployment
 from weir_operator.local.runtime import read_manifests
 from weir_operator.local.state import StateDir, StateError, default_state_dir, write_atomically
 from weir_operator.local.store import Store
-from weir_operator.rollout import Event
-from weir_operator.scaling import Autoscalers
-from weir_operator.spec import REFUSED_ENV_NAMES, SpecError, parse_model_deployment
+from weir_operator.probes.autoscaler import Autoscalers
 
 
 def iris(version: str = "1", **spec: Any) -> dict[str, Any]:

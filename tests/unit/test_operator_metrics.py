@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from prometheus_client import generate_latest
 
-from weir_operator.metrics import OperatorMetrics
-from weir_operator.status import CanaryStatus, ModelDeploymentStatus, RevisionRef
+from weir_operator.cluster.metrics import OperatorMetrics
+from weir_operator.core.status import CanaryStatus, ModelDeploymentStatus, RevisionRef
 
 
 def scrape(metrics: OperatorMetrics) -> str:

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from weir_operator.core.spec import ModelDeployment, parse_model_deployment
 from weir_operator.providers import (
     DirectProvider,
     PodTarget,
@@ -15,7 +16,6 @@ from weir_operator.providers import (
     pod_target,
 )
 from weir_operator.providers.prometheus import promql_duration, queries_for
-from weir_operator.spec import ModelDeployment, parse_model_deployment
 
 
 def deployment(analysis: dict[str, Any] | None = None, **model: str) -> ModelDeployment:

@@ -9,8 +9,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from weir_operator.observe import observe, pod_problem
-from weir_operator.reconcile import (
+from weir_operator.core.observe import observe, pod_problem
+from weir_operator.core.reconcile import (
     DRAIN_SECONDS,
     Observed,
     Plan,
@@ -19,10 +19,10 @@ from weir_operator.reconcile import (
     reconcile,
     status_patch,
 )
-from weir_operator.render import revision_of
-from weir_operator.rollout import CheckResult, Request
-from weir_operator.spec import ModelDeployment, parse_model_deployment
-from weir_operator.status import AnalysisResult, ModelDeploymentStatus, Verdict, timestamp
+from weir_operator.core.render import revision_of
+from weir_operator.core.rollout import CheckResult, Request
+from weir_operator.core.spec import ModelDeployment, parse_model_deployment
+from weir_operator.core.status import AnalysisResult, ModelDeploymentStatus, Verdict, timestamp
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 ROLLOUT = {"steps": [{"setWeight": 50}], "analysis": {"interval": "5s", "failureThreshold": 2}}

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 from tests.support.crdschema import validate_custom_resource
 from tests.support.gateway_api import httproute_crd
-from weir_operator.kube import merged, removed_keys
-from weir_operator.render import (
+from weir_operator.cluster.kube import merged, removed_keys
+from weir_operator.core.render import (
     REVISION_LABEL,
     TRACK_LABEL,
     is_role_patch,
@@ -23,7 +23,7 @@ from weir_operator.render import (
     render_deployment,
     revision_of,
 )
-from weir_operator.spec import ModelDeployment, parse_model_deployment
+from weir_operator.core.spec import ModelDeployment, parse_model_deployment
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))

@@ -17,9 +17,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from tests.support.crdschema import unknown_fields
-from weir_operator import traffic
-from weir_operator.crd import render_crd
-from weir_operator.rollout import (
+from weir_operator.core import routers
+from weir_operator.core.rollout import (
     INCONCLUSIVE_LIMIT,
     STALE_ANALYSIS_INTERVALS,
     Action,
@@ -38,8 +37,8 @@ from weir_operator.rollout import (
     decide,
     weight_in_force,
 )
-from weir_operator.spec import ModelDeploymentSpec, duration_seconds
-from weir_operator.status import (
+from weir_operator.core.spec import ModelDeploymentSpec, duration_seconds
+from weir_operator.core.status import (
     HISTORY_LIMIT,
     AnalysisResult,
     CanaryStatus,
@@ -51,6 +50,7 @@ from weir_operator.status import (
     parse_timestamp,
     timestamp,
 )
+from weir_operator.crd import render_crd
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 OK = CheckResult(passed=True)
@@ -1031,7 +1031,7 @@ mostly_passing = st.sampled_from(["Pass", "Pass", "Pass", "Fail", "Inconclusive"
 
 
 def router_weight(spec: ModelDeploymentSpec, total: int, weight: int) -> int:
-    return traffic.split(spec.traffic.router, total, weight).canary_weight
+    return routers.split(spec.traffic.router, total, weight).canary_weight
 
 
 def check_status(shell: Shell, decision: Decision) -> None:
@@ -1090,7 +1090,7 @@ def check_servers_before_traffic(shell: Shell, before: CanaryStatus | None) -> N
         return
     if after.weight > before.weight:
         seen = shell.revisions.get(after.revision, RevisionObservation())
-        needed = traffic.split(shell.spec.traffic.router, shell.total, after.set_weight)
+        needed = routers.split(shell.spec.traffic.router, shell.total, after.set_weight)
         assert seen.ready_replicas >= needed.canary_replicas, "servers before traffic"
 
 

@@ -10,13 +10,13 @@ from typing import Any, cast
 
 import pytest
 
-from weir_operator.analysis import PodSample
+from weir_operator.core.analysis import PodSample
+from weir_operator.core.render import REVISION_LABEL
+from weir_operator.core.spec import ModelDeployment, parse_model_deployment
+from weir_operator.core.status import CanaryStatus, ModelDeploymentStatus, RevisionRef
+from weir_operator.probes.autoscaler import Autoscalers
 from weir_operator.providers.base import PodTarget
 from weir_operator.providers.direct import DirectProvider
-from weir_operator.render import REVISION_LABEL
-from weir_operator.scaling import Autoscalers
-from weir_operator.spec import ModelDeployment, parse_model_deployment
-from weir_operator.status import CanaryStatus, ModelDeploymentStatus, RevisionRef
 
 STABLE, CANARY = "a" * 16, "b" * 16
 DELAY = 30.0

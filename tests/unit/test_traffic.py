@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from weir_operator.traffic import (
+from weir_operator.core.routers import (
     Split,
     gateway_split,
     replicas_split,

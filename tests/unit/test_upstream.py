@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from weir_operator.local.router import Route, Router
+from weir_operator.local.proxy import Route, Router
 from weir_operator.local.upstream import (
     Response,
     Upstream,

@@ -43,7 +43,7 @@ from weir_operator.client.views import (
     status_record,
     status_view,
 )
-from weir_operator.spec import GROUP, ModelSource, describe_errors
+from weir_operator.core.spec import GROUP, ModelSource, describe_errors
 
 STATUS_TIMEOUT = 15 * 60.0
 REQUEST_TIMEOUT = 30.0

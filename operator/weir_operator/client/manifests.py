@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from weir_operator.client.backend import Manifest, UsageError
-from weir_operator.spec import API_VERSION, KIND, SpecError, parse_model_deployment
+from weir_operator.core.spec import API_VERSION, KIND, SpecError, parse_model_deployment
 
 SUFFIXES = (".yaml", ".yml", ".json")
 

@@ -10,8 +10,13 @@ import re
 from typing import Any, Literal
 
 from weir_operator.client.backend import Manifest, UsageError
-from weir_operator.render import revision_of
-from weir_operator.spec import ModelDeployment, SpecError, duration_seconds, parse_model_deployment
+from weir_operator.core.render import revision_of
+from weir_operator.core.spec import (
+    ModelDeployment,
+    SpecError,
+    duration_seconds,
+    parse_model_deployment,
+)
 
 DoneState = Literal["healthy", "failed"]
 

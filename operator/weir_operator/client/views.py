@@ -10,8 +10,8 @@ from typing import Any
 
 from weir_operator.client.backend import Manifest
 from weir_operator.client.state import desired_revision, name_of, parsed, status_of
-from weir_operator.spec import SpecError, Step
-from weir_operator.status import parse_timestamp
+from weir_operator.core.spec import SpecError, Step
+from weir_operator.core.status import parse_timestamp
 
 NONE = "-"
 GET_COLUMNS = ("NAME", "PHASE", "STABLE", "CANARY", "WEIGHT", "READY", "AGE")

@@ -21,9 +21,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from weir_operator.control_access import SCHEME, authorized
+from weir_operator.core.spec import ModelDeployment, SpecError, parse_model_deployment
+from weir_operator.core.status import RequestAction
 from weir_operator.local.store import NotFound
-from weir_operator.spec import ModelDeployment, SpecError, parse_model_deployment
-from weir_operator.status import RequestAction
 
 if TYPE_CHECKING:
     from weir_operator.local.runtime import LocalRuntime

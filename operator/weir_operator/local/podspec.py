@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from weir_operator.render import MODEL_FILE, REVISION_LABEL
+from weir_operator.core.render import MODEL_FILE, REVISION_LABEL
 
 LOCAL_SCHEMES = ("file://", "http://", "https://")
 

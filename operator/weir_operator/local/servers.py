@@ -30,10 +30,10 @@ from typing import Any, Literal
 import httpx
 
 from weir_operator.control_access import TOKEN_ENV
+from weir_operator.core.reconcile import RevisionState
+from weir_operator.core.render import REVISION_LABEL
+from weir_operator.core.status import timestamp
 from weir_operator.local.podspec import ServerTemplate
-from weir_operator.reconcile import RevisionState
-from weir_operator.render import REVISION_LABEL
-from weir_operator.status import timestamp
 from weir_server.fetch import FetchError, fetch
 
 log = logging.getLogger("weir.run")

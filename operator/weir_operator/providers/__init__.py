@@ -1,5 +1,5 @@
 """Metric providers: where the canary analysis gets its numbers. Thin shells that do I/O and
-nothing clever; the math and the verdict live in `weir_operator.analysis`.
+nothing clever; the math and the verdict live in `weir_operator.core.analysis`.
 
 One implementation per file (as Flagger does): `direct` scrapes every server pod's /metrics and
 keeps the previous scrape in memory; `prometheus` asks a Prometheus server with PromQL. Both
@@ -17,7 +17,9 @@ from datetime import datetime
 
 import httpx
 
-from weir_operator.analysis import judge
+from weir_operator.core.analysis import judge
+from weir_operator.core.spec import ModelDeployment
+from weir_operator.core.status import AnalysisResult
 from weir_operator.providers.base import (
     MetricsProvider,
     PodTarget,
@@ -27,8 +29,6 @@ from weir_operator.providers.base import (
 )
 from weir_operator.providers.direct import DirectProvider
 from weir_operator.providers.prometheus import PrometheusProvider
-from weir_operator.spec import ModelDeployment
-from weir_operator.status import AnalysisResult
 
 __all__ = [
     "DirectProvider",

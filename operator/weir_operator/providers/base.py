@@ -9,9 +9,9 @@ from typing import Any, Protocol
 
 import httpx
 
-from weir_operator.analysis import TrackWindow
-from weir_operator.render import SERVER_PORT
-from weir_operator.spec import ModelDeployment
+from weir_operator.core.analysis import TrackWindow
+from weir_operator.core.render import SERVER_PORT
+from weir_operator.core.spec import ModelDeployment
 
 SCRAPE_TIMEOUT = httpx.Timeout(2.0, connect=1.0)
 QUERY_TIMEOUT = httpx.Timeout(5.0, connect=2.0)

@@ -18,20 +18,20 @@ from collections.abc import Callable
 
 import httpx
 
-from weir_operator.analysis import (
+from weir_operator.core.analysis import (
     PodSample,
     ScrapeError,
     TrackWindow,
     parse_scrape,
     windows_between,
 )
+from weir_operator.core.spec import ModelDeployment
 from weir_operator.providers.base import (
     SCRAPE_TIMEOUT,
     PodTarget,
     ProviderError,
     RevisionTarget,
 )
-from weir_operator.spec import ModelDeployment
 
 MAX_CONCURRENT_SCRAPES = 16
 STALE_CONNECTION = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)

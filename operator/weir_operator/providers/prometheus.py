@@ -16,9 +16,9 @@ from typing import Any, Final
 
 import httpx
 
-from weir_operator.analysis import TrackWindow
+from weir_operator.core.analysis import TrackWindow
+from weir_operator.core.spec import ModelDeployment, duration_seconds
 from weir_operator.providers.base import QUERY_TIMEOUT, ProviderError, RevisionTarget
-from weir_operator.spec import ModelDeployment, duration_seconds
 
 _SELECTOR: Final = 'namespace="{{namespace}}",model="{{model}}",revision="{{revision}}"'
 DEFAULT_QUERIES: Final = {

@@ -12,8 +12,8 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from weir_operator import spec as api
-from weir_operator.spec import ModelDeployment, ModelDeploymentSpec
+from weir_operator.core import spec as api
+from weir_operator.core.spec import ModelDeployment, ModelDeploymentSpec
 
 Manifest = dict[str, Any]
 Track = Literal["stable", "canary"]

@@ -18,13 +18,13 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from weir_operator.autoscaler import Policy, Recommendation, ScaleDecision, decide
-from weir_operator.loadmeter import Key, LoadMeter
+from weir_operator.core.autoscaling import Policy, Recommendation, ScaleDecision, decide
+from weir_operator.core.render import REVISION_LABEL
+from weir_operator.core.spec import ModelDeployment
+from weir_operator.core.status import ModelDeploymentStatus
+from weir_operator.probes.loadmeter import Key, LoadMeter
 from weir_operator.providers.base import pod_target
 from weir_operator.providers.direct import DirectProvider
-from weir_operator.render import REVISION_LABEL
-from weir_operator.spec import ModelDeployment
-from weir_operator.status import ModelDeploymentStatus
 
 
 class Autoscalers:

@@ -27,8 +27,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from weir_operator.analysis import PodWindow
-from weir_operator.spec import Autoscaling, duration_seconds
+from weir_operator.core.analysis import PodWindow
+from weir_operator.core.spec import Autoscaling, duration_seconds
 
 LoadMetric = Literal["concurrency", "rps"]
 Recommendation = tuple[float, int]  # (seconds on the shell's clock, replicas)

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from weir_operator.reconcile import Observed, RevisionState
-from weir_operator.render import INSTANCE_LABEL, MANAGED_BY_LABEL, REVISION_LABEL
+from weir_operator.core.reconcile import Observed, RevisionState
+from weir_operator.core.render import INSTANCE_LABEL, MANAGED_BY_LABEL, REVISION_LABEL
 
 # Waiting reasons that mean a pod will not become ready by itself.
 STUCK_REASONS = frozenset(

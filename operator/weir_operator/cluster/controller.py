@@ -6,7 +6,8 @@ from the API; it runs on create, update and resume of a ModelDeployment and on a
 what makes it level-based: whatever happened meanwhile, the next tick converges.
 
 Handlers are async because the rollout's probes (pre-traffic checks, metric analysis) talk to
-many servers at once (`weir_operator.probing`); the `kubernetes` client is blocking, so the plan
+many servers at once (`weir_operator.probes.rollout`); the `kubernetes` client is blocking, so
+the plan
 is applied in a worker thread. The timer is also the analysis clock: it must tick at least as
 often as the shortest `analysis.interval` (`weir operator --interval`, default 5 s)."""
 
@@ -22,14 +23,12 @@ from typing import Any
 import kopf
 from kubernetes.client.exceptions import ApiException
 
-from weir_operator.kube import Kube, explain, is_transient
-from weir_operator.metrics import OperatorMetrics
-from weir_operator.observe import observe, owner_key
-from weir_operator.probing import REQUEST_ANNOTATION, RolloutProbes
-from weir_operator.reconcile import Plan, reconcile, status_patch
-from weir_operator.render import MANAGED_BY_LABEL, RenderSettings
-from weir_operator.scaling import Autoscalers
-from weir_operator.spec import (
+from weir_operator.cluster.kube import Kube, explain, is_transient
+from weir_operator.cluster.metrics import OperatorMetrics
+from weir_operator.core.observe import observe, owner_key
+from weir_operator.core.reconcile import Plan, reconcile, status_patch
+from weir_operator.core.render import MANAGED_BY_LABEL, RenderSettings
+from weir_operator.core.spec import (
     GROUP,
     PLURAL,
     VERSION,
@@ -38,7 +37,9 @@ from weir_operator.spec import (
     parse_model_deployment,
     warm_up_cel_rules,
 )
-from weir_operator.status import Condition, ModelDeploymentStatus
+from weir_operator.core.status import Condition, ModelDeploymentStatus
+from weir_operator.probes.autoscaler import Autoscalers
+from weir_operator.probes.rollout import REQUEST_ANNOTATION, RolloutProbes
 
 log = logging.getLogger("weir.operator")
 WEIR = {MANAGED_BY_LABEL: "weir"}

@@ -22,7 +22,7 @@ from pydantic.alias_generators import to_camel
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import PydanticCustomError, core_schema
 
-from weir_operator.celrules import CelRule, holds
+from weir_operator.core.celrules import CelRule, holds
 
 GROUP = "serving.weir.dev"
 VERSION = "v1alpha1"
@@ -616,7 +616,7 @@ def parse_model_deployment(document: Any, source: str = "") -> ModelDeployment:
 def warm_up_cel_rules() -> None:
     """Compile every CEL rule now: the first compile is slow, and concurrent reconciles would
     otherwise all pay for it at once."""
-    from weir_operator.celrules import compiled
+    from weir_operator.core.celrules import compiled
 
     for model in (
         ModelDeploymentSpec,

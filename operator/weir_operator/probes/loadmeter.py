@@ -1,6 +1,6 @@
 """The autoscaler's eyes: the load of an instance's servers over the last short window.
 
-Why it exists: `weir_operator.autoscaler` is pure; someone must scrape. This shell scrapes the
+Why it exists: `weir_operator.core.autoscaling` is pure; someone must scrape. This shell scrapes the
 serving pods' /metrics (through the direct provider's scraper, so the same parsing and
 checks), keeps the previous sample of each pod (its own memory: the analysis' windows are not
 disturbed), and turns two samples into pod windows. A pod seen for the first time only opens
@@ -16,8 +16,8 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from weir_operator.analysis import PodSample, PodWindow, pod_window
-from weir_operator.autoscaler import Load, LoadMetric, observed_load, track_loads
+from weir_operator.core.analysis import PodSample, PodWindow, pod_window
+from weir_operator.core.autoscaling import Load, LoadMetric, observed_load, track_loads
 from weir_operator.providers.base import PodTarget
 from weir_operator.providers.direct import DirectProvider
 

@@ -6,7 +6,6 @@ when the object already says what we want, so a level-based reconcile loop costs
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from typing import Any, Literal, cast
@@ -14,10 +13,13 @@ from typing import Any, Literal, cast
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
+from weir_operator.kubeapi import MERGE_PATCH, explain, is_transient
+
+__all__ = ["KINDS", "MERGE_PATCH", "Kind", "Kube", "explain", "is_transient"]
+
 log = logging.getLogger("weir.kube")
 
 Manifest = dict[str, Any]
-MERGE_PATCH = "application/merge-patch+json"
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,25 +38,6 @@ KINDS: dict[str, Kind] = {
     "HTTPRoute": Kind("gateway.networking.k8s.io", "v1", "httproutes"),
     "ModelDeployment": Kind("serving.weir.dev", "v1alpha1", "modeldeployments"),
 }
-
-
-def is_transient(error: ApiException) -> bool:
-    """Conflicts, throttling and server errors are worth retrying; 4xx otherwise are not."""
-    return error.status in (409, 429) or (error.status or 0) >= 500
-
-
-def explain(error: ApiException) -> str:
-    """The API's own words for a refusal ("403 Forbidden: deployments.apps is forbidden: User
-    ... cannot create resource ..."), so an operator log names the call and the missing right."""
-    message = ""
-    try:
-        body = json.loads(error.body or "")
-        if isinstance(body, dict):
-            message = str(body.get("message") or "")
-    except (TypeError, ValueError):
-        message = ""
-    head = f"{error.status} {error.reason}"
-    return f"{head}: {message}" if message else head
 
 
 # Maps that must say exactly what is rendered: a merge patch leaves keys it does not name, so

@@ -7,7 +7,7 @@ the new status and the events that tell the story. Level-based, with all rollout
 `.status`, so any reconcile, including the first one after an operator restart, converges from
 what it reads.
 
-The rollout itself is `weir_operator.rollout.decide`'s: this module turns what was observed into
+The rollout itself is `core.rollout.decide`'s: this module turns what was observed into
 its input, and its actions into children (ScaleTracks and SetCanaryWeight become the replica
 counts and the weight; Promote repoints `<md>-stable`; RetireRevision leaves a Deployment out,
 deleted DRAIN_SECONDS after the rollout ended once the stable is fully ready). The state machine
@@ -20,12 +20,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from weir_operator import render, rollout
-from weir_operator.autoscaler import ScaleDecision
-from weir_operator.render import Manifest, RenderSettings
-from weir_operator.rollout import CheckResult, Event, Request
-from weir_operator.spec import ModelDeployment
-from weir_operator.status import (
+from weir_operator.core import render, rollout
+from weir_operator.core.autoscaling import ScaleDecision
+from weir_operator.core.render import Manifest, RenderSettings
+from weir_operator.core.rollout import CheckResult, Event, Request
+from weir_operator.core.routers import Router
+from weir_operator.core.spec import ModelDeployment
+from weir_operator.core.status import (
     AnalysisResult,
     AutoscalerStatus,
     ModelDeploymentStatus,
@@ -35,7 +36,6 @@ from weir_operator.status import (
     parse_timestamp,
     timestamp,
 )
-from weir_operator.traffic import Router
 
 DRAIN_SECONDS = 10.0
 AUTOSCALER_REFRESH = 60.0  # seconds between status refreshes of an unchanged autoscaler count

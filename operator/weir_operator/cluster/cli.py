@@ -45,10 +45,10 @@ def run_operator(args: argparse.Namespace) -> int:
     import kubernetes
     from prometheus_client import start_http_server
 
-    from weir_operator.controller import OperatorContext, create_registry
-    from weir_operator.kube import Kube
-    from weir_operator.metrics import OperatorMetrics
-    from weir_operator.render import RenderSettings
+    from weir_operator.cluster.controller import OperatorContext, create_registry
+    from weir_operator.cluster.kube import Kube
+    from weir_operator.cluster.metrics import OperatorMetrics
+    from weir_operator.core.render import RenderSettings
     from weir_server.accesslog import configure_logging
 
     configure_logging(args.log_level)

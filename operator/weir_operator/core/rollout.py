@@ -37,7 +37,7 @@ The life of a rollout (the shell passes the desired revision, a hash of spec.mod
 - `progressDeadline` bounds what depends on servers becoming ready: the gate (from the rollout's
   start) and the final scale-up (from the end of the steps). Steps are never rolled back for time:
   a step waiting for analysis waits for data, and no data is not failure (DESIGN.md).
-- Replica counts and weights come from `weir_operator.traffic` (the `replicas` router splits by
+- Replica counts and weights come from `weir_operator.core.routers` (the `replicas` router splits by
   whole servers and says honestly what share that gives; `gateway-api` weights exactly). With an
   exact-weight router and Weir's autoscaler, each track scales on its own load
   (`track_replicas`): the stable runs what its load asks for, the canary what its load asks
@@ -66,9 +66,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from weir_operator import traffic
-from weir_operator.spec import ModelDeploymentSpec, Step, duration_seconds
-from weir_operator.status import (
+from weir_operator.core import routers
+from weir_operator.core.spec import ModelDeploymentSpec, Step, duration_seconds
+from weir_operator.core.status import (
     HISTORY_LIMIT,
     AnalysisResult,
     CanaryStatus,
@@ -152,7 +152,7 @@ class RolloutInput:
     analysis: AnalysisResult | None = None  # the latest completed window (counted once)
     request: Request | None = None  # the pending request, if any (applied once per id)
     generation: int | None = None  # metadata.generation, for the conditions
-    router: traffic.Router | None = None  # who splits traffic, if not spec.traffic.router
+    router: routers.Router | None = None  # who splits traffic, if not spec.traffic.router
     # Servers each revision's own load asks for (the autoscaler, per track; exact-weight
     # routers only): the stable runs its count, the canary at least its weight's share.
     track_replicas: Mapping[str, int] = field(default_factory=dict)
@@ -301,7 +301,7 @@ class _Decider:
     def __init__(self, given: RolloutInput) -> None:
         self.given = given
         self.steps = given.spec.rollout.steps
-        self.router: traffic.Router = given.router or given.spec.traffic.router
+        self.router: routers.Router = given.router or given.spec.traffic.router
         self.analysis = given.spec.rollout.analysis
         self.interval = timedelta(seconds=duration_seconds(self.analysis.interval))
         self.deadline = timedelta(seconds=duration_seconds(given.spec.rollout.progress_deadline))
@@ -643,7 +643,7 @@ class _Decider:
         """Move the weight to what the step asks for: down at once, up once the canary has the
         servers the new weight needs."""
         canary = self._canary()
-        target = traffic.split(self.router, self.total, canary.set_weight)
+        target = routers.split(self.router, self.total, canary.set_weight)
         if canary.weight == target.canary_weight:
             return
         if target.canary_weight > canary.weight and seen.ready_replicas < target.canary_replicas:
@@ -653,7 +653,7 @@ class _Decider:
     def _set_weight(self, weight: int) -> None:
         canary = self._canary()
         self._update(weight=weight, weight_changed_at=self.at)
-        target = traffic.split(self.router, self.total, canary.set_weight)
+        target = routers.split(self.router, self.total, canary.set_weight)
         detail = ""
         if weight and self.router == "replicas":
             servers = target.canary_replicas + target.stable_replicas
@@ -672,7 +672,7 @@ class _Decider:
         step = self.steps[canary.step]
         began = parse_timestamp(canary.step_started_at or self.at)
         if step.set_weight is not None:
-            target = traffic.split(self.router, self.total, canary.set_weight).canary_weight
+            target = routers.split(self.router, self.total, canary.set_weight).canary_weight
             if target == 0:
                 return "no traffic to analyse at weight 0"
             if canary.weight != target or canary.weight_changed_at is None:
@@ -816,7 +816,7 @@ class _Decider:
         )
         if not weight:
             return 1
-        share = traffic.split(self.router, self.total, weight).canary_replicas
+        share = routers.split(self.router, self.total, weight).canary_replicas
         return max(share, self._own_count(canary.revision) or 0)
 
     def _own_count(self, revision: str) -> int | None:
@@ -892,8 +892,8 @@ class _Decider:
             if own is not None:
                 stable_servers = own
             elif canary.weight:
-                target = traffic.split(self.router, self.total, canary.set_weight)
-                stable_servers = traffic.serving_stable_replicas(
+                target = routers.split(self.router, self.total, canary.set_weight)
+                stable_servers = routers.serving_stable_replicas(
                     self.router, self.total, target, seen.ready_replicas
                 )
             level = [

@@ -24,13 +24,13 @@ from typing import Any, get_args
 import httpx
 
 from weir_operator import providers as metric_providers
-from weir_operator.analysis import canary_pod_problem, pod_health
+from weir_operator.core.analysis import canary_pod_problem, pod_health
+from weir_operator.core.reconcile import Probes
+from weir_operator.core.render import REVISION_LABEL
+from weir_operator.core.rollout import CheckResult, Event, Request
+from weir_operator.core.spec import GROUP, ModelDeployment, duration_seconds
+from weir_operator.core.status import ModelDeploymentStatus, RequestAction, parse_timestamp
 from weir_operator.providers import PodTarget, Providers, RevisionTarget, pod_target
-from weir_operator.reconcile import Probes
-from weir_operator.render import REVISION_LABEL
-from weir_operator.rollout import CheckResult, Event, Request
-from weir_operator.spec import GROUP, ModelDeployment, duration_seconds
-from weir_operator.status import ModelDeploymentStatus, RequestAction, parse_timestamp
 
 REQUEST_ANNOTATION = f"{GROUP}/request"
 CHECK_TIMEOUT = httpx.Timeout(5.0, connect=1.0)

@@ -22,8 +22,8 @@ from typing import Any, Final
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from weir_operator.spec import Analysis
-from weir_operator.status import AnalysisResult, TrackMeasurement, Verdict, timestamp
+from weir_operator.core.spec import Analysis
+from weir_operator.core.status import AnalysisResult, TrackMeasurement, Verdict, timestamp
 
 REQUESTS_SAMPLE: Final = "weir_inference_requests_total"
 LATENCY_BUCKET_SAMPLE: Final = "weir_inference_request_duration_seconds_bucket"

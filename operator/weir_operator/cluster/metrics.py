@@ -7,7 +7,7 @@ from typing import get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from weir_operator.status import ModelDeploymentStatus, Phase
+from weir_operator.core.status import ModelDeploymentStatus, Phase
 
 PHASES = get_args(Phase)
 

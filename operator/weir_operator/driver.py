@@ -1,0 +1,1 @@
+"""The one reconcile driver (being written)."""
