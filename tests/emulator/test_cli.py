@@ -31,9 +31,9 @@ from tests.support.processes import free_port
 from weir_operator.cli import build_parser
 from weir_operator.client import cli as client_cli
 from weir_operator.core.render import revision_of
+from weir_operator.core.requests import REQUEST_ANNOTATION, parse_request
 from weir_operator.core.rollout import Request
 from weir_operator.core.spec import parse_model_deployment
-from weir_operator.probes.rollout import REQUEST_ANNOTATION, parse_request
 
 SHA = "ef" * 32
 

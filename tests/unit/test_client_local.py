@@ -26,8 +26,8 @@ from weir_operator.client import cli as client_cli
 from weir_operator.client.backend import NotFound, Refused, Unreachable, UsageError
 from weir_operator.client.local_backend import LocalBackend
 from weir_operator.core.render import revision_of
+from weir_operator.core.requests import REQUEST_ANNOTATION
 from weir_operator.core.spec import SpecError, parse_model_deployment
-from weir_operator.probes.rollout import REQUEST_ANNOTATION
 
 ACTIONS = {"promote", "promote-full", "abort", "retry", "undo"}
 

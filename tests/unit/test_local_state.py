@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from weir_operator.core.celrules import CelRule, holds
-from weir_operator.core.rollout import Event
 from weir_operator.core.spec import REFUSED_ENV_NAMES, SpecError, parse_model_deployment
+from weir_operator.core.status import Event
 from weir_operator.local.runtime import read_manifests
 from weir_operator.local.state import StateDir, StateError, default_state_dir, write_atomically
 from weir_operator.local.store import Store

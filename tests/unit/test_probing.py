@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 
+from weir_operator.core.requests import parse_request
 from weir_operator.core.rollout import Request
-from weir_operator.probes.rollout import parse_request, same_signature
+from weir_operator.probes.rollout import same_signature
 
 
 def test_a_request_annotation_is_parsed_and_a_bad_one_explained() -> None:

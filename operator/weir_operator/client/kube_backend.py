@@ -26,9 +26,9 @@ from weir_operator.client.backend import (
     Unreachable,
 )
 from weir_operator.client.manifests import update_patch
+from weir_operator.core.requests import REQUEST_ANNOTATION
 from weir_operator.core.spec import API_VERSION, GROUP, KIND, PLURAL, VERSION
 from weir_operator.kubeapi import MERGE_PATCH, explain
-from weir_operator.probes.rollout import REQUEST_ANNOTATION
 
 TIMEOUT = (5.0, 30.0)  # connect, read (seconds) for every call
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")

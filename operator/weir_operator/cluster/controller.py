@@ -28,6 +28,7 @@ from weir_operator.cluster.metrics import OperatorMetrics
 from weir_operator.core.observe import observe, owner_key
 from weir_operator.core.reconcile import Plan, reconcile, status_patch
 from weir_operator.core.render import MANAGED_BY_LABEL, RenderSettings
+from weir_operator.core.requests import REQUEST_ANNOTATION
 from weir_operator.core.spec import (
     GROUP,
     PLURAL,
@@ -39,7 +40,7 @@ from weir_operator.core.spec import (
 )
 from weir_operator.core.status import Condition, ModelDeploymentStatus
 from weir_operator.probes.autoscaler import Autoscalers
-from weir_operator.probes.rollout import REQUEST_ANNOTATION, RolloutProbes
+from weir_operator.probes.rollout import RolloutProbes
 
 log = logging.getLogger("weir.operator")
 WEIR = {MANAGED_BY_LABEL: "weir"}

@@ -23,16 +23,19 @@ from typing import Any, Literal
 from weir_operator.core import render, rollout
 from weir_operator.core.autoscaling import ScaleDecision
 from weir_operator.core.render import Manifest, RenderSettings
-from weir_operator.core.rollout import CheckResult, Event, Request
+from weir_operator.core.requests import Request
+from weir_operator.core.rollout import CheckResult
 from weir_operator.core.routers import Router
 from weir_operator.core.spec import ModelDeployment
 from weir_operator.core.status import (
     AnalysisResult,
     AutoscalerStatus,
+    Event,
     ModelDeploymentStatus,
     Phase,
     RevisionRef,
     TrackScale,
+    condition,
     parse_timestamp,
     timestamp,
 )
@@ -213,7 +216,7 @@ def reconcile(
     desired_total = (stable_replicas if stable_replicas is not None else replicas_total) + (
         (canary_replicas or 0) if canary else 0
     )
-    ready = rollout.condition(
+    ready = condition(
         status.conditions, "Ready", stable_ready, ready_reason, ready_message, at, generation
     )
     conditions = [ready, *(c for c in decided.conditions if c.type != "Ready")]

@@ -55,9 +55,9 @@ canary ends; to an older revision: a normal rollout through the steps).
 
 Actions are typed and idempotent, in the order they must be applied. Every decision carries one
 `ScaleTracks` and one `SetCanaryWeight`, the complete level state (so a shell needs no memory);
-weight goes down before counts shrink, counts grow before weight goes up. Transitions add edge
-actions: `CreateCanary` (first), `Promote` (before the level actions), `RetireRevision` and
-`RestoreModel` (last)."""
+weight goes down before counts shrink, counts grow before weight goes up. Who holds which role,
+who is created and who retires all follow from those two and the status (a revision with no
+role has no servers); the one edge action is `RestoreModel` (undo), last."""
 
 from __future__ import annotations
 
@@ -67,19 +67,22 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from weir_operator.core import routers
+from weir_operator.core.requests import Request
 from weir_operator.core.spec import ModelDeploymentSpec, Step, duration_seconds
 from weir_operator.core.status import (
     HISTORY_LIMIT,
     AnalysisResult,
     CanaryStatus,
     Condition,
+    Event,
     HistoryEntry,
     ModelDeploymentStatus,
     Outcome,
     Phase,
-    RequestAction,
     RequestRecord,
     RevisionRef,
+    condition,
+    find_condition,
     parse_timestamp,
     timestamp,
 )
@@ -98,18 +101,6 @@ CONDITION_TYPES = ("Progressing", "Paused", "RolledBack")
 
 # ---------------------------------------------------------------------------------------------
 # Inputs
-
-
-@dataclass(frozen=True, slots=True)
-class Request:
-    """A person's (or CI's) request, e.g. from `weir promote`. `id` must be unique per request.
-    `revision` guards promote, promote-full, abort and retry (rejected if the rollout has moved
-    on to another revision) and, for undo, names the revision to bring back (a unique prefix
-    will do; default: the previous one)."""
-
-    id: str
-    action: RequestAction
-    revision: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,13 +154,6 @@ class RolloutInput:
 
 
 @dataclass(frozen=True, slots=True)
-class CreateCanary:
-    """Start the servers of this revision in the canary role (create them if missing)."""
-
-    revision: RevisionRef
-
-
-@dataclass(frozen=True, slots=True)
 class ScaleTracks:
     """Servers to run per track, now. `canary_revision` None: no canary (retire any)."""
 
@@ -189,38 +173,13 @@ class SetCanaryWeight:
 
 
 @dataclass(frozen=True, slots=True)
-class Promote:
-    """Give `revision` the stable role (repoint `<md>-stable`); `previous` loses it."""
-
-    revision: str
-    previous: str
-
-
-@dataclass(frozen=True, slots=True)
-class RetireRevision:
-    """This revision has no role any more and no traffic: drain and remove its servers."""
-
-    revision: str
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
 class RestoreModel:
     """Undo: write this revision's model (uri, sha256, version) back into spec.model."""
 
     revision: RevisionRef
 
 
-Action = CreateCanary | ScaleTracks | SetCanaryWeight | Promote | RetireRevision | RestoreModel
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """A Kubernetes Event: what happened, for `kubectl describe`."""
-
-    type: Literal["Normal", "Warning"]
-    reason: str
-    message: str
+Action = ScaleTracks | SetCanaryWeight | RestoreModel
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,8 +275,7 @@ class _Decider:
         self.last_analysis = status.last_analysis
         self.last_request = status.last_request
         self.events: list[Event] = []
-        self.first_actions: list[Action] = []  # CreateCanary, Promote
-        self.last_actions: list[Action] = []  # RetireRevision, RestoreModel
+        self.last_actions: list[Action] = []  # RestoreModel
         self.rollback: tuple[str, str] | None = None  # (condition reason, message) decided now
 
     # -- the sequence ---------------------------------------------------------------------------
@@ -546,7 +504,6 @@ class _Decider:
             step_started_at=self.at,
         )
         self.last_analysis = None
-        self.first_actions.append(CreateCanary(desired))
         plan = ", ".join(describe_step(s) for s in self.steps) or "none: straight to promotion"
         self._event(
             "Normal",
@@ -733,8 +690,6 @@ class _Decider:
             reason = f"all {len(self.steps)} steps completed"
         self._record(canary, "Promoted", reason)
         self.stable = _ref_of(canary)
-        self.first_actions.append(Promote(canary.revision, previous.revision))
-        self.last_actions.append(RetireRevision(previous.revision, f"replaced by {label(canary)}"))
         took = self.now - parse_timestamp(canary.started_at or self.at)
         self._event(
             "Normal",
@@ -765,7 +720,6 @@ class _Decider:
     def _end_canary(self, outcome: Outcome, reason: str, *, hold: bool) -> None:
         canary = self._canary()
         self._record(canary, outcome, reason)
-        self.last_actions.append(RetireRevision(canary.revision, reason))
         if hold:
             self.held = canary.revision
         self.canary = None
@@ -905,7 +859,7 @@ class _Decider:
         after = canary.weight if canary else 0
         if after < before:
             level.reverse()  # take traffic away before taking servers away
-        return [*self.first_actions, *level, *self.last_actions]
+        return [*level, *self.last_actions]
 
     def _pause(self) -> tuple[str, str] | None:
         """(reason, message) while the rollout is paused or held, else None."""
@@ -947,7 +901,7 @@ class _Decider:
         return None
 
     def _pause_events(self, pause: tuple[str, str] | None) -> None:
-        before = _find(self.given.status.conditions, "Paused")
+        before = find_condition(self.given.status.conditions, "Paused")
         was = before.reason if before is not None and before.status == "True" else None
         reason = pause[0] if pause else None
         if pause is not None and reason != was:
@@ -1030,7 +984,7 @@ class _Decider:
             return False, "NotRolledBack", ""
         if self.rollback is not None:
             return True, *self.rollback
-        before = _find(self.given.status.conditions, "RolledBack")
+        before = find_condition(self.given.status.conditions, "RolledBack")
         if before is not None and before.status == "True":
             return True, before.reason, before.message
         entry = next((h for h in self.history if h.revision == self.held), None)
@@ -1078,30 +1032,3 @@ class _Decider:
 
 def _ref_of(ref: RevisionRef | HistoryEntry) -> RevisionRef:
     return RevisionRef(revision=ref.revision, uri=ref.uri, version=ref.version, sha256=ref.sha256)
-
-
-def _find(conditions: list[Condition], kind: str) -> Condition | None:
-    return next((c for c in conditions if c.type == kind), None)
-
-
-def condition(
-    previous: list[Condition],
-    kind: str,
-    ok: bool,
-    reason: str,
-    message: str,
-    at: str,
-    generation: int | None,
-) -> Condition:
-    """A condition; its lastTransitionTime moves only when its status changes."""
-    value: Literal["True", "False"] = "True" if ok else "False"
-    old = _find(previous, kind)
-    since = old.last_transition_time if old is not None and old.status == value else at
-    return Condition(
-        type=kind,
-        status=value,
-        reason=reason,
-        message=message,
-        last_transition_time=since,
-        observed_generation=generation,
-    )

@@ -6,6 +6,7 @@ mid-rollout."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -224,4 +225,40 @@ class ModelDeploymentStatus(StatusModel):
         default_factory=list,
         max_length=HISTORY_LIMIT,
         description="Finished rollouts, newest first.",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A Kubernetes Event: what happened, for `kubectl describe`."""
+
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+
+
+def find_condition(conditions: list[Condition], kind: str) -> Condition | None:
+    return next((c for c in conditions if c.type == kind), None)
+
+
+def condition(
+    previous: list[Condition],
+    kind: str,
+    ok: bool,
+    reason: str,
+    message: str,
+    at: str,
+    generation: int | None,
+) -> Condition:
+    """A condition; its lastTransitionTime moves only when its status changes."""
+    value: Literal["True", "False"] = "True" if ok else "False"
+    old = find_condition(previous, kind)
+    since = old.last_transition_time if old is not None and old.status == value else at
+    return Condition(
+        type=kind,
+        status=value,
+        reason=reason,
+        message=message,
+        last_transition_time=since,
+        observed_generation=generation,
     )

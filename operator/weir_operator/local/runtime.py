@@ -30,9 +30,9 @@ from weir_operator import control_access
 from weir_operator.core import render
 from weir_operator.core.reconcile import Observed, Plan, RevisionState, reconcile
 from weir_operator.core.render import REVISION_LABEL, RenderSettings
-from weir_operator.core.rollout import Event, condition
+from weir_operator.core.requests import REQUEST_ANNOTATION
 from weir_operator.core.spec import GROUP, KIND, ModelDeployment, SpecError, parse_model_deployment
-from weir_operator.core.status import Condition, ModelDeploymentStatus
+from weir_operator.core.status import Condition, Event, ModelDeploymentStatus, condition
 from weir_operator.core.status import timestamp as status_timestamp
 from weir_operator.local.podspec import LaunchError, server_template
 from weir_operator.local.proxy import Route, Router
@@ -40,7 +40,7 @@ from weir_operator.local.servers import ServerPool
 from weir_operator.local.state import StateDir
 from weir_operator.local.store import NAMESPACE, Store
 from weir_operator.probes.autoscaler import Autoscalers
-from weir_operator.probes.rollout import REQUEST_ANNOTATION, RolloutProbes
+from weir_operator.probes.rollout import RolloutProbes
 
 log = logging.getLogger("weir.run")
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")

@@ -17,11 +17,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from weir_operator.core.rollout import Event
+from weir_operator.core.requests import REQUEST_ANNOTATION
 from weir_operator.core.spec import ModelDeployment, SpecError, parse_model_deployment
-from weir_operator.core.status import timestamp
+from weir_operator.core.status import Event, timestamp
 from weir_operator.local.state import StateDir, StateError
-from weir_operator.probes.rollout import REQUEST_ANNOTATION
 
 NAMESPACE = "default"
 MAX_EVENTS = 200

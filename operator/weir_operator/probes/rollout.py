@@ -16,10 +16,9 @@ canary is verified (`verifiedAt` is in the status), so an operator restart loses
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
-from typing import Any, get_args
+from typing import Any
 
 import httpx
 
@@ -27,33 +26,14 @@ from weir_operator import providers as metric_providers
 from weir_operator.core.analysis import canary_pod_problem, pod_health
 from weir_operator.core.reconcile import Probes
 from weir_operator.core.render import REVISION_LABEL
-from weir_operator.core.rollout import CheckResult, Event, Request
-from weir_operator.core.spec import GROUP, ModelDeployment, duration_seconds
-from weir_operator.core.status import ModelDeploymentStatus, RequestAction, parse_timestamp
+from weir_operator.core.requests import parse_request
+from weir_operator.core.rollout import CheckResult
+from weir_operator.core.spec import ModelDeployment, duration_seconds
+from weir_operator.core.status import Event, ModelDeploymentStatus, parse_timestamp
 from weir_operator.providers import PodTarget, Providers, RevisionTarget, pod_target
 
-REQUEST_ANNOTATION = f"{GROUP}/request"
 CHECK_TIMEOUT = httpx.Timeout(5.0, connect=1.0)
 Checks = tuple[CheckResult | None, CheckResult | None]
-
-
-def parse_request(text: str | None) -> Request | str | None:
-    """The request in the annotation; a message saying what is wrong with it; None if absent."""
-    if not text:
-        return None
-    try:
-        body: Any = json.loads(text)
-    except ValueError as error:
-        return f"annotation {REQUEST_ANNOTATION} is not JSON: {error}"
-    actions = get_args(RequestAction)
-    if not isinstance(body, dict) or not isinstance(body.get("id"), str) or not body["id"]:
-        return f"annotation {REQUEST_ANNOTATION} needs an object with a string id"
-    if body.get("action") not in actions:
-        return f"annotation {REQUEST_ANNOTATION}: action must be one of {', '.join(actions)}"
-    revision = body.get("revision")
-    if revision is not None and not isinstance(revision, str):
-        return f"annotation {REQUEST_ANNOTATION}: revision must be a string"
-    return Request(id=body["id"], action=body["action"], revision=revision or None)
 
 
 def same_signature(canary: Mapping[str, Any], stable: Mapping[str, Any]) -> CheckResult:
