@@ -36,7 +36,8 @@ from tests.support import gateway_api
 from tests.support.crdschema import validate_custom_resource
 from tests.support.helm import helm
 from tests.support.processes import die_with_parent, free_port, running_server
-from weir_operator.core.render import SERVICE_PORT, render_httproute
+from weir_operator.core.render import SERVICE_PORT
+from weir_operator.core.routers.gateway_api import render_httproute
 from weir_operator.core.spec import parse_model_deployment
 from weir_server import sample_models
 

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from weir_operator.core.analysis import PodSample, PodWindow, parse_scrape, pod_window
-from weir_operator.core.autoscaling import Load, Policy, decide, observed_load, recommend
+from weir_operator.core.autoscaling import Load, Policy, observed_load, recommend, scale_decision
 
 WINDOW = 60.0
 policies = st.builds(
@@ -35,7 +35,9 @@ class TestBounds:
     def test_the_count_is_always_within_min_and_max(
         self, policy: Policy, current: int, value: float | None, history: tuple, now: float
     ) -> None:
-        decision = decide(policy, current, None if value is None else load(value), history, now)
+        decision = scale_decision(
+            policy, current, None if value is None else load(value), history, now
+        )
         assert policy.min_replicas <= decision.replicas <= policy.max_replicas
 
     def test_no_load_is_the_minimum_and_huge_load_the_maximum(self) -> None:
@@ -54,15 +56,15 @@ class TestMonotone:
     ) -> None:
         low, high = sorted((a, b))
         history = tuple((min(at, now), n) for at, n in history)
-        fewer = decide(policy, current, load(low), history, now).replicas
-        more = decide(policy, current, load(high), history, now).replicas
+        fewer = scale_decision(policy, current, load(low), history, now).replicas
+        more = scale_decision(policy, current, load(high), history, now).replicas
         assert fewer <= more
 
 
 class TestUpAndDown:
     def test_scales_up_at_once(self) -> None:
         policy = Policy(1, 10, "concurrency", 4, WINDOW)
-        decision = decide(policy, 1, load(17), (), now=0)
+        decision = scale_decision(policy, 1, load(17), (), now=0)
         assert decision.replicas == 5
         assert "scaling up" in decision.reason
 
@@ -71,7 +73,7 @@ class TestUpAndDown:
         history: tuple = ()
         current, seen = 5, []
         for second in range(0, 130, 5):  # load drops to 4 (one server) at t=0
-            decision = decide(policy, current, load(4), history, float(second))
+            decision = scale_decision(policy, current, load(4), history, float(second))
             history, current = decision.history, decision.replicas
             seen.append((second, current))
         assert all(n == 5 for t, n in seen if t < WINDOW)
@@ -80,20 +82,23 @@ class TestUpAndDown:
     def test_a_high_recommendation_inside_the_window_holds_the_count(self) -> None:
         policy = Policy(1, 10, "rps", 10, WINDOW)
         history = ((0.0, 3), (50.0, 6), (100.0, 2))
-        decision = decide(policy, 6, load(10), history, now=105.0)
+        decision = scale_decision(policy, 6, load(10), history, now=105.0)
         assert decision.replicas == 6  # 6 was recommended 55 s ago, within the 60 s window
 
     def test_a_load_that_misses_servers_can_add_servers_but_never_remove_any(self) -> None:
         policy = Policy(1, 10, "rps", 10, WINDOW)
         history = ((0.0, 5),)  # a whole window ago: with the full load known, 3 would do now
-        assert decide(policy, 5, Load(30, pods=2, seconds=2.0), history, now=100.0).replicas == 3
+        assert (
+            scale_decision(policy, 5, Load(30, pods=2, seconds=2.0), history, now=100.0).replicas
+            == 3
+        )
         partial = Load(30, pods=2, seconds=2.0, unmeasured=1)  # a third server not measured
-        held = decide(policy, 5, partial, history, now=100.0)
+        held = scale_decision(policy, 5, partial, history, now=100.0)
         assert held.replicas == 5
         assert held.recommended is None
         assert held.history == ()  # not remembered: it cannot count toward a scale-down
         assert held.reason.endswith("1 more not measured: keeping the count")
-        up = decide(policy, 2, partial, (), now=100.0)
+        up = scale_decision(policy, 2, partial, (), now=100.0)
         assert (up.replicas, up.recommended) == (3, 3)
         assert up.reason.endswith("scaling up")
 
@@ -113,7 +118,7 @@ class TestUpAndDown:
         current, counts = 1, []
         for index, draw in enumerate(draws):
             value = level * (1 + noise) if index % 5 == 0 else level * (1 + noise * draw)
-            decision = decide(policy, current, load(value), history, now=2.0 * index)
+            decision = scale_decision(policy, current, load(value), history, now=2.0 * index)
             history, current = decision.history, decision.replicas
             counts.append(current)
         assert counts == sorted(counts)
@@ -122,7 +127,7 @@ class TestUpAndDown:
     def test_nothing_happens_without_data(
         self, policy: Policy, current: int, history: tuple, now: float
     ) -> None:
-        decision = decide(policy, current, None, history, now)
+        decision = scale_decision(policy, current, None, history, now)
         assert decision.replicas == policy.clamp(current)
         assert decision.recommended is None
         assert len(decision.history) <= len(history)

@@ -76,12 +76,19 @@ class TestTheStateFolder:
         assert str(path) in str(raised.value)
         assert path.read_bytes() == content
 
-    def test_an_invalid_model_deployment_in_a_state_file_is_named(self, state: StateDir) -> None:
+    def test_an_object_that_is_invalid_under_todays_rules_is_kept_with_its_problems(
+        self, state: StateDir
+    ) -> None:
+        """As an operator does with a stored object it cannot parse: the status says Failed
+        (InvalidSpec), nothing is dropped."""
         (state.objects / "iris.json").write_text(
             json.dumps({"format": 1, "object": iris(replicas=-1)})
         )
-        with pytest.raises(StateError, match=r"holds an invalid ModelDeployment.*replicas"):
-            Store(state).load()
+        store = Store(state)
+        assert store.load() == ["iris"]
+        entry = store.entry("iris")
+        assert entry.parsed is None
+        assert any("replicas" in p for p in entry.problems)
 
     def test_the_default_folder_is_one_per_set_of_manifest_paths(self, tmp_path: Path) -> None:
         a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"

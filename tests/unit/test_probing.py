@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
+from weir_operator.core.gates.signature import same_signature
 from weir_operator.core.requests import parse_request
 from weir_operator.core.rollout import Request
-from weir_operator.probes.rollout import same_signature
 
 
 def test_a_request_annotation_is_parsed_and_a_bad_one_explained() -> None:
@@ -26,9 +26,9 @@ def test_signatures_compare_inputs_and_outputs_by_name_type_and_shape() -> None:
     out = {"name": "probabilities", "datatype": "FP32", "shape": [-1, 3]}
     stable = {"name": "iris", "versions": ["1"], "inputs": [tensor], "outputs": [out]}
     same = {"name": "iris", "versions": ["2"], "inputs": [tensor], "outputs": [out]}
-    assert same_signature(same, stable).passed
+    assert same_signature(same, stable)[0]
     wider = {**same, "inputs": [{**tensor, "shape": [-1, 5]}]}
-    result = same_signature(wider, stable)
-    assert not result.passed
-    assert "inputs" in result.message
-    assert "outputs" not in result.message
+    passed, message = same_signature(wider, stable)
+    assert not passed
+    assert "inputs" in message
+    assert "outputs" not in message

@@ -9,18 +9,19 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from weir_operator.core.gates import GateResult
 from weir_operator.core.observe import observe, pod_problem
 from weir_operator.core.reconcile import (
     DRAIN_SECONDS,
+    Measurements,
     Observed,
     Plan,
-    Probes,
     RevisionState,
     reconcile,
     status_patch,
 )
 from weir_operator.core.render import revision_of
-from weir_operator.core.rollout import CheckResult, Request
+from weir_operator.core.requests import Request
 from weir_operator.core.spec import ModelDeployment, parse_model_deployment
 from weir_operator.core.status import AnalysisResult, ModelDeploymentStatus, Verdict, timestamp
 
@@ -67,9 +68,9 @@ def seen(*states: RevisionState) -> Observed:
     )
 
 
-def passed(revision: str) -> Probes:
+def passed(revision: str) -> Measurements:
     """The pre-traffic checks of `revision` passed."""
-    return Probes(checks={revision: (CheckResult(True), None)})
+    return Measurements(gates={revision: {"signature": GateResult(True)}})
 
 
 def result(verdict: Verdict, since: datetime, at: datetime) -> AnalysisResult:
@@ -167,7 +168,7 @@ class TestNewRevision:
         assert serving_selector(unchecked) == {**INSTANCE, REVISION: old}
 
         t1 = T0 + timedelta(seconds=3)
-        checked = reconcile(new_model, unchecked.status, one_ready, t1, probes=passed(new))
+        checked = reconcile(new_model, unchecked.status, one_ready, t1, measured=passed(new))
         assert checked.status.canary is not None
         assert checked.status.canary.weight == 50
         assert serving_selector(checked) == INSTANCE, "weight > 0: both revisions serve"
@@ -176,14 +177,14 @@ class TestNewRevision:
         assert "template" not in deployment(checked, old)["spec"], "the old template is kept"
 
         t2 = t1 + timedelta(seconds=6)
-        window = Probes(checks=passed(new).checks, analysis=result("Pass", t1, t2))
-        stepped = reconcile(new_model, checked.status, one_ready, t2, probes=window)
+        window = Measurements(gates=passed(new).gates, analysis=result("Pass", t1, t2))
+        stepped = reconcile(new_model, checked.status, one_ready, t2, measured=window)
         assert stepped.status.canary is not None, "promoted only once all canary servers are ready"
         assert deployment(stepped, new)["spec"]["replicas"] == 2
 
         both = seen(ready(old_model, 1), ready(new_model))
         t3 = t2 + timedelta(seconds=2)
-        promoted = reconcile(new_model, stepped.status, both, t3, probes=window)
+        promoted = reconcile(new_model, stepped.status, both, t3, measured=window)
         assert promoted.status.stable is not None
         assert promoted.status.stable.revision == new
         assert promoted.status.canary is None
@@ -204,18 +205,22 @@ class TestNewRevision:
         new_model = md("2", rollout=ROLLOUT)
         new = revision_of(new_model.spec)
         one_ready = seen(ready(old_model), ready(new_model, 1))
-        status = reconcile(new_model, status, one_ready, T0, probes=passed(new)).status
+        status = reconcile(new_model, status, one_ready, T0, measured=passed(new)).status
         assert status.canary is not None
         assert status.canary.weight == 50
         t1 = T0 + timedelta(seconds=6)
         first = reconcile(
-            new_model, status, one_ready, t1, probes=Probes(analysis=result("Fail", T0, t1))
+            new_model, status, one_ready, t1, measured=Measurements(analysis=result("Fail", T0, t1))
         )
         assert first.status.canary is not None
         assert first.status.canary.failed_checks == 1
         t2 = t1 + timedelta(seconds=6)
         rolled = reconcile(
-            new_model, first.status, one_ready, t2, probes=Probes(analysis=result("Fail", t1, t2))
+            new_model,
+            first.status,
+            one_ready,
+            t2,
+            measured=Measurements(analysis=result("Fail", t1, t2)),
         )
         assert rolled.status.canary is None
         assert rolled.status.phase == "RolledBack"
@@ -243,8 +248,8 @@ class TestNewRevision:
     def test_an_undo_request_restores_the_stable_model_into_the_spec(self) -> None:
         old_model, status = self.settled()
         started = reconcile(md("2"), status, seen(ready(old_model)), T0)
-        undo = Probes(request=Request(id="r-1", action="undo"))
-        plan = reconcile(md("2"), started.status, seen(ready(old_model)), T0, probes=undo)
+        undo = Measurements(request=Request(id="r-1", action="undo"))
+        plan = reconcile(md("2"), started.status, seen(ready(old_model)), T0, measured=undo)
         assert plan.restore is not None
         assert plan.restore.revision == revision_of(old_model.spec)
         assert plan.restore.uri == old_model.spec.model.uri

@@ -23,6 +23,7 @@ from weir_operator.core.render import (
     render_deployment,
     revision_of,
 )
+from weir_operator.core.routers import router_named
 from weir_operator.core.spec import ModelDeployment, parse_model_deployment
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -161,16 +162,18 @@ class TestDeployment:
 
 
 class TestChildren:
-    def test_cpu_autoscaling_renders_an_hpa_per_track_and_leaves_replicas_to_it(self) -> None:
+    def test_cpu_autoscaling_gives_the_stables_count_to_its_hpa_and_the_canarys_to_the_rollout(
+        self,
+    ) -> None:
+        """One owner per count: two HPAs would make the weight a step asks for, and the canary's
+        full size before promotion, whatever two separate HPAs happen to do."""
         md = example("iris-autoscaling.yaml")
-        children = render_children(md, "s" * 16, None, canary="c" * 16, canary_replicas=None)
+        children = render_children(md, "s" * 16, None, canary="c" * 16, canary_replicas=2)
         hpas = [c for c in children if c["kind"] == "HorizontalPodAutoscaler"]
-        assert [h["spec"]["scaleTargetRef"]["name"] for h in hpas] == [
-            "iris-autoscaled-ssssssssss",
-            "iris-autoscaled-cccccccccc",
-        ]
-        deployments = [c for c in children if c["kind"] == "Deployment"]
-        assert all("replicas" not in c.get("spec", {}) for c in deployments)
+        assert [h["spec"]["scaleTargetRef"]["name"] for h in hpas] == ["iris-autoscaled-ssssssssss"]
+        deployments = {c["metadata"]["name"]: c for c in children if c["kind"] == "Deployment"}
+        assert "replicas" not in deployments["iris-autoscaled-ssssssssss"].get("spec", {})
+        assert deployments["iris-autoscaled-cccccccccc"]["spec"]["replicas"] == 2
         assert hpas[0]["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"] == 70
 
     def test_gateway_api_routes_by_weight_and_services_select_one_revision_each(self) -> None:
@@ -178,6 +181,7 @@ class TestChildren:
         children = render_children(
             md, "s" * 16, 3, canary="c" * 16, canary_replicas=1, canary_weight=25
         )
+        children += router_named("gateway-api").children(md, 25)
         (route,) = [c for c in children if c["kind"] == "HTTPRoute"]
         assert route["spec"]["rules"][0]["backendRefs"] == [
             {"name": "fraud-stable", "port": 80, "weight": 75},
@@ -195,9 +199,11 @@ class TestChildren:
         md = parse_model_deployment(with_identity(yaml.safe_load(path.read_text())))
         desired = revision_of(md.spec)
         for stable, canary in ((desired, None), ("s" * 16, desired)):
-            for child in render_children(
-                md, stable, 2, canary=canary, canary_replicas=1, canary_weight=10
-            ):
+            router = router_named(md.spec.traffic.router)
+            for child in [
+                *render_children(md, stable, 2, canary=canary, canary_replicas=1, canary_weight=10),
+                *router.children(md, 10),
+            ]:
                 assert_valid_or_role_patch(child)
                 assert child["metadata"]["ownerReferences"][0]["name"] == md.name
 

@@ -18,11 +18,11 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from tests.support.crdschema import unknown_fields
 from weir_operator.core import routers
+from weir_operator.core.gates import GateResult
 from weir_operator.core.rollout import (
     INCONCLUSIVE_LIMIT,
     STALE_ANALYSIS_INTERVALS,
     Action,
-    CheckResult,
     Decision,
     PodProblem,
     Request,
@@ -31,7 +31,7 @@ from weir_operator.core.rollout import (
     RolloutInput,
     ScaleTracks,
     SetCanaryWeight,
-    decide,
+    advance,
     weight_in_force,
 )
 from weir_operator.core.spec import ModelDeploymentSpec, duration_seconds
@@ -50,7 +50,7 @@ from weir_operator.core.status import (
 from weir_operator.crd import render_crd
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
-OK = CheckResult(passed=True)
+OK = GateResult(passed=True)
 STATUS_SCHEMA = render_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"][
     "status"
 ]
@@ -67,6 +67,17 @@ def revision(version: str) -> RevisionRef:
 
 
 V1, V2, V3 = revision("1"), revision("2"), revision("3")
+
+
+def observation(
+    ready: int,
+    problem: PodProblem | None = None,
+    signature: GateResult | None = None,
+    sample: GateResult | None = None,
+) -> RevisionObservation:
+    """A canary's servers as a shell sees them, with its gates' results (None: not known)."""
+    gates = {"signature": signature, "sampleInput": sample}
+    return RevisionObservation(ready, problem, gates, replicas=ready, updated_replicas=ready)
 
 
 def make_spec(
@@ -105,7 +116,7 @@ def make_spec(
 @dataclass
 class Shell:
     """A pretend operator: it keeps the status and the clock, observes the canary's servers,
-    calls `decide`, and writes an undo's model back into the spec as a real shell would."""
+    calls `advance`, and writes an undo's model back into the spec as a real shell would."""
 
     spec: ModelDeploymentSpec = field(default_factory=make_spec)
     total: int = 4
@@ -116,17 +127,17 @@ class Shell:
     tracks: dict[str, int] = field(default_factory=dict)  # each revision's own-load count
     last: Decision | None = None
 
-    def decide(
+    def advance(
         self, analysis: AnalysisResult | None = None, request: Request | None = None
     ) -> Decision:
-        decision = decide(
+        decision = advance(
             RolloutInput(
                 spec=self.spec,
                 desired=self.desired,
                 status=self.status,
                 now=self.now,
                 total_replicas=self.total,
-                revisions=dict(self.revisions),
+                revisions={**self.stable_servers(), **self.revisions},
                 analysis=analysis,
                 request=request,
                 generation=3,
@@ -139,26 +150,32 @@ class Shell:
                 self.desired = action.revision
         return decision
 
+    def stable_servers(self) -> dict[str, RevisionObservation]:
+        """The stable revision's servers, all ready (what the rollout's steps are not about)."""
+        stable = self.status.stable or self.desired
+        n = self.total
+        return {stable.revision: RevisionObservation(n, replicas=n, updated_replicas=n)}
+
     def wait(self, seconds: float) -> Decision:
         self.now += timedelta(seconds=seconds)
-        return self.decide()
+        return self.advance()
 
     def roll_out(self, to: RevisionRef) -> Decision:
         self.desired = to
-        return self.decide()
+        return self.advance()
 
     def servers(
         self,
         ready: int,
         *,
         of: RevisionRef | None = None,
-        signature: CheckResult | None = OK,
-        sample: CheckResult | None = None,
+        signature: GateResult | None = OK,
+        sample: GateResult | None = None,
         problem: PodProblem | None = None,
     ) -> Decision:
         target = of or self.desired
-        self.revisions[target.revision] = RevisionObservation(ready, problem, signature, sample)
-        return self.decide()
+        self.revisions[target.revision] = observation(ready, problem, signature, sample)
+        return self.advance()
 
     def verdict(
         self,
@@ -177,10 +194,10 @@ class Shell:
             canary=TrackMeasurement(requests=240, error_rate=0.125, p99_ms=15.5),
             stable=TrackMeasurement(requests=2100, error_rate=0.0, p99_ms=12.0),
         )
-        return self.decide(analysis=result)
+        return self.advance(analysis=result)
 
     def request(self, action: str, request_id: str = "r1", **extra: Any) -> Decision:
-        return self.decide(request=Request(request_id, action, **extra))  # type: ignore[arg-type]
+        return self.advance(request=Request(request_id, action, **extra))  # type: ignore[arg-type]
 
     @property
     def canary(self) -> CanaryStatus:
@@ -208,7 +225,7 @@ class Shell:
 def serving(**settings: Any) -> Shell:
     """V1 is stable and nothing is rolling out."""
     shell = Shell(**settings)
-    shell.decide()
+    shell.advance()
     return shell
 
 
@@ -249,7 +266,7 @@ def rolled_back() -> Shell:
 class TestFirstRevision:
     def test_becomes_stable_directly_and_starts_the_history(self) -> None:
         shell = Shell()
-        decision = shell.decide()
+        decision = shell.advance()
         assert shell.status.stable == V1
         assert shell.status.canary is None
         assert shell.status.phase == "Healthy"
@@ -258,7 +275,7 @@ class TestFirstRevision:
         ]
         assert "first revision" in shell.status.history[0].reason
         assert decision.actions == (ScaleTracks(V1.revision, 4, None, 0), SetCanaryWeight(0))
-        assert shell.events() == ["Created"]
+        assert shell.events() == ["Created", "Healthy"]
         assert shell.event("Created") == f"serving revision 1111111111 (1) from {V1.uri}"
 
     def test_deciding_again_changes_nothing(self) -> None:
@@ -271,7 +288,7 @@ class TestFirstRevision:
     def test_a_replica_change_is_not_a_rollout(self) -> None:
         shell = serving()
         shell.total = 6
-        shell.decide()
+        shell.advance()
         assert shell.status.canary is None
         assert shell.actions() == [ScaleTracks(V1.revision, 6, None, 0), SetCanaryWeight(0)]
 
@@ -340,7 +357,7 @@ class TestPreTrafficGate:
 
     def test_a_different_signature_fails_the_revision(self) -> None:
         shell = rolling_out()
-        shell.servers(4, signature=CheckResult(False, "input x: shape [-1, 4] != [-1, 3]"))
+        shell.servers(4, signature=GateResult(False, "input x: shape [-1, 4] != [-1, 3]"))
         assert shell.status.canary is None
         assert shell.status.phase == "RolledBack"
         assert shell.status.rolled_back_revision == V2.revision
@@ -353,7 +370,7 @@ class TestPreTrafficGate:
 
     def test_allow_signature_change_skips_the_comparison(self) -> None:
         shell = rolling_out(spec=make_spec(allow_signature_change=True))
-        shell.servers(4, signature=CheckResult(False, "outputs differ"))
+        shell.servers(4, signature=GateResult(False, "outputs differ"))
         assert shell.canary.weight == 25
         assert "signature not compared (allowSignatureChange)" in shell.event(
             "PreTrafficChecksPassed"
@@ -369,7 +386,7 @@ class TestPreTrafficGate:
 
     def test_a_failed_sample_inference_fails_the_revision(self) -> None:
         shell = rolling_out(spec=make_spec(sample_input={"inputs": []}))
-        shell.servers(4, sample=CheckResult(False, "500: the model failed"))
+        shell.servers(4, sample=GateResult(False, "500: the model failed"))
         assert shell.status.history[0].outcome == "Failed"
         assert shell.condition("RolledBack").reason == "SampleInferenceFailed"
 
@@ -465,7 +482,7 @@ class TestSteps:
         )
         shell.request("promote")
         assert shell.status.stable == V2, "its servers were all ready: promoted at once"
-        assert shell.events() == ["PromoteRequested", "Promoting", "Promoted"]
+        assert shell.events() == ["PromoteRequested", "Promoting", "Promoted", "Healthy"]
 
     def test_weight_zero_steps_need_no_analysis(self) -> None:
         shell = with_traffic(spec=make_spec([{"pause": {"duration": "20s"}}, {"setWeight": 20}]))
@@ -532,7 +549,7 @@ class TestPromotion:
     def test_gateway_api_keeps_every_stable_server_until_the_promotion(self) -> None:
         shell = promoting(total=4)
         shell.spec = make_spec([{"setWeight": 50}], router="gateway-api")
-        shell.decide()
+        shell.advance()
         assert shell.actions() == [
             ScaleTracks(V1.revision, 4, V2.revision, 4),
             SetCanaryWeight(50),
@@ -542,7 +559,7 @@ class TestPromotion:
         shell = promoting(total=4)
         shell.spec = make_spec([{"setWeight": 50}], router="gateway-api")
         shell.tracks = {V1.revision: 3, V2.revision: 2}
-        shell.decide()
+        shell.advance()
         assert shell.actions() == [
             ScaleTracks(V1.revision, 3, V2.revision, 4),
             SetCanaryWeight(50),
@@ -565,7 +582,7 @@ class TestPromotion:
         assert shell.actions()[0] == ScaleTracks(V1.revision, 4, V2.revision, 4)
         shell.servers(4)
         assert shell.status.stable == V2
-        assert shell.events() == ["PreTrafficChecksPassed", "Promoting", "Promoted"]
+        assert shell.events() == ["PreTrafficChecksPassed", "Promoting", "Promoted", "Healthy"]
 
     def test_the_progress_deadline_bounds_the_final_scale_up(self) -> None:
         shell = promoting()
@@ -606,8 +623,8 @@ class TestAnalysis:
         shell = with_traffic()
         shell.verdict("Fail")
         assert shell.status.last_analysis is not None
-        shell.decide(analysis=shell.status.last_analysis)
-        shell.decide(analysis=shell.status.last_analysis)
+        shell.advance(analysis=shell.status.last_analysis)
+        shell.advance(analysis=shell.status.last_analysis)
         assert shell.canary.failed_checks == 1
 
     def test_a_pass_resets_the_fail_streak(self) -> None:
@@ -771,7 +788,7 @@ class TestRequests:
 
     def test_a_request_about_another_revision_is_rejected(self) -> None:
         shell = with_traffic()
-        shell.decide(request=Request("r1", "abort", revision=V3.revision[:10]))
+        shell.advance(request=Request("r1", "abort", revision=V3.revision[:10]))
         assert shell.status.canary is not None
         assert shell.status.last_request is not None
         assert shell.status.last_request.message == (
@@ -837,7 +854,7 @@ class TestRequests:
             f"spec.model set back to revision 1111111111 (1) ({V1.uri})"
         )
         assert shell.desired == V1  # the shell wrote it back into the spec
-        shell.decide()
+        shell.advance()
         assert shell.canary.revision == V1.revision, "an ordinary rollout, through the steps"
         assert shell.canary.sha256 == V1.sha256
 
@@ -845,7 +862,7 @@ class TestRequests:
         shell = rolled_back()
         shell.request("undo")
         assert shell.actions()[-1] == RestoreModel(V1)
-        shell.decide()
+        shell.advance()
         assert shell.status.phase == "Healthy"
 
     def test_undo_to_a_named_revision(self) -> None:
@@ -899,18 +916,18 @@ class TestServersAndTraffic:
         # A slow canary needs more servers for its 20% than its share (1 of 4); the stable,
         # with 80% of the load, needs 3.
         shell.tracks = {V1.revision: 3, V2.revision: 3}
-        shell.decide()
+        shell.advance()
         assert shell.actions() == [ScaleTracks(V1.revision, 3, V2.revision, 3), SetCanaryWeight(20)]
         # A canary whose own load asks for less keeps its weight's share all the same.
         shell.tracks = {V1.revision: 2, V2.revision: 0}
-        shell.decide()
+        shell.advance()
         assert shell.actions() == [ScaleTracks(V1.revision, 2, V2.revision, 1), SetCanaryWeight(20)]
 
     def test_the_replicas_router_splits_the_total_whatever_each_track_measures(self) -> None:
         shell = with_traffic(spec=make_spec([{"setWeight": 25}, {"pause": {}}]))
         before = shell.actions()
         shell.tracks = {V1.revision: 1, V2.revision: 4}
-        shell.decide()
+        shell.advance()
         assert (
             shell.actions()
             == before
@@ -923,7 +940,7 @@ class TestServersAndTraffic:
     def test_zero_replicas_hold_the_rollout_without_servers(self) -> None:
         shell = with_traffic()
         shell.total = 0
-        shell.decide()
+        shell.advance()
         assert shell.canary.weight == 0
         assert shell.actions() == [
             SetCanaryWeight(0),
@@ -931,7 +948,7 @@ class TestServersAndTraffic:
         ]
         assert shell.condition("Paused").reason == "ScaledToZero"
         shell.total = 4
-        shell.decide()
+        shell.advance()
         assert shell.canary.weight == 25
         assert "RolloutResumed" in shell.events()
 
@@ -948,26 +965,30 @@ class TestConditions:
         assert paused_since == timestamp(T0 + timedelta(seconds=10))
 
     def test_the_shells_own_conditions_are_kept_in_place(self) -> None:
-        ready = Condition(
-            type="Ready", status="True", reason="AllServersReady", last_transition_time="x"
-        )
+        mine = Condition(
+            type="ManifestApplied", status="False", reason="ManifestInvalid",
+            last_transition_time="x",
+        )  # fmt: skip
         shell = serving()
         shell.status = shell.status.model_copy(
-            update={"conditions": [ready, *shell.status.conditions]}
+            update={
+                "conditions": [*shell.status.conditions[:2], mine, *shell.status.conditions[2:]]
+            }
         )
         shell.roll_out(V2)
         assert [c.type for c in shell.status.conditions] == [
             "Ready",
             "Progressing",
+            "ManifestApplied",
             "Paused",
             "RolledBack",
         ]
-        assert shell.status.conditions[0] == ready
+        assert shell.status.conditions[2] == mine
 
     def test_fields_the_state_machine_does_not_own_are_kept(self) -> None:
         shell = Shell()
         shell.status = ModelDeploymentStatus(replicas=4, ready_replicas=3, url="http://iris")
-        shell.decide()
+        shell.advance()
         assert (shell.status.replicas, shell.status.ready_replicas, shell.status.url) == (
             4,
             3,
@@ -1023,7 +1044,7 @@ mostly_passing = st.sampled_from(["Pass", "Pass", "Pass", "Fail", "Inconclusive"
 
 
 def router_weight(spec: ModelDeploymentSpec, total: int, weight: int) -> int:
-    return routers.split(spec.traffic.router, total, weight).canary_weight
+    return routers.router_named(spec.traffic.router).split(total, weight).canary_weight
 
 
 def check_status(shell: Shell, decision: Decision) -> None:
@@ -1053,8 +1074,10 @@ def check_status(shell: Shell, decision: Decision) -> None:
         assert status.phase in ("Progressing", "Paused")
     elif status.rolled_back_revision is not None:
         assert status.phase == "RolledBack"
-    else:
-        assert status.phase == "Healthy"
+    else:  # no rollout: the phase says how the stable's servers are
+        ready = next(c for c in status.conditions if c.type == "Ready")
+        assert (status.phase == "Healthy") == (ready.status == "True")
+        assert status.phase in ("Healthy", "Degraded", "Failed", "Pending", "Progressing")
     level = [a for a in decision.actions if isinstance(a, ScaleTracks | SetCanaryWeight)]
     assert len(level) == 2
     (weight,) = [a for a in level if isinstance(a, SetCanaryWeight)]
@@ -1082,14 +1105,16 @@ def check_servers_before_traffic(shell: Shell, before: CanaryStatus | None) -> N
         return
     if after.weight > before.weight:
         seen = shell.revisions.get(after.revision, RevisionObservation())
-        needed = routers.split(shell.spec.traffic.router, shell.total, after.set_weight)
+        needed = routers.router_named(shell.spec.traffic.router).split(
+            shell.total, after.set_weight
+        )
         assert seen.ready_replicas >= needed.canary_replicas, "servers before traffic"
 
 
 def check_idempotent(shell: Shell, given: RolloutInput) -> None:
     """Deciding again from the decision's own status, with the same inputs, changes nothing."""
     assert shell.last is not None
-    again = decide(
+    again = advance(
         RolloutInput(
             spec=given.spec,
             desired=given.desired,
@@ -1133,14 +1158,14 @@ class RolloutMachine(RuleBasedStateMachine):
             status=shell.status,
             now=shell.now,
             total_replicas=shell.total,
-            revisions=dict(shell.revisions),
+            revisions={**shell.stable_servers(), **shell.revisions},
             analysis=analysis,
             request=request,
             generation=3,
             track_replicas=dict(shell.tracks),
         )
         desired_before, canary_before = shell.desired, shell.status.canary
-        decision = shell.decide(analysis, request)
+        decision = shell.advance(analysis, request)
         check_servers_before_traffic(shell, canary_before)
         for happened in decision.events:
             event(happened.reason)
@@ -1178,7 +1203,7 @@ class RolloutMachine(RuleBasedStateMachine):
     def the_canary_servers_are_all_ready(self, extra: int) -> None:
         shell = self.shell
         target = shell.status.canary.revision if shell.status.canary else shell.desired.revision
-        shell.revisions[target] = RevisionObservation(shell.total + extra, None, OK, OK)
+        shell.revisions[target] = observation(shell.total + extra, None, OK, OK)
         self.run()
 
     @rule(
@@ -1192,11 +1217,11 @@ class RolloutMachine(RuleBasedStateMachine):
     ) -> None:
         shell = self.shell
         target = shell.status.canary.revision if shell.status.canary else shell.desired.revision
-        shell.revisions[target] = RevisionObservation(
-            ready_replicas=ready,
-            problem=PodProblem("CrashLoopBackOff", "boom") if stuck else None,
-            signature=None if signature is None else CheckResult(signature, "x"),
-            sample_inference=None if sample is None else CheckResult(sample, "y"),
+        shell.revisions[target] = observation(
+            ready,
+            PodProblem("CrashLoopBackOff", "boom") if stuck else None,
+            None if signature is None else GateResult(signature, "x"),
+            None if sample is None else GateResult(sample, "y"),
         )
         self.run()
 
@@ -1425,6 +1450,7 @@ def test_a_good_rollout_tells_its_story_in_events(router: str, first_weight: int
         "StepCompleted",
         "Promoting",
         "Promoted",
+        "Healthy",
     ]
     assert all(e.type == "Normal" for e in story)
     moves = [e.message for e in story if e.reason == "WeightChanged"]

@@ -116,7 +116,7 @@ class World:
         """The decision `seconds` from now, per revision ("total" for the whole load); the
         counts it decides become the counts in force, as the shells apply them."""
         self.clock.now += seconds
-        decision = await self.autoscalers.decide(
+        decision = await self.autoscalers.decision_for(
             self.md, self.status, self.pods, counts=self.counts, per_track=self.per_track
         )
         assert decision is not None

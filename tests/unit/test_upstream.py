@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from weir_operator.local.proxy import Route, Router
+from weir_operator.local.proxy import Route, TrafficProxy
 from weir_operator.local.upstream import (
     Response,
     Upstream,
@@ -584,7 +584,7 @@ class FakeServer:
 
 
 async def call(
-    app: Router,
+    app: TrafficProxy,
     method: str,
     path: str,
     body: bytes = b"",
@@ -614,17 +614,17 @@ async def call(
 
 def make_router(
     *ports: int, read_timeout: float = 5.0
-) -> tuple[Router, list[FakeServer], list[Any]]:
+) -> tuple[TrafficProxy, list[FakeServer], list[Any]]:
     servers = [FakeServer(p) for p in ports]
     failures: list[Any] = []
     route = Route(model="iris", stable="r1", stable_endpoints=lambda: list(servers))
-    router = Router(
+    router = TrafficProxy(
         {"iris": route}, on_failure=failures.append, upstream=Upstream(read_timeout=read_timeout)
     )
     return router, servers, failures
 
 
-def retries(router: Router) -> float:
+def retries(router: TrafficProxy) -> float:
     value = router.metrics.registry.get_sample_value("weir_router_retries_total", {"model": "iris"})
     return value or 0.0
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import kopf
@@ -26,7 +26,7 @@ from kubernetes.client.exceptions import ApiException
 from weir_operator.cluster.kube import Kube, explain, is_transient
 from weir_operator.cluster.metrics import OperatorMetrics
 from weir_operator.core.observe import observe, owner_key
-from weir_operator.core.reconcile import Plan, reconcile, status_patch
+from weir_operator.core.reconcile import Plan, status_patch
 from weir_operator.core.render import MANAGED_BY_LABEL, RenderSettings
 from weir_operator.core.requests import REQUEST_ANNOTATION
 from weir_operator.core.spec import (
@@ -38,9 +38,10 @@ from weir_operator.core.spec import (
     parse_model_deployment,
     warm_up_cel_rules,
 )
-from weir_operator.core.status import Condition, ModelDeploymentStatus
+from weir_operator.core.status import Event, ModelDeploymentStatus
+from weir_operator.driver import ReconcileDriver, World
 from weir_operator.probes.autoscaler import Autoscalers
-from weir_operator.probes.rollout import RolloutProbes
+from weir_operator.probes.rollout import RolloutProber
 
 log = logging.getLogger("weir.operator")
 WEIR = {MANAGED_BY_LABEL: "weir"}
@@ -65,8 +66,7 @@ class OperatorContext:
     # parsing (CEL rules included) is most of an idle reconcile's cost.
     parsed: dict[tuple[str, int], ModelDeployment] = field(default_factory=dict)
     # Created in the operator's event loop (startup), which its HTTP clients belong to.
-    probes: RolloutProbes | None = None
-    autoscalers: Autoscalers | None = None
+    driver: ReconcileDriver | None = None
     # kopf runs the timer and the event handlers of one object concurrently: a lock per object
     # serialises them, and a body whose status this process already changed is not decided on
     # again until the status write arrives (SETTLE_SECONDS at most): the same request or
@@ -104,67 +104,72 @@ async def _reconcile(
     context: OperatorContext,
     indexes: dict[str, kopf.Index[Any, Any]],
 ) -> bool:
-    """One reconcile; True when it changed the status."""
-    namespace, name = body.metadata.namespace or "default", body.metadata.name or ""
+    """One reconcile: parse, have the driver do the rest, write the status; True when the
+    status changed."""
     old_raw = dict(body.get("status") or {})
     old = ModelDeploymentStatus.model_validate(old_raw)
     started = time.perf_counter()
-    cache_key = (str(body.metadata.uid), int(body.metadata.get("generation") or 0))
+    assert context.driver is not None, "made at startup"
+    generation = body.metadata.get("generation")
+    cache_key = (str(body.metadata.uid), int(generation or 0))
     try:
         md = context.parsed.get(cache_key) or parse_model_deployment(dict(body))
     except SpecError as error:
-        invalid = old.model_copy(
-            update={
-                "phase": "Failed",
-                "observed_generation": body.metadata.get("generation"),
-                "conditions": [_invalid_spec_condition(old, error)],
-            }
-        )
+        invalid = context.driver.invalid(old, error.problems, generation)
         patch.status.update(status_patch(old_raw, _dump(invalid)))
         return False
     if len(context.parsed) > 4096:
         context.parsed.clear()
     context.parsed[cache_key] = md
-    key = (namespace, name)
-    cache = {
-        (kind, child["metadata"]["name"]): child
-        for kind, (_, plural) in CACHED_CHILDREN.items()
-        for child in indexes[plural].get(key, [])
-    }
-    pods = list(indexes["pods"].get(key, []))
-    observed = observe(
-        indexes["deployments"].get(key, []), pods, indexes["horizontalpodautoscalers"].get(key, [])
-    )
-    assert context.probes is not None, "made at startup"
-    assert context.autoscalers is not None, "made at startup"
+    port = KubernetesPort(context, body, indexes)
     request = body.metadata.annotations.get(REQUEST_ANNOTATION)
-    probes, probe_events = await context.probes.probe(md, old, pods, request, datetime.now(UTC))
-    scale = await context.autoscalers.decide(
-        md,
-        old,
-        pods,
-        counts={r: state.replicas for r, state in observed.revisions.items()},
-        per_track=md.spec.traffic.router == "gateway-api",
-    )
-    plan = reconcile(md, old, observed, datetime.now(UTC), context.render, probes, autoscale=scale)
-    try:
-        await asyncio.to_thread(_apply, context, md, plan, cache)
-    except ApiException as error:
-        context.metrics.reconcile_errors.labels(f"api{error.status}").inc()
-        if is_transient(error):
-            raise kopf.TemporaryError(f"API answered {explain(error)}; retrying", delay=2) from None
-        raise kopf.PermanentError(f"API answered {explain(error)}") from None
-    if plan.ended:
-        context.probes.forget(namespace, name)
-    await context.probes.settle(md, old, plan.status, pods)
-    for event in [*probe_events, *plan.events]:
-        log.info("%s/%s: %s: %s", namespace, name, event.reason, event.message)
-        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+    plan = await context.driver.reconcile(port, md, old, request)
     changes = status_patch(old_raw, _dump(plan.status))
     patch.status.update(changes)
-    context.metrics.record(namespace, name, old, plan.status)
+    context.metrics.record(md.namespace, md.name, old, plan.status)
     context.metrics.reconcile_seconds.observe(time.perf_counter() - started)
     return bool(changes)
+
+
+class KubernetesPort:
+    """The driver's port on a cluster: children from the watch caches, plans applied through
+    the API (in a thread: the client blocks), events posted by kopf."""
+
+    router = None  # the spec's
+
+    def __init__(
+        self, context: OperatorContext, body: kopf.Body, indexes: dict[str, kopf.Index[Any, Any]]
+    ) -> None:
+        self.context = context
+        self.body = body
+        key = (body.metadata.namespace or "default", body.metadata.name or "")
+        self.cache = {
+            (kind, child["metadata"]["name"]): child
+            for kind, (_, plural) in CACHED_CHILDREN.items()
+            for child in indexes[plural].get(key, [])
+        }
+        self.pods = list(indexes["pods"].get(key, []))
+        self.deployments: list[Any] = list(indexes["deployments"].get(key, []))
+        self.hpas: list[Any] = list(indexes["horizontalpodautoscalers"].get(key, []))
+
+    async def observe(self, md: ModelDeployment) -> World:
+        return World(observe(self.deployments, self.pods, self.hpas), self.pods)
+
+    async def apply(self, md: ModelDeployment, plan: Plan) -> None:
+        try:
+            await asyncio.to_thread(_apply, self.context, md, plan, self.cache)
+        except ApiException as error:
+            self.context.metrics.reconcile_errors.labels(f"api{error.status}").inc()
+            if is_transient(error):
+                raise kopf.TemporaryError(
+                    f"API answered {explain(error)}; retrying", delay=2
+                ) from None
+            raise kopf.PermanentError(f"API answered {explain(error)}") from None
+
+    def post(self, md: ModelDeployment, events: Sequence[Event]) -> None:
+        for event in events:
+            log.info("%s/%s: %s: %s", md.namespace, md.name, event.reason, event.message)
+            kopf.event(self.body, type=event.type, reason=event.reason, message=event.message)
 
 
 def _apply(
@@ -199,17 +204,6 @@ def _apply(
         context.kube.merge_patch("ModelDeployment", md.namespace, md.name, body)
 
 
-def _invalid_spec_condition(old: ModelDeploymentStatus, error: SpecError) -> Condition:
-    now = datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
-    return Condition(
-        type="Ready",
-        status="False",
-        reason="InvalidSpec",
-        message="; ".join(error.problems),
-        last_transition_time=now,
-    )
-
-
 def create_registry(interval: float = 5.0) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
     resource: dict[str, Any] = {
@@ -242,14 +236,15 @@ def create_registry(interval: float = 5.0) -> kopf.OperatorRegistry:
 
     @kopf.on.startup(registry=registry)
     async def start_probes(memo: Any, **_: Any) -> None:
-        if memo.context.probes is None:
-            memo.context.probes = RolloutProbes()
-            memo.context.autoscalers = Autoscalers(memo.context.probes.providers.direct)
+        if memo.context.driver is None:
+            prober = RolloutProber()
+            autoscalers = Autoscalers(prober.providers.direct)
+            memo.context.driver = ReconcileDriver(prober, autoscalers, memo.context.render)
 
     @kopf.on.cleanup(registry=registry)
     async def close(memo: Any, **_: Any) -> None:
-        if memo.context.probes is not None:
-            await memo.context.probes.aclose()
+        if memo.context.driver is not None:
+            await memo.context.driver.aclose()
 
     def index_child(body: kopf.Body, **_: Any) -> dict[Any, Any]:
         key = owner_key(body)
@@ -286,8 +281,7 @@ def create_registry(interval: float = 5.0) -> kopf.OperatorRegistry:
         memo.context.metrics.forget(namespace or "default", name or "")
         memo.context.locks.pop((namespace or "default", name or ""), None)
         memo.context.written.pop((namespace or "default", name or ""), None)
-        if memo.context.probes is not None and memo.context.autoscalers is not None:
-            memo.context.probes.forget(namespace or "default", name or "")
-            memo.context.autoscalers.forget(namespace or "default", name or "")
+        if memo.context.driver is not None:
+            memo.context.driver.forget(namespace or "default", name or "")
 
     return registry

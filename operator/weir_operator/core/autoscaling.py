@@ -117,7 +117,7 @@ def recommend(policy: Policy, load: float) -> int:
     return policy.clamp(wanted)
 
 
-def decide(
+def scale_decision(
     policy: Policy,
     current: int,
     load: Load | None,

@@ -1,38 +1,39 @@
-"""The pure reconcile step: (ModelDeployment, status, observed children, probes, now) -> plan.
+"""The pure reconcile step: (ModelDeployment, status, observed children, measurements, now)
+-> plan.
 
-No I/O: the operator (and later `weir run`) observes the world, runs the probes the rollout
-needs (pre-traffic checks, metric analysis, the request annotation), calls `reconcile`, then
-applies the plan: children to apply, obsolete children to delete, the model to restore (undo),
-the new status and the events that tell the story. Level-based, with all rollout state in
-`.status`, so any reconcile, including the first one after an operator restart, converges from
-what it reads.
+No I/O: the reconcile driver (`weir_operator.driver`, for the kopf operator and for `weir run`)
+observes the world, has the probes measure what the rollout needs (pre-traffic gates, metric
+analysis, the request annotation), calls `reconcile`, then applies the plan: children to apply,
+obsolete children to delete, the model to restore (undo), the new status and the events that
+tell the story. Level-based, with all rollout state in `.status`, so any reconcile, including
+the first one after a restart, converges from what it reads.
 
-The rollout itself is `core.rollout.decide`'s: this module turns what was observed into
-its input, and its actions into children (ScaleTracks and SetCanaryWeight become the replica
-counts and the weight; Promote repoints `<md>-stable`; RetireRevision leaves a Deployment out,
-deleted DRAIN_SECONDS after the rollout ended once the stable is fully ready). The state machine
-owns phase Progressing/Paused/RolledBack/Healthy and its conditions; this module owns Ready and
-the counts, and refines Healthy into Pending/Degraded/Failed from the stable's readiness."""
+The decisions are `core.rollout.advance`'s, the phase and every condition included; this module
+turns what was observed into its input (`_rollout_input`) and its actions into children
+(`_children`: ScaleTracks and SetCanaryWeight become replica counts, Services, the router's
+objects), deletions (`_deletions`: a revision with no role loses its Deployment DRAIN_SECONDS
+after the rollout ended, once the stable is fully ready; a router left behind loses its
+objects) and the status fields shells read (`_status`)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
-from weir_operator.core import render, rollout
+from weir_operator.core import render, rollout, routers
 from weir_operator.core.autoscaling import ScaleDecision
+from weir_operator.core.gates import GateResult
 from weir_operator.core.render import Manifest, RenderSettings
 from weir_operator.core.requests import Request
-from weir_operator.core.rollout import CheckResult
-from weir_operator.core.routers import Router
+from weir_operator.core.routers import RouterName
 from weir_operator.core.spec import ModelDeployment
 from weir_operator.core.status import (
     AnalysisResult,
     AutoscalerStatus,
     Event,
     ModelDeploymentStatus,
-    Phase,
     RevisionRef,
     TrackScale,
     condition,
@@ -43,13 +44,6 @@ from weir_operator.core.status import (
 DRAIN_SECONDS = 10.0
 AUTOSCALER_REFRESH = 60.0  # seconds between status refreshes of an unchanged autoscaler count
 DEFAULT_RENDER = RenderSettings()
-CHILD_KINDS = (
-    "Deployment",
-    "Service",
-    "HorizontalPodAutoscaler",
-    "PodDisruptionBudget",
-    "HTTPRoute",
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,17 +68,17 @@ class Observed:
 
 
 @dataclass(frozen=True, slots=True)
-class Probes:
-    """What the shell measured for the rollout: pre-traffic checks by revision (signature,
-    sample inference; None = not known yet), the analysis window that just ended (None when
-    none was due), and the pending request from the annotation."""
+class Measurements:
+    """What the probes measured for the rollout (probes/rollout.py): each revision's
+    pre-traffic gates by name (core/gates; None = not known yet), the analysis window that just
+    ended (None when none was due), and the pending request from the annotation."""
 
-    checks: dict[str, tuple[CheckResult | None, CheckResult | None]] = field(default_factory=dict)
+    gates: dict[str, dict[str, GateResult | None]] = field(default_factory=dict)
     analysis: AnalysisResult | None = None
     request: Request | None = None
 
 
-NO_PROBES = Probes()
+NO_MEASUREMENTS = Measurements()
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,148 +102,179 @@ def desired_replicas(md: ModelDeployment, observed: RevisionState | None) -> int
     return min(max(current, autoscaling.min_replicas), autoscaling.max_replicas)
 
 
-def _ready(state: RevisionState | None, wanted: int | None) -> bool:
-    if state is None or state.problem is not None:
-        return False
-    target = wanted if wanted is not None else max(state.replicas or 1, 1)
-    return state.ready_replicas >= target and state.updated_replicas >= target
-
-
 def reconcile(
     md: ModelDeployment,
     status: ModelDeploymentStatus,
     observed: Observed,
     now: datetime,
     settings: RenderSettings = DEFAULT_RENDER,
-    probes: Probes = NO_PROBES,
-    router: Router | None = None,
+    measured: Measurements = NO_MEASUREMENTS,
+    router: RouterName | None = None,
     autoscale: ScaleDecision | None = None,
 ) -> Plan:
     """One reconcile step; pure and total (never raises on a valid ModelDeployment).
-    `router` replaces spec.traffic.router for the rollout's weights (`weir run`: "local");
-    `autoscale` is the autoscaler's decision (metric concurrency or rps), the total to run."""
-    at = timestamp(now)
-    desired = RevisionRef(
-        revision=render.revision_of(md.spec),
-        uri=md.spec.model.uri,
-        version=md.spec.model.version,
-        sha256=md.spec.model.sha256,
+    `router` replaces spec.traffic.router (`weir run`: "local"); `autoscale` is Weir's
+    autoscaler's decision (metric concurrency or rps): the total to run."""
+    given = _rollout_input(md, status, observed, now, measured, router, autoscale)
+    decision = rollout.advance(given)
+    decided = decision.status
+    hpa = given.hpa_owns_counts
+    scale = next(a for a in decision.actions if isinstance(a, rollout.ScaleTracks))
+    weight = next(a for a in decision.actions if isinstance(a, rollout.SetCanaryWeight)).weight
+    restore = next((a for a in decision.actions if isinstance(a, rollout.RestoreModel)), None)
+    routed_by = routers.router_named(router or md.spec.traffic.router)
+    children = _children(md, observed, scale, weight, hpa, routed_by, settings)
+    delete = _deletions(observed, children, decision.stable_ready, decided, now)
+    # The router's objects are not watched: a router left behind is known from the status.
+    previous = routers.router_named(status.router) if status.router else routed_by
+    delete += [(kind, md.name) for kind in sorted(previous.owned_kinds - routed_by.owned_kinds)]
+    new_status = _status(md, status, decided, observed, scale, hpa, autoscale, routed_by, now)
+    return Plan(
+        apply=children,
+        delete=delete,
+        status=new_status.model_copy(update={"url": render.service_url(md, settings)}),
+        events=list(decision.events),
+        restore=restore.revision if restore else None,
+        ended=status.canary is not None and decided.canary is None,
     )
+
+
+def _rollout_input(
+    md: ModelDeployment,
+    status: ModelDeploymentStatus,
+    observed: Observed,
+    now: datetime,
+    measured: Measurements,
+    router: RouterName | None,
+    autoscale: ScaleDecision | None,
+) -> rollout.RolloutInput:
+    """What the rollout decides from: the revision the spec asks for, the total to run (the
+    spec's count, Weir's autoscaler's, or with cpu autoscaling the stable's HPA's current one)
+    and every revision as observed, with its gates' results."""
     current = observed.revisions.get(status.stable.revision) if status.stable else None
-    hpa = md.spec.autoscaling is not None and md.spec.autoscaling.metric == "cpu"
     counted = desired_replicas(md, current)
     if autoscale is not None and counted is not None:
         counted = autoscale.replicas
     total = counted if counted is not None else max(current.replicas or 1, 1) if current else 1
-    decision = rollout.decide(
-        rollout.RolloutInput(
-            spec=md.spec,
-            desired=desired,
-            status=status,
-            now=now,
-            total_replicas=total,
-            revisions={
-                revision: _observation(state, probes.checks.get(revision))
-                for revision, state in observed.revisions.items()
-            },
-            analysis=probes.analysis,
-            request=probes.request,
-            generation=md.metadata.generation,
-            router=router,
-            track_replicas={
-                r: d.replicas for r, d in (autoscale.tracks if autoscale else {}).items()
-            },
-        )
+    autoscaling = md.spec.autoscaling
+    return rollout.RolloutInput(
+        spec=md.spec,
+        desired=RevisionRef(
+            revision=render.revision_of(md.spec),
+            uri=md.spec.model.uri,
+            version=md.spec.model.version,
+            sha256=md.spec.model.sha256,
+        ),
+        status=status,
+        now=now,
+        total_replicas=total,
+        revisions={
+            revision: _observation(state, measured.gates.get(revision, {}))
+            for revision, state in observed.revisions.items()
+        },
+        analysis=measured.analysis,
+        request=measured.request,
+        generation=md.metadata.generation,
+        router=router,
+        track_replicas={r: d.replicas for r, d in (autoscale.tracks if autoscale else {}).items()},
+        model_name=md.model_name,
+        hpa_owns_counts=autoscaling is not None and autoscaling.metric == "cpu",
     )
-    decided = decision.status
-    stable = decided.stable
-    assert stable is not None, "decide always settles a stable revision"
-    canary = decided.canary
-    scale = next(a for a in decision.actions if isinstance(a, rollout.ScaleTracks))
-    weight = next(a for a in decision.actions if isinstance(a, rollout.SetCanaryWeight)).weight
-    restore = next((a for a in decision.actions if isinstance(a, rollout.RestoreModel)), None)
-    stable_replicas = None if hpa else scale.stable_replicas
-    canary_replicas = None if hpa else scale.canary_replicas
+
+
+def _observation(
+    state: RevisionState, gates: Mapping[str, GateResult | None]
+) -> rollout.RevisionObservation:
+    return rollout.RevisionObservation(
+        ready_replicas=state.ready_replicas,
+        problem=rollout.PodProblem(*state.problem) if state.problem else None,
+        gates=dict(gates),
+        replicas=state.replicas,
+        updated_replicas=state.updated_replicas,
+    )
+
+
+def _children(
+    md: ModelDeployment,
+    observed: Observed,
+    scale: rollout.ScaleTracks,
+    weight: int,
+    hpa: bool,
+    router: routers.TrafficRouter,
+    settings: RenderSettings,
+) -> list[Manifest]:
+    """Every child for this moment. With cpu autoscaling the stable's HPA owns the stable's
+    count and the rollout owns the canary's (it follows the weight and reaches full size before
+    promotion); the canary gets its HPA when it is promoted. A role patch cannot create a
+    Deployment: a revision the spec no longer describes keeps its Deployment only if it still
+    has one."""
     children = render.render_children(
         md,
-        stable.revision,
-        stable_replicas,
+        scale.stable_revision,
+        None if hpa else scale.stable_replicas,
         canary=scale.canary_revision,
-        canary_replicas=canary_replicas,
+        canary_replicas=scale.canary_replicas,
         canary_weight=weight,
         settings=settings,
     )
-    # A role patch cannot create a Deployment: a revision the spec no longer describes keeps
-    # its Deployment only if it still has one.
-    children = [
-        c
-        for c in children
-        if not render.is_role_patch(c)
-        or any(s.name == c["metadata"]["name"] for s in observed.revisions.values())
-    ]
+    children += router.children(md, weight if scale.canary_revision else 0)
+    existing = {s.name for s in observed.revisions.values()}
+    return [c for c in children if not render.is_role_patch(c) or c["metadata"]["name"] in existing]
+
+
+def _deletions(
+    observed: Observed,
+    children: list[Manifest],
+    stable_ready: bool,
+    decided: ModelDeploymentStatus,
+    now: datetime,
+) -> list[tuple[str, str]]:
+    """Children no role needs any more. A Deployment that still serves goes only once the
+    stable is fully ready and DRAIN_SECONDS after the rollout ended (its connections drain)."""
     wanted = {(c["kind"], c["metadata"]["name"]) for c in children}
-    stable_state = observed.revisions.get(stable.revision)
-    canary_state = observed.revisions.get(canary.revision) if canary else None
-    stable_ready = _ready(stable_state, stable_replicas)
     history = decided.history
     drained = not history or (now - parse_timestamp(history[0].at)).total_seconds() >= DRAIN_SECONDS
-    delete = sorted(
+    serving = {s.name for s in observed.revisions.values() if s.ready_replicas > 0}
+    return sorted(
         (kind, name)
         for kind, name in observed.children - wanted
-        if kind != "Deployment" or (stable_ready and drained) or name not in _serving(observed)
+        if kind != "Deployment" or (stable_ready and drained) or name not in serving
     )
-    routed_by = router or md.spec.traffic.router
-    if status.router == "gateway-api" and routed_by != "gateway-api":
-        delete.append(("HTTPRoute", md.name))  # not watched: known from the status alone
 
-    events = list(decision.events)
-    phase: Phase = decided.phase
-    ready_reason, ready_message = "AllServersReady", f"all servers of {md.model_name} are ready"
-    if phase == "Healthy":
-        phase, ready_reason, ready_message = _phase(md, status, stable_state, stable_ready)
-    elif not stable_ready:
-        _, ready_reason, ready_message = _phase(md, status, stable_state, stable_ready)
-    generation = md.metadata.generation
-    serving = [s for s in (stable_state, canary_state) if s is not None]
+
+def _status(
+    md: ModelDeployment,
+    old: ModelDeploymentStatus,
+    decided: ModelDeploymentStatus,
+    observed: Observed,
+    scale: rollout.ScaleTracks,
+    hpa: bool,
+    autoscale: ScaleDecision | None,
+    router: routers.TrafficRouter,
+    now: datetime,
+) -> ModelDeploymentStatus:
+    """The decided status with what shells and `kubectl get` read: counts (the scale
+    subresource), the selector, the autoscaler's decision and the router applied."""
+    assert decided.stable is not None, "advance always settles a stable revision"
+    tracks = [decided.stable.revision, *([decided.canary.revision] if decided.canary else [])]
+    serving = [observed.revisions[r] for r in tracks if r in observed.revisions]
     replicas_total = sum(s.replicas or 0 for s in serving)
     ready_total = sum(s.ready_replicas for s in serving)
-    desired_total = (stable_replicas if stable_replicas is not None else replicas_total) + (
-        (canary_replicas or 0) if canary else 0
-    )
-    ready = condition(
-        status.conditions, "Ready", stable_ready, ready_reason, ready_message, at, generation
-    )
-    conditions = [ready, *(c for c in decided.conditions if c.type != "Ready")]
-    new_status = decided.model_copy(
+    stable_count = observed.revisions.get(decided.stable.revision)
+    stable_wanted = (stable_count.replicas or 0) if hpa and stable_count else scale.stable_replicas
+    desired_total = stable_wanted + (scale.canary_replicas if decided.canary else 0)
+    return decided.model_copy(
         update={
-            "phase": phase,
-            "observed_generation": generation,
+            "observed_generation": md.metadata.generation,
             "model_name": md.model_name,
-            "url": render.service_url(md, settings),
             "replicas": replicas_total,
             "ready_replicas": ready_total,
             "ready_text": f"{ready_total}/{desired_total}",
             "selector": render.label_selector(md),
-            "conditions": conditions,
-            "autoscaler": _autoscaler_status(status, autoscale, at),
-            "router": routed_by,
+            "autoscaler": _autoscaler_status(old, autoscale, timestamp(now)),
+            "router": router.name,
         }
     )
-    if status.phase != phase and phase in ("Healthy", "Degraded", "Failed"):
-        kind: Literal["Normal", "Warning"] = "Normal" if phase == "Healthy" else "Warning"
-        events.append(Event(kind, phase, ready_message))
-    return Plan(
-        apply=children,
-        delete=delete,
-        status=new_status,
-        events=events,
-        restore=restore.revision if restore else None,
-        ended=status.canary is not None and canary is None,
-    )
-
-
-def _track_counts(decision: ScaleDecision | None) -> dict[str, int]:
-    return {r: d.replicas for r, d in decision.tracks.items()} if decision else {}
 
 
 def _autoscaler_status(
@@ -285,41 +310,6 @@ def _autoscaler_status(
     return new
 
 
-def _observation(
-    state: RevisionState, checks: tuple[CheckResult | None, CheckResult | None] | None
-) -> rollout.RevisionObservation:
-    signature, sample = checks or (None, None)
-    return rollout.RevisionObservation(
-        ready_replicas=state.ready_replicas,
-        problem=rollout.PodProblem(*state.problem) if state.problem else None,
-        signature=signature,
-        sample_inference=sample,
-    )
-
-
-def _serving(observed: Observed) -> set[str]:
-    return {s.name for s in observed.revisions.values() if s.ready_replicas > 0}
-
-
-def _phase(
-    md: ModelDeployment,
-    status: ModelDeploymentStatus,
-    stable_state: RevisionState | None,
-    stable_ready: bool,
-) -> tuple[Phase, str, str]:
-    if stable_state is not None and stable_state.problem is not None:
-        reason, message = stable_state.problem
-        phase: Phase = "Degraded" if stable_state.ready_replicas > 0 else "Failed"
-        return phase, reason, message
-    if stable_ready:
-        return "Healthy", "AllServersReady", f"all servers of {md.model_name} are ready"
-    if status.phase in ("Healthy", "Degraded"):
-        return "Degraded", "ServersNotReady", "some servers are not ready"
-    if stable_state is None:
-        return "Pending", "Creating", "creating the servers"
-    return "Progressing", "StartingServers", "waiting for the servers to become ready"
-
-
 def status_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     """A JSON merge patch turning `old` into `new` (removed keys become null); {} if equal."""
     patch: dict[str, Any] = {}
@@ -329,3 +319,24 @@ def status_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
         if old.get(key) != value:
             patch[key] = value
     return patch
+
+
+def invalid_spec(
+    old: ModelDeploymentStatus, problems: list[str], generation: int | None, now: datetime
+) -> ModelDeploymentStatus:
+    """The status of an object whose spec is not a valid ModelDeployment (the API server may
+    have stored it before a rule existed; `weir run` keeps a new file's invalid document):
+    Failed, and a Ready condition InvalidSpec naming each problem. Nothing else is touched, so
+    the servers of a stable revision keep serving."""
+    ready = condition(
+        old.conditions, "Ready", False, "InvalidSpec", "; ".join(problems), timestamp(now),
+        generation,
+    )  # fmt: skip
+    others = [c for c in old.conditions if c.type != "Ready"]
+    return old.model_copy(
+        update={
+            "phase": "Failed",
+            "observed_generation": generation,
+            "conditions": [ready, *others],
+        }
+    )

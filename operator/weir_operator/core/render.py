@@ -86,7 +86,7 @@ def owner_references(md: ModelDeployment) -> list[dict[str, Any]]:
     ]
 
 
-def _metadata(md: ModelDeployment, name: str, labels: dict[str, str]) -> dict[str, Any]:
+def object_metadata(md: ModelDeployment, name: str, labels: dict[str, str]) -> dict[str, Any]:
     metadata: dict[str, Any] = {"name": name, "namespace": md.namespace, "labels": labels}
     owners = owner_references(md)
     if owners:
@@ -250,7 +250,7 @@ def render_deployment(
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": _metadata(md, deployment_name(md, revision), labels),
+        "metadata": object_metadata(md, deployment_name(md, revision), labels),
         "spec": spec,
     }
 
@@ -264,7 +264,7 @@ def _service(
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _metadata(md, name, labels),
+        "metadata": object_metadata(md, name, labels),
         "spec": {
             "type": "ClusterIP",
             "selector": selector,
@@ -300,7 +300,7 @@ def render_hpa(md: ModelDeployment, revision: str, track: Track) -> Manifest | N
     return {
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
-        "metadata": _metadata(md, name, {**instance_labels(md), TRACK_LABEL: track}),
+        "metadata": object_metadata(md, name, {**instance_labels(md), TRACK_LABEL: track}),
         "spec": {
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
             "minReplicas": autoscaling.min_replicas,
@@ -328,43 +328,12 @@ def render_hpa(md: ModelDeployment, revision: str, track: Track) -> Manifest | N
     }
 
 
-def render_httproute(md: ModelDeployment, canary_weight: int) -> Manifest | None:
-    """A gateway.networking.k8s.io/v1 HTTPRoute weighting `<md>-stable` and `<md>-canary`."""
-    gateway = md.spec.traffic.gateway
-    if md.spec.traffic.router != "gateway-api" or gateway is None:
-        return None
-    spec: dict[str, Any] = {
-        "parentRefs": [ref.to_manifest() for ref in gateway.parent_refs],
-        "rules": [
-            {
-                "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
-                "backendRefs": [
-                    {
-                        "name": f"{md.name}-stable",
-                        "port": SERVICE_PORT,
-                        "weight": 100 - canary_weight,
-                    },
-                    {"name": f"{md.name}-canary", "port": SERVICE_PORT, "weight": canary_weight},
-                ],
-            }
-        ],
-    }
-    if gateway.hostnames:
-        spec["hostnames"] = list(gateway.hostnames)
-    return {
-        "apiVersion": "gateway.networking.k8s.io/v1",
-        "kind": "HTTPRoute",
-        "metadata": _metadata(md, md.name, instance_labels(md)),
-        "spec": spec,
-    }
-
-
 def render_pdb(md: ModelDeployment) -> Manifest:
     """At most one server of the instance down at a time during voluntary disruptions."""
     return {
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
-        "metadata": _metadata(md, md.name, instance_labels(md)),
+        "metadata": object_metadata(md, md.name, instance_labels(md)),
         "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector_labels(md)}},
     }
 
@@ -377,7 +346,7 @@ def render_role(md: ModelDeployment, revision: str, track: Track, replicas: int 
     manifest: Manifest = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": _metadata(md, deployment_name(md, revision), labels),
+        "metadata": object_metadata(md, deployment_name(md, revision), labels),
     }
     if replicas is not None:
         manifest["spec"] = {"replicas": replicas}
@@ -409,17 +378,11 @@ def render_children(
         return render_role(md, revision, track, replicas)
 
     children = [deployment(stable, "stable", stable_replicas)]
-    tracks: list[tuple[str, Track]] = [(stable, "stable")]
     if canary is not None:
         children.append(deployment(canary, "canary", canary_replicas))
-        tracks.append((canary, "canary"))
     children += render_services(md, stable, canary, canary_weight)
-    for revision, track in tracks:
-        hpa = render_hpa(md, revision, track)
-        if hpa is not None:
-            children.append(hpa)
-    route = render_httproute(md, canary_weight if canary else 0)
-    if route is not None:
-        children.append(route)
+    hpa = render_hpa(md, stable, "stable")  # the canary's count is the rollout's
+    if hpa is not None:
+        children.append(hpa)
     children.append(render_pdb(md))
     return children

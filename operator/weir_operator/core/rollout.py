@@ -2,7 +2,7 @@
 
 Why it exists: deciding when a canary gets traffic, when it moves on, when it is rolled back and
 when it becomes stable is the heart of Weir, and it must decide the same way on a cluster (the
-kopf operator) and on a laptop (`weir run`). So it is one pure function, `decide`, with no I/O and
+kopf operator) and on a laptop (`weir run`). So it is one pure function, `advance`, with no I/O and
 no clock: a shell observes the world, passes it in with `now`, applies the returned actions and
 writes the returned status. All of its memory is in `.status` (a restarted shell resumes
 mid-rollout), and it is idempotent: called again with the status it returned and the same
@@ -67,6 +67,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from weir_operator.core import routers
+from weir_operator.core.gates import GATES, GateResult, PreTrafficGate
 from weir_operator.core.requests import Request
 from weir_operator.core.spec import ModelDeploymentSpec, Step, duration_seconds
 from weir_operator.core.status import (
@@ -96,8 +97,9 @@ STALE_ANALYSIS_INTERVALS = 3
 HOLD_REASONS = frozenset({"InconclusiveAnalysis", "NoAnalysis", "ScaledToZero"})
 """Paused reasons that are holds (Weir's own decision) rather than configured pauses."""
 
-CONDITION_TYPES = ("Progressing", "Paused", "RolledBack")
-"""The conditions this module owns; the shell owns the others (Ready)."""
+CONDITION_TYPES = ("Ready", "Progressing", "Paused", "RolledBack")
+"""The conditions this module owns (a shell may add its own, e.g. `weir run`'s
+ManifestApplied)."""
 
 # ---------------------------------------------------------------------------------------------
 # Inputs
@@ -112,22 +114,15 @@ class PodProblem:
 
 
 @dataclass(frozen=True, slots=True)
-class CheckResult:
-    """A pre-traffic check's outcome. Only report a failure the model itself gave (a different
-    signature, an error answer to the sample); a check that could not run is not known yet."""
-
-    passed: bool
-    message: str = ""
-
-
-@dataclass(frozen=True, slots=True)
 class RevisionObservation:
-    """What the shell sees of one revision's servers. None for a check: not known yet."""
+    """What the shell sees of one revision's servers, and of its pre-traffic gates by name
+    (core/gates; absent or None: not known yet)."""
 
     ready_replicas: int = 0
     problem: PodProblem | None = None
-    signature: CheckResult | None = None  # V2 metadata inputs/outputs equal to stable's
-    sample_inference: CheckResult | None = None  # server.sampleInput answered without error
+    gates: Mapping[str, GateResult | None] = field(default_factory=dict)
+    replicas: int | None = None  # its Deployment's count (None: not observed, or an HPA's)
+    updated_replicas: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,10 +138,12 @@ class RolloutInput:
     analysis: AnalysisResult | None = None  # the latest completed window (counted once)
     request: Request | None = None  # the pending request, if any (applied once per id)
     generation: int | None = None  # metadata.generation, for the conditions
-    router: routers.Router | None = None  # who splits traffic, if not spec.traffic.router
+    router: routers.RouterName | None = None  # who splits traffic, if not spec.traffic.router
     # Servers each revision's own load asks for (the autoscaler, per track; exact-weight
     # routers only): the stable runs its count, the canary at least its weight's share.
     track_replicas: Mapping[str, int] = field(default_factory=dict)
+    model_name: str = ""  # the served name, for the Ready condition's messages
+    hpa_owns_counts: bool = False  # autoscaling on cpu: each Deployment's count is an HPA's
 
 
 # ---------------------------------------------------------------------------------------------
@@ -185,14 +182,15 @@ Action = ScaleTracks | SetCanaryWeight | RestoreModel
 @dataclass(frozen=True, slots=True)
 class Decision:
     """The next status, the actions to apply (in order, before writing the status) and the
-    events to post."""
+    events to post. `stable_ready`: every server of the stable revision is ready."""
 
     status: ModelDeploymentStatus
     actions: tuple[Action, ...]
     events: tuple[Event, ...]
+    stable_ready: bool = False
 
 
-def decide(given: RolloutInput) -> Decision:
+def advance(given: RolloutInput) -> Decision:
     """One decision of the rollout state machine; pure and total."""
     return _Decider(given).run()
 
@@ -255,12 +253,12 @@ _PROGRESS_ENDED: dict[Outcome, str] = {
 
 
 class _Decider:
-    """One call of `decide` as working state; the inputs are never changed."""
+    """One call of `advance` as working state; the inputs are never changed."""
 
     def __init__(self, given: RolloutInput) -> None:
         self.given = given
         self.steps = given.spec.rollout.steps
-        self.router: routers.Router = given.router or given.spec.traffic.router
+        self.router = routers.router_named(given.router or given.spec.traffic.router)
         self.analysis = given.spec.rollout.analysis
         self.interval = timedelta(seconds=duration_seconds(self.analysis.interval))
         self.deadline = timedelta(seconds=duration_seconds(given.spec.rollout.progress_deadline))
@@ -549,15 +547,11 @@ class _Decider:
     def _pass_gate(self, seen: RevisionObservation) -> bool:
         """Verify the canary before it gets traffic; True once it passed."""
         canary = self._canary()
-        signature, sample = seen.signature, seen.sample_inference
-        if self._checks_signature() and signature is not None and not signature.passed:
-            detail = f"model signature differs from stable's: {signature.message}"
-            self._roll_back("Failed", "SignatureMismatch", detail)
-            return False
-        if self._checks_sample() and sample is not None and not sample.passed:
-            detail = f"sample inference failed: {sample.message}"
-            self._roll_back("Failed", "SampleInferenceFailed", detail)
-            return False
+        for gate in self._gates():
+            found = seen.gates.get(gate.name)
+            if found is not None and not found.passed:
+                self._roll_back("Failed", gate.failure_reason, gate.failed(found.message))
+                return False
         waiting = self._gate_waiting(seen)
         if not waiting:
             self._update(verified_at=self.at)
@@ -600,7 +594,7 @@ class _Decider:
         """Move the weight to what the step asks for: down at once, up once the canary has the
         servers the new weight needs."""
         canary = self._canary()
-        target = routers.split(self.router, self.total, canary.set_weight)
+        target = self._split(canary.set_weight)
         if canary.weight == target.canary_weight:
             return
         if target.canary_weight > canary.weight and seen.ready_replicas < target.canary_replicas:
@@ -610,9 +604,9 @@ class _Decider:
     def _set_weight(self, weight: int) -> None:
         canary = self._canary()
         self._update(weight=weight, weight_changed_at=self.at)
-        target = routers.split(self.router, self.total, canary.set_weight)
+        target = self._split(canary.set_weight)
         detail = ""
-        if weight and self.router == "replicas":
+        if weight and not self.router.exact_weights:
             servers = target.canary_replicas + target.stable_replicas
             detail = f": {target.canary_replicas} of {servers} servers"
             if weight != canary.set_weight:
@@ -629,7 +623,7 @@ class _Decider:
         step = self.steps[canary.step]
         began = parse_timestamp(canary.step_started_at or self.at)
         if step.set_weight is not None:
-            target = routers.split(self.router, self.total, canary.set_weight).canary_weight
+            target = self._split(canary.set_weight).canary_weight
             if target == 0:
                 return "no traffic to analyse at weight 0"
             if canary.weight != target or canary.weight_changed_at is None:
@@ -726,32 +720,23 @@ class _Decider:
 
     # -- the pre-traffic gate -------------------------------------------------------------------
 
-    def _checks_signature(self) -> bool:
-        return not self.given.spec.rollout.allow_signature_change
-
-    def _checks_sample(self) -> bool:
-        return self.given.spec.server.sample_input is not None
+    def _gates(self) -> list[PreTrafficGate]:
+        return [gate for gate in GATES if gate.applies(self.given.spec)]
 
     def _gate_waiting(self, seen: RevisionObservation) -> list[str]:
         wanted = self._canary_servers()
         waiting = []
         if seen.ready_replicas < wanted:
             waiting.append(f"{seen.ready_replicas}/{wanted} servers ready")
-        if self._checks_signature() and seen.signature is None:
-            waiting.append("model signature not compared with stable's yet")
-        if self._checks_sample() and seen.sample_inference is None:
-            waiting.append("sample inference not run yet")
+        waiting += [gate.waiting() for gate in self._gates() if seen.gates.get(gate.name) is None]
         return waiting
 
     def _gate_summary(self, seen: RevisionObservation) -> str:
         parts = [f"{seen.ready_replicas}/{self._canary_servers()} servers ready"]
-        parts.append(
-            "model signature matches stable's"
-            if self._checks_signature()
-            else "signature not compared (allowSignatureChange)"
-        )
-        if self._checks_sample():
-            parts.append("sample inference succeeded")
+        for gate in GATES:
+            said = gate.passed() if gate.applies(self.given.spec) else gate.skipped()
+            if said:
+                parts.append(said)
         return ", ".join(parts)
 
     # -- counts, times and analyses -------------------------------------------------------------
@@ -770,13 +755,20 @@ class _Decider:
         )
         if not weight:
             return 1
-        share = routers.split(self.router, self.total, weight).canary_replicas
+        share = self._split(weight).canary_replicas
         return max(share, self._own_count(canary.revision) or 0)
+
+    def _split(self, weight: int) -> routers.Split:
+        """The router's split of the total for `weight`; beside the stable's servers when an
+        HPA owns its count (cpu autoscaling), since the rollout cannot shrink it."""
+        if self.given.hpa_owns_counts:
+            return self.router.split_beside(self.total, weight)
+        return self.router.split(self.total, weight)
 
     def _own_count(self, revision: str) -> int | None:
         """The servers `revision`'s own load asks for, when each track scales on its own load:
         under an exact-weight router, never with `replicas` (its shares are replica ratios)."""
-        if self.router == "replicas" or self.total == 0:
+        if not self.router.exact_weights or self.total == 0:
             return None
         return self.given.track_replicas.get(revision)
 
@@ -807,16 +799,23 @@ class _Decider:
     # -- the result -----------------------------------------------------------------------------
 
     def _result(self) -> Decision:
+        """The status, decided here and only here: the rollout's phase (Progressing, Paused,
+        RolledBack), else the stable's servers' (Healthy, Pending, Degraded, Failed)."""
         pause = self._pause()
+        actions = self._actions()
+        scale = next(a for a in actions if isinstance(a, ScaleTracks))
+        ready, ready_phase, reason, message = self._readiness(scale.stable_replicas)
         phase: Phase
         if self.canary is not None:
             phase = "Paused" if pause else "Progressing"
         elif self.held is not None:
             phase = "RolledBack"
         else:
-            phase = "Healthy"
-        conditions = self._conditions(pause)
+            phase = ready_phase
+        conditions = self._conditions(pause, (ready, reason, message))
         self._pause_events(pause)
+        if self.given.status.phase != phase and phase in ("Healthy", "Degraded", "Failed"):
+            self._event("Normal" if phase == "Healthy" else "Warning", phase, message)
         status = self.given.status.model_copy(
             update={
                 "phase": phase,
@@ -829,7 +828,31 @@ class _Decider:
                 "conditions": conditions,
             }
         )
-        return Decision(status, tuple(self._actions()), tuple(self.events))
+        return Decision(status, tuple(actions), tuple(self.events), ready)
+
+    def _readiness(self, wanted: int) -> tuple[bool, Phase, str, str]:
+        """Whether the stable's servers are all ready, the phase that says so when no rollout
+        is going on, and the Ready condition's reason and message."""
+        seen = self.given.revisions.get(self._stable().revision)
+        name = self.given.model_name
+        if seen is not None and seen.problem is not None:
+            phase: Phase = "Degraded" if seen.ready_replicas > 0 else "Failed"
+            return False, phase, seen.problem.reason, seen.problem.message
+        if seen is not None:
+            target = wanted
+            if self.given.hpa_owns_counts:
+                target = max(seen.replicas or 1, 1)
+            if seen.ready_replicas >= target and seen.updated_replicas >= target:
+                return True, "Healthy", "AllServersReady", f"all servers of {name} are ready"
+        before = find_condition(self.given.status.conditions, "Ready")
+        served = before is not None and (
+            before.status == "True" or before.reason == "ServersNotReady"
+        )
+        if served or self.given.status.phase in ("Healthy", "Degraded"):
+            return False, "Degraded", "ServersNotReady", "some servers are not ready"
+        if seen is None:
+            return False, "Pending", "Creating", "creating the servers"
+        return False, "Progressing", "StartingServers", "waiting for the servers to become ready"
 
     def _actions(self) -> list[Action]:
         stable, canary = self._stable(), self.canary
@@ -846,9 +869,9 @@ class _Decider:
             if own is not None:
                 stable_servers = own
             elif canary.weight:
-                target = routers.split(self.router, self.total, canary.set_weight)
-                stable_servers = routers.serving_stable_replicas(
-                    self.router, self.total, target, seen.ready_replicas
+                target = self._split(canary.set_weight)
+                stable_servers = self.router.serving_stable_replicas(
+                    self.total, target, seen.ready_replicas
                 )
             level = [
                 ScaleTracks(
@@ -926,22 +949,24 @@ class _Decider:
                 f"canary {label(canary)} resumed at {where}, weight {canary.weight}%",
             )
 
-    def _conditions(self, pause: tuple[str, str] | None) -> list[Condition]:
-        progressing = self._progressing()
+    def _conditions(
+        self, pause: tuple[str, str] | None, ready: tuple[bool, str, str]
+    ) -> list[Condition]:
         paused = (True, *pause) if pause else (False, "NotPaused", "")
-        rolled_back = self._rolled_back()
         mine = {
-            "Progressing": progressing,
+            "Ready": ready,
+            "Progressing": self._progressing(),
             "Paused": paused,
-            "RolledBack": rolled_back,
+            "RolledBack": self._rolled_back(),
         }
         previous = self.given.status.conditions
         made = {
             kind: condition(previous, kind, ok, reason, message, self.at, self.given.generation)
             for kind, (ok, reason, message) in mine.items()
         }
-        kept = [made.pop(c.type) if c.type in made else c for c in previous]
-        return kept + [made[kind] for kind in CONDITION_TYPES if kind in made]
+        first = made.pop("Ready")
+        kept = [made.pop(c.type) if c.type in made else c for c in previous if c.type != "Ready"]
+        return [first, *kept, *(made[kind] for kind in CONDITION_TYPES if kind in made)]
 
     def _progressing(self) -> tuple[bool, str, str]:
         canary = self.canary

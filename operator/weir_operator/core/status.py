@@ -13,6 +13,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from weir_operator.core.routers import RouterName
+
 Phase = Literal["Pending", "Progressing", "Paused", "Healthy", "RolledBack", "Failed", "Degraded"]
 Verdict = Literal["Pass", "Fail", "Inconclusive"]
 Outcome = Literal["Promoted", "RolledBack", "Aborted", "Failed"]
@@ -205,11 +207,11 @@ class ModelDeploymentStatus(StatusModel):
     autoscaler: AutoscalerStatus | None = Field(
         None, description="The autoscaler's last decision (metric concurrency or rps)."
     )
-    router: Literal["replicas", "gateway-api", "local"] | None = Field(
+    router: RouterName | None = Field(
         None,
         description=(
-            "The traffic router last applied (local: `weir run`); when it leaves gateway-api "
-            "the HTTPRoute Weir owned is deleted."
+            "The traffic router last applied (local: `weir run`); when it changes, the "
+            "objects the old one owned (gateway-api: the HTTPRoute) are deleted."
         ),
     )
     replicas: int = Field(0, ge=0, description="Servers (scale subresource).")

@@ -112,7 +112,7 @@ class RouterMetrics:
         )
 
 
-class Router:
+class TrafficProxy:
     """The ASGI app. `routes` maps served model names to their Route; the runtime replaces
     entries as rollouts move; `on_failure(server)` hears of servers that could not answer;
     `upstream` is the connection pool to the servers (1 s to connect, 60 s to answer)."""

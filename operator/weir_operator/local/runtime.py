@@ -4,7 +4,7 @@ Why it exists: a newcomer must see a rollout work without a cluster, and the tes
 the rollout logic with real servers and real traffic. So this loop does exactly what the kopf
 handlers do (observe, probe, `reconcile`, apply the plan, write the status) with local shells:
 the `Store` instead of the API server, the `ServerPool` instead of Deployments and a kubelet,
-the `Router` instead of Services and HTTPRoutes. One reconcile per ModelDeployment every
+the `TrafficProxy` instead of Services and HTTPRoutes. One reconcile per ModelDeployment every
 `tick` seconds, which is also the analysis clock (as the operator's timer is).
 
 Everything runs in one asyncio event loop: the reconcile loop, the pool's supervision, the
@@ -16,8 +16,9 @@ import asyncio
 import contextlib
 import difflib
 import logging
+import re
 import signal
-from collections.abc import Generator, Iterable
+from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,19 +29,21 @@ import yaml
 
 from weir_operator import control_access
 from weir_operator.core import render
-from weir_operator.core.reconcile import Observed, Plan, RevisionState, reconcile
+from weir_operator.core.reconcile import Observed, Plan, RevisionState
 from weir_operator.core.render import REVISION_LABEL, RenderSettings
 from weir_operator.core.requests import REQUEST_ANNOTATION
+from weir_operator.core.routers import RouterName
 from weir_operator.core.spec import GROUP, KIND, ModelDeployment, SpecError, parse_model_deployment
 from weir_operator.core.status import Condition, Event, ModelDeploymentStatus, condition
 from weir_operator.core.status import timestamp as status_timestamp
+from weir_operator.driver import ReconcileDriver, Superseded, World
 from weir_operator.local.podspec import LaunchError, server_template
-from weir_operator.local.proxy import Route, Router
+from weir_operator.local.proxy import Route, TrafficProxy
 from weir_operator.local.servers import ServerPool
 from weir_operator.local.state import StateDir
-from weir_operator.local.store import NAMESPACE, Store
+from weir_operator.local.store import NAMESPACE, Entry, Store
 from weir_operator.probes.autoscaler import Autoscalers
-from weir_operator.probes.rollout import RolloutProbes
+from weir_operator.probes.rollout import RolloutProber
 
 log = logging.getLogger("weir.run")
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
@@ -105,9 +108,8 @@ class LocalRuntime:
         self.store = Store(self.state)
         self.pool = ServerPool(settings.state_dir)
         self.routes: dict[str, Route] = {}
-        self.router = Router(self.routes, on_failure=self.pool.suspect)
-        self.probes: RolloutProbes | None = None
-        self.autoscalers: Autoscalers | None = None
+        self.router = TrafficProxy(self.routes, on_failure=self.pool.suspect)
+        self.driver: ReconcileDriver | None = None
         self.render = RenderSettings()
         self._deployments: dict[str, dict[str, dict[str, Any]]] = {}  # md -> name -> manifest
         # Deployments whose pods can never start here (a model source weir run cannot fetch).
@@ -132,8 +134,8 @@ class LocalRuntime:
     async def _run(self) -> None:
         from weir_operator.local.control import create_control_app
 
-        self.probes = RolloutProbes()
-        self.autoscalers = Autoscalers(self.probes.providers.direct)
+        prober = RolloutProber()
+        self.driver = ReconcileDriver(prober, Autoscalers(prober.providers.direct), self.render)
         for name in self.store.load():
             self._resume(name)
         self.sync_files()
@@ -165,7 +167,7 @@ class LocalRuntime:
             await asyncio.gather(*tasks, return_exceptions=True)
             await self.pool.stop()
             await self.router.aclose()
-            await self.probes.aclose()
+            await self.driver.aclose()
             control_access.withdraw(token, settings.host, settings.control_port)
 
     def stop(self) -> None:
@@ -176,8 +178,8 @@ class LocalRuntime:
         (on a cluster they outlive the operator; here the stable's cannot be rendered again
         from a spec that now names the canary) and the autoscaler's windows."""
         memory = self.store.entry(name).memory
-        assert self.autoscalers is not None
-        self.autoscalers.recall(NAMESPACE, name, memory.get("autoscaler") or {})
+        assert self.driver is not None
+        self.driver.autoscalers.recall(NAMESPACE, name, memory.get("autoscaler") or {})
         deployments = memory.get("deployments")
         for manifest in (deployments or {}).values() if isinstance(deployments, dict) else ():
             self._run_deployment(name, manifest, int(manifest["spec"]["replicas"]))
@@ -220,7 +222,9 @@ class LocalRuntime:
                 self.delete(name)
 
     def _apply_file(self, path: Path) -> set[str]:
-        """Validate every ModelDeployment of one file, then apply them all; the names."""
+        """Apply the ModelDeployments of one file; their names. A document that is not valid
+        changes nothing when its object exists (ValueError: it keeps its last good spec); a new
+        one is kept as Failed (InvalidSpec), as an operator keeps an object it cannot parse."""
         source = str(path)
         documents = read_manifests(path)
         if not documents:
@@ -232,15 +236,27 @@ class LocalRuntime:
                     f"run `weir delete {held[0]}`"
                 )
             return set()
-        parsed = [parse_model_deployment(d, source) for d in documents]
-        names = [md.name for md in parsed]
+        names = [str((d.get("metadata") or {}).get("name", "")) for d in documents]
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
             raise ValueError(f"{path}: {', '.join(twice)} is defined more than once")
-        for document, md in zip(documents, parsed, strict=True):
+        problems: list[str] = []
+        for document, name in zip(documents, names, strict=True):
+            try:
+                md = parse_model_deployment(document, source)
+            except SpecError as error:
+                if name and name not in self.store.names() and _is_name(name):
+                    # New and invalid: kept, so that its status says why (Failed, InvalidSpec).
+                    self.store.hold_invalid(document, source, error.problems)
+                    log.error("%s (%s is Failed: InvalidSpec)", error, name)
+                    continue
+                problems.append(str(error))
+                continue
             result = self.store.apply(document, source, md)
             if result != "unchanged":
                 log.info("%s: %s from %s", md.name, result, path)
+        if problems:
+            raise ValueError("\n".join(problems))
         return set(names)
 
     async def _watch_loop(self) -> None:
@@ -249,15 +265,15 @@ class LocalRuntime:
             self.sync_files()
 
     def delete(self, name: str) -> None:
-        model = self.store.entry(name).parsed.model_name
+        parsed = self.store.entry(name).parsed
         self.store.delete(name)
         for deployment in self._deployments.pop(name, {}):
             self._unstartable.pop(deployment, None)
             self.pool.retire(deployment)
-        self.routes.pop(model, None)
-        if self.probes is not None and self.autoscalers is not None:
-            self.probes.forget(NAMESPACE, name)
-            self.autoscalers.forget(NAMESPACE, name)
+        if parsed is not None:
+            self.routes.pop(parsed.model_name, None)
+        if self.driver is not None:
+            self.driver.forget(NAMESPACE, name)
 
     # -- reconcile ----------------------------------------------------------------------------
 
@@ -271,49 +287,46 @@ class LocalRuntime:
             await asyncio.sleep(self.settings.tick)
 
     async def reconcile(self, name: str) -> None:
-        """Observe, probe, decide, apply: what the operator's handler does, locally."""
+        """One reconcile of one object, by the reconcile driver the operator uses too."""
         entry = self.store.entry(name)
-        md = entry.parsed
         old = ModelDeploymentStatus.model_validate(entry.object.get("status") or {})
-        mine = self._deployments.setdefault(name, {})
-        observed = Observed(
-            revisions={
-                state.revision: state
-                for state in (self._state(md, d) for d in mine)
-                if state is not None
-            },
-            children=frozenset(("Deployment", d) for d in mine),
-        )
-        pods = self.pool.pods(set(mine))
+        assert self.driver is not None, "made when run() starts"
+        md = entry.parsed
+        if md is None:
+            generation = entry.object["metadata"]["generation"]
+            invalid = self.driver.invalid(old, entry.problems, generation)
+            self._write_status(name, entry.source, old, invalid)
+            return
         request = entry.object["metadata"]["annotations"].get(REQUEST_ANNOTATION)
-        assert self.probes is not None
-        assert self.autoscalers is not None
-        probes, probe_events = await self.probes.probe(md, old, pods, request, _now())
-        counts = {r: state.replicas for r, state in observed.revisions.items()}
-        autoscale = await self.autoscalers.decide(md, old, pods, counts=counts, per_track=True)
-        if self.store.entry(name) is not entry:
-            return  # deleted or replaced while probing
-        plan = reconcile(
-            md, old, observed, _now(), self.render, probes, router="local", autoscale=autoscale
-        )
-        self._apply(md, plan)
-        await self.probes.settle(md, old, plan.status, pods)
-        for event in [*probe_events, *plan.events]:
-            self._event(name, event)
-        status = plan.status.model_copy(
-            update={
-                "url": self.model_url(md),
-                "conditions": self._with_manifest_condition(entry.source, old, plan.status),
-            }
-        )
+        try:
+            plan = await self.driver.reconcile(LocalPort(self, entry), md, old, request)
+        except Superseded:
+            return
+        status = self._write_status(name, entry.source, old, plan.status, self.model_url(md))
+        self._route(md, status)
+
+    def _write_status(
+        self,
+        name: str,
+        source: str,
+        old: ModelDeploymentStatus,
+        new: ModelDeploymentStatus,
+        url: str | None = None,
+    ) -> ModelDeploymentStatus:
+        """The status as the store keeps it, with what the local shells add (the router's URL,
+        the file's condition) and what they remember across restarts."""
+        update: dict[str, Any] = {"conditions": self._with_manifest_condition(source, old, new)}
+        if url is not None:
+            update["url"] = url
+        status = new.model_copy(update=update)
+        assert self.driver is not None
         memory = {
-            "autoscaler": self.autoscalers.remember(NAMESPACE, name),
+            "autoscaler": self.driver.autoscalers.remember(NAMESPACE, name),
             "deployments": self._deployments.get(name, {}),
         }
-        self.store.set_status(
-            name, status.model_dump(by_alias=True, exclude_none=True, mode="json"), memory
-        )
-        self._route(md, status)
+        dumped = status.model_dump(by_alias=True, exclude_none=True, mode="json")
+        self.store.set_status(name, dumped, memory)
+        return status
 
     def _with_manifest_condition(
         self, source: str, old: ModelDeploymentStatus, new: ModelDeploymentStatus
@@ -377,8 +390,6 @@ class LocalRuntime:
                 md.name,
                 {"uri": restored.uri, "sha256": restored.sha256, "version": restored.version},
             )
-        if plan.ended and self.probes is not None:
-            self.probes.forget(NAMESPACE, md.name)
 
     def _run_deployment(self, md_name: str, child: dict[str, Any], replicas: int) -> None:
         """Start (or replace) the servers of one Deployment, kept as the manifest it ran."""
@@ -418,6 +429,42 @@ class LocalRuntime:
         self.store.record(name, event)
         level = logging.WARNING if event.type == "Warning" else logging.INFO
         log.log(level, "%s: %s: %s", name, event.reason, event.message)
+
+
+class LocalPort:
+    """The driver's port in `weir run`: children are the runtime's Deployments and server
+    processes, a plan is applied to them, events go to the store and the log."""
+
+    router: RouterName = "local"
+
+    def __init__(self, runtime: LocalRuntime, entry: Entry) -> None:
+        self.runtime = runtime
+        self.entry = entry
+
+    async def observe(self, md: ModelDeployment) -> World:
+        runtime = self.runtime
+        mine = runtime._deployments.setdefault(md.name, {})
+        states = (runtime._state(md, d) for d in mine)
+        observed = Observed(
+            revisions={state.revision: state for state in states if state is not None},
+            children=frozenset(("Deployment", d) for d in mine),
+        )
+        return World(observed, runtime.pool.pods(set(mine)))
+
+    async def apply(self, md: ModelDeployment, plan: Plan) -> None:
+        if md.name not in self.runtime.store.names() or (
+            self.runtime.store.entry(md.name) is not self.entry
+        ):
+            raise Superseded(md.name)  # deleted or replaced while it was measured
+        self.runtime._apply(md, plan)
+
+    def post(self, md: ModelDeployment, events: Sequence[Event]) -> None:
+        for event in events:
+            self.runtime._event(md.name, event)
+
+
+def _is_name(name: str) -> bool:
+    return re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", name) is not None and len(name) <= 45
 
 
 def _signature(path: Path) -> tuple[str, float, int]:

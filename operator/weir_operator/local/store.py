@@ -9,6 +9,7 @@ is validated first (`parse_model_deployment`); an invalid one changes nothing.""
 
 from __future__ import annotations
 
+import builtins
 import copy
 import json
 import uuid
@@ -20,7 +21,7 @@ from typing import Any, Literal
 from weir_operator.core.requests import REQUEST_ANNOTATION
 from weir_operator.core.spec import ModelDeployment, SpecError, parse_model_deployment
 from weir_operator.core.status import Event, timestamp
-from weir_operator.local.state import StateDir, StateError
+from weir_operator.local.state import StateDir
 
 NAMESPACE = "default"
 MAX_EVENTS = 200
@@ -34,12 +35,13 @@ class NotFound(KeyError):
 @dataclass
 class Entry:
     object: dict[str, Any]
-    parsed: ModelDeployment
+    parsed: ModelDeployment | None  # None: its spec is invalid (`problems` say why)
     source: str  # the file it came from, or "api"
     events: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=MAX_EVENTS))
     # What the runtime's shells remember for this object (the autoscaler's windows), kept
     # with it so that a restart resumes them too.
     memory: dict[str, Any] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
 
 
 def _now() -> str:
@@ -59,19 +61,16 @@ class Store:
             return []
         for name, record in self._state.read_objects():
             body = record["object"]
+            parsed: ModelDeployment | None
             try:
-                parsed = parse_model_deployment(body)
-            except SpecError as error:
-                raise StateError(
-                    f"the state file {self._state.object_path(name)} holds an invalid "
-                    f"ModelDeployment ({'; '.join(error.problems)}); nothing was changed. "
-                    "Repair it, or move it away to start that ModelDeployment afresh"
-                ) from None
+                parsed, problems = parse_model_deployment(body), []
+            except SpecError as error:  # valid once, not under today's rules: as on a cluster
+                parsed, problems = None, error.problems
             events: deque[dict[str, Any]] = deque(record.get("events") or [], maxlen=MAX_EVENTS)
             memory = record.get("memory")
             memory = memory if isinstance(memory, dict) else {}
-            self._entries[name] = Entry(body, parsed, str(record.get("source", "api")), events,
-                                        memory)  # fmt: skip
+            source = str(record.get("source", "api"))
+            self._entries[name] = Entry(body, parsed, source, events, memory, problems)
         return self.names()
 
     def _persist(self, name: str) -> None:
@@ -148,14 +147,43 @@ class Store:
             return "created"
         found.source = source
         metadata = found.object["metadata"]
-        if found.object["spec"] == spec and metadata["labels"] == labels:
+        unchanged = found.object["spec"] == spec and metadata["labels"] == labels
+        if unchanged and found.parsed is not None:
             return "unchanged"
+        found.object["apiVersion"], found.object["kind"] = md.api_version, md.kind
         metadata["labels"] = labels
         if found.object["spec"] != spec:
             found.object["spec"] = spec
             metadata["generation"] += 1
         found.parsed = self._parse(found.object)
+        found.problems = []
         return "configured"
+
+    def hold_invalid(
+        self, document: dict[str, Any], source: str, problems: builtins.list[str]
+    ) -> None:
+        """Keep a new object whose spec is invalid, so that its status can say why (Failed,
+        InvalidSpec), as an operator does with an object it cannot parse. An object that exists
+        keeps its last good spec instead (the file's problem goes into its status)."""
+        name = str(document["metadata"]["name"])
+        if name in self._entries:
+            raise ValueError(f"{name} exists; an invalid spec does not replace it")
+        body = {
+            "apiVersion": document.get("apiVersion"),
+            "kind": document.get("kind"),
+            "metadata": {
+                "name": name,
+                "namespace": NAMESPACE,
+                "uid": str(uuid.uuid4()),
+                "generation": 1,
+                "creationTimestamp": _now(),
+                "labels": {},
+                "annotations": {},
+            },
+            "spec": copy.deepcopy(document.get("spec")),
+        }
+        self._entries[name] = Entry(body, None, source, problems=list(problems))
+        self._persist(name)
 
     def delete(self, name: str) -> None:
         self.entry(name)

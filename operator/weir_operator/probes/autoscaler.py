@@ -1,6 +1,7 @@
 """The autoscaler's shell, shared by the operator and `weir run`: when a measurement is due,
-scrape the instance's serving pods (`LoadMeter`), call the pure `autoscaler.decide` with the
-recommendations remembered for the instance, and remember the new ones.
+scrape the instance's serving pods (`LoadMeter`), call the pure
+`core.autoscaling.scale_decision` with the recommendations remembered for the instance, and
+remember the new ones.
 
 Only for `autoscaling.metric: concurrency | rps`: cpu is a HorizontalPodAutoscaler's job, and
 the operator never writes a count the HPA owns. Between measurements the last decision stands.
@@ -18,7 +19,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from weir_operator.core.autoscaling import Policy, Recommendation, ScaleDecision, decide
+from weir_operator.core.autoscaling import Policy, Recommendation, ScaleDecision, scale_decision
 from weir_operator.core.render import REVISION_LABEL
 from weir_operator.core.spec import ModelDeployment
 from weir_operator.core.status import ModelDeploymentStatus
@@ -41,7 +42,7 @@ class Autoscalers:
         self._track_history: dict[Key, dict[str, tuple[Recommendation, ...]]] = {}
         self._last: dict[Key, ScaleDecision] = {}
 
-    async def decide(
+    async def decision_for(
         self,
         md: ModelDeployment,
         status: ModelDeploymentStatus,
@@ -72,7 +73,7 @@ class Autoscalers:
                 targets.append((str(revision), target))
         measured = await self._meter.measure(key, policy.metric, targets)
         now = self._clock()
-        decision = decide(policy, _current(status, policy), measured.total,
+        decision = scale_decision(policy, _current(status, policy), measured.total,
                           self._history.get(key, ()), now)  # fmt: skip
         self._history[key] = decision.history
         histories = self._track_history.setdefault(key, {})
@@ -85,7 +86,7 @@ class Autoscalers:
             if current is None:
                 current = before.replicas if before is not None else policy.min_replicas
             load = measured.tracks.get(revision)
-            own = decide(policy, current, load, histories.get(revision, ()), now)
+            own = scale_decision(policy, current, load, histories.get(revision, ()), now)
             histories[revision] = own.history
             tracks[revision] = own
         decision = dataclasses.replace(decision, tracks=tracks)

@@ -2,8 +2,8 @@
 
 Why it exists: the rollout state machine is pure, so someone must talk to the servers for it.
 Once per reconcile, for one ModelDeployment, this module
-- runs the pre-traffic checks of a canary that has not passed them yet: its model signature
-  (V2 metadata inputs/outputs, from a ready canary pod and a ready stable pod) and, when
+- runs the pre-traffic gates (core/gates, probes/gates) of a canary that has not passed them
+  yet: its model signature (V2 metadata, against a ready stable pod) and, when
   `server.sampleInput` is set, a sample inference on a ready canary pod;
 - runs the analysis when one is due (`interval` after the last one), through the metric
   providers, with the canary pods' restarts and readiness as a problem;
@@ -24,33 +24,16 @@ import httpx
 
 from weir_operator import providers as metric_providers
 from weir_operator.core.analysis import canary_pod_problem, pod_health
-from weir_operator.core.reconcile import Probes
+from weir_operator.core.gates import GATES, GateResult
+from weir_operator.core.reconcile import Measurements
 from weir_operator.core.render import REVISION_LABEL
 from weir_operator.core.requests import parse_request
-from weir_operator.core.rollout import CheckResult
 from weir_operator.core.spec import ModelDeployment, duration_seconds
 from weir_operator.core.status import Event, ModelDeploymentStatus, parse_timestamp
+from weir_operator.probes.gates import RUNNERS
 from weir_operator.providers import PodTarget, Providers, RevisionTarget, pod_target
 
-CHECK_TIMEOUT = httpx.Timeout(5.0, connect=1.0)
-Checks = tuple[CheckResult | None, CheckResult | None]
-
-
-def same_signature(canary: Mapping[str, Any], stable: Mapping[str, Any]) -> CheckResult:
-    """Compare two V2 model metadata answers by their inputs and outputs."""
-
-    def tensors(meta: Mapping[str, Any], kind: str) -> list[tuple[Any, Any, Any]]:
-        found = meta.get(kind) or []
-        return sorted(
-            (str(t.get("name")), t.get("datatype"), list(t.get("shape") or [])) for t in found
-        )
-
-    differences = [
-        f"{kind}: canary {tensors(canary, kind)} != stable {tensors(stable, kind)}"
-        for kind in ("inputs", "outputs")
-        if tensors(canary, kind) != tensors(stable, kind)
-    ]
-    return CheckResult(not differences, "; ".join(differences))
+Gates = dict[str, GateResult | None]
 
 
 def _revision_pods(pods: Iterable[Mapping[str, Any]], revision: str) -> list[Mapping[str, Any]]:
@@ -64,13 +47,13 @@ def _targets(pods: Iterable[Mapping[str, Any]]) -> list[PodTarget]:
     return [t for t in (pod_target(p) for p in pods) if t is not None]
 
 
-class RolloutProbes:
+class RolloutProber:
     """The probes of one operator process (one HTTP client, one set of metric providers)."""
 
     def __init__(self, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.providers = Providers(transport)
         self._client = httpx.AsyncClient(transport=transport, follow_redirects=False)
-        self._checks: dict[tuple[str, str, str], Checks] = {}
+        self._gates: dict[tuple[str, str, str], Gates] = {}
         self._warned: dict[tuple[str, str], str] = {}
 
     async def probe(
@@ -80,7 +63,7 @@ class RolloutProbes:
         pods: list[Mapping[str, Any]],
         request_text: str | None,
         now: datetime,
-    ) -> tuple[Probes, list[Event]]:
+    ) -> tuple[Measurements, list[Event]]:
         """Everything `reconcile` needs measured now, and events about the request annotation."""
         events: list[Event] = []
         key = (md.namespace, md.name)
@@ -90,7 +73,7 @@ class RolloutProbes:
                 events.append(Event("Warning", "InvalidRequest", request))
                 self._warned[key] = request_text or ""
             request = None
-        checks: dict[str, Checks] = {}
+        gates: dict[str, Gates] = {}
         analysis = None
         canary, stable = status.canary, status.stable
         if canary is not None and stable is not None:
@@ -99,7 +82,7 @@ class RolloutProbes:
             canary_targets = RevisionTarget(canary.revision, tuple(_targets(canary_pods)))
             stable_targets = RevisionTarget(stable.revision, tuple(_targets(stable_pods)))
             if canary.verified_at is None:
-                checks[canary.revision] = await self._pre_traffic(
+                gates[canary.revision] = await self._pre_traffic(
                     md, canary.revision, list(canary_targets.pods), list(stable_targets.pods)
                 )
             elif self._analysis_due(md, status, now):
@@ -115,7 +98,7 @@ class RolloutProbes:
                     problem,
                     now,
                 )
-        return Probes(checks=checks, analysis=analysis, request=request), events
+        return Measurements(gates=gates, analysis=analysis, request=request), events
 
     async def settle(
         self,
@@ -141,8 +124,8 @@ class RolloutProbes:
     def forget(self, namespace: str, name: str) -> None:
         """Drop what is kept for a ModelDeployment (deleted, or its rollout ended)."""
         self.providers.forget(namespace, name)
-        for key in [k for k in self._checks if k[:2] == (namespace, name)]:
-            del self._checks[key]
+        for key in [k for k in self._gates if k[:2] == (namespace, name)]:
+            del self._gates[key]
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -163,46 +146,18 @@ class RolloutProbes:
 
     async def _pre_traffic(
         self, md: ModelDeployment, revision: str, canary: list[PodTarget], stable: list[PodTarget]
-    ) -> Checks:
+    ) -> Gates:
+        """Each gate that applies and has no result yet, run on a ready canary server."""
         key = (md.namespace, md.name, revision)
-        signature, sample = self._checks.get(key, (None, None))
-        if not canary:
-            return signature, sample
-        if signature is None and not md.spec.rollout.allow_signature_change and stable:
-            signature = await self._signature(md, canary[0], stable[0])
-        if sample is None and md.spec.server.sample_input is not None:
-            sample = await self._sample(md, canary[0], md.spec.server.sample_input)
-        self._checks[key] = (signature, sample)
-        return signature, sample
-
-    async def _metadata(self, md: ModelDeployment, pod: PodTarget) -> dict[str, Any] | None:
-        url = f"http://{pod.address}/v2/models/{md.model_name}"
-        try:
-            response = await self._client.get(url, timeout=CHECK_TIMEOUT)
-            body: Any = response.json() if response.status_code == 200 else None
-        except (httpx.HTTPError, ValueError):
-            return None
-        return body if isinstance(body, dict) else None
-
-    async def _signature(
-        self, md: ModelDeployment, canary: PodTarget, stable: PodTarget
-    ) -> CheckResult | None:
-        canary_meta = await self._metadata(md, canary)
-        stable_meta = await self._metadata(md, stable)
-        if canary_meta is None or stable_meta is None:
-            return None
-        return same_signature(canary_meta, stable_meta)
-
-    async def _sample(
-        self, md: ModelDeployment, pod: PodTarget, body: dict[str, Any]
-    ) -> CheckResult | None:
-        url = f"http://{pod.address}/v2/models/{md.model_name}/infer"
-        try:
-            response = await self._client.post(url, json=body, timeout=CHECK_TIMEOUT)
-        except httpx.HTTPError:
-            return None
-        if response.is_success:
-            return CheckResult(True)
-        if response.status_code in (400, 500):  # the model's own answer: bad input or failure
-            return CheckResult(False, f"HTTP {response.status_code}: {response.text[:300]}")
-        return None  # not ready, unknown model while loading, ...: ask again
+        known = self._gates.get(key, {})
+        found: Gates = {}
+        for gate in GATES:
+            if not gate.applies(md.spec):
+                continue
+            result = known.get(gate.name)
+            if result is None and canary:
+                runner = RUNNERS[gate.name]
+                result = await runner(self._client, md, canary[0], stable[0] if stable else None)
+            found[gate.name] = result
+        self._gates[key] = found
+        return found

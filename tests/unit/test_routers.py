@@ -6,13 +6,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from weir_operator.core.routers import (
-    Split,
-    gateway_split,
-    replicas_split,
-    serving_stable_replicas,
-    split,
-)
+from weir_operator.core.render import revision_of
+from weir_operator.core.routers import ROUTERS, Split, router_named
+from weir_operator.core.routers.replicas import replicas_split, replicas_split_beside
+from weir_operator.core.routers.split import exact_split as gateway_split
+from weir_operator.core.spec import parse_model_deployment
 
 
 class TestReplicasRouter:
@@ -72,7 +70,7 @@ class TestGatewayRouter:
 
     @given(st.integers(1, 200), st.integers(1, 100))
     def test_the_canary_has_servers_for_its_share(self, total: int, weight: int) -> None:
-        chosen = split("gateway-api", total, weight)
+        chosen = router_named("gateway-api").split(total, weight)
         assert chosen.canary_weight == weight
         assert chosen.stable_replicas == total
         assert 1 <= chosen.canary_replicas <= total
@@ -82,20 +80,75 @@ class TestGatewayRouter:
 class TestCapacityWhileTheCanaryGrows:
     def test_the_stable_gives_up_a_server_only_for_a_ready_canary_server(self) -> None:
         target = replicas_split(4, 50)  # 2 + 2
-        assert serving_stable_replicas("replicas", 4, target, canary_ready=0) == 4
-        assert serving_stable_replicas("replicas", 4, target, canary_ready=1) == 3
-        assert serving_stable_replicas("replicas", 4, target, canary_ready=2) == 2
-        assert serving_stable_replicas("replicas", 4, target, canary_ready=4) == 2
+        assert router_named("replicas").serving_stable_replicas(4, target, canary_ready=0) == 4
+        assert router_named("replicas").serving_stable_replicas(4, target, canary_ready=1) == 3
+        assert router_named("replicas").serving_stable_replicas(4, target, canary_ready=2) == 2
+        assert router_named("replicas").serving_stable_replicas(4, target, canary_ready=4) == 2
 
     def test_gateway_api_keeps_every_stable_server(self) -> None:
         target = gateway_split(4, 50)
-        assert serving_stable_replicas("gateway-api", 4, target, canary_ready=2) == 4
+        assert router_named("gateway-api").serving_stable_replicas(4, target, canary_ready=2) == 4
 
     @given(st.integers(1, 50), st.integers(0, 100), st.integers(0, 60))
     def test_ready_servers_never_drop_below_the_total(
         self, total: int, weight: int, canary_ready: int
     ) -> None:
         target = replicas_split(total, weight)
-        stable = serving_stable_replicas("replicas", total, target, canary_ready)
+        stable = router_named("replicas").serving_stable_replicas(total, target, canary_ready)
         assert stable + min(canary_ready, target.canary_replicas) >= total
         assert stable >= target.stable_replicas
+
+
+class TestTheFactory:
+    def test_every_router_is_named_after_its_key_and_the_spec_enum_is_a_subset(self) -> None:
+        from typing import get_args
+
+        from weir_operator.core.spec import Traffic
+
+        assert all(router.name == name for name, router in ROUTERS.items())
+        spec_routers = get_args(Traffic.model_fields["router"].annotation)
+        assert set(spec_routers) <= set(ROUTERS)
+        assert set(ROUTERS) - set(spec_routers) == {"local"}, "local is weir run's own"
+
+    def test_only_exact_weight_routers_let_each_track_scale_on_its_own_load(self) -> None:
+        assert {n for n, r in ROUTERS.items() if r.exact_weights} == {"gateway-api", "local"}
+
+    def test_gateway_api_owns_the_httproute_it_renders(self) -> None:
+        md = parse_model_deployment({
+            "apiVersion": "serving.weir.dev/v1alpha1", "kind": "ModelDeployment",
+            "metadata": {"name": "iris"},
+            "spec": {"model": {"uri": "https://m.example.com/iris.onnx"},
+                     "traffic": {"router": "gateway-api", "gateway": {"parentRefs": [{"name": "gw"}]}}},
+        })  # fmt: skip
+        assert revision_of(md.spec)
+        router = router_named("gateway-api")
+        [route] = router.children(md, 30)
+        assert route["kind"] in router.owned_kinds
+        weights = [b["weight"] for b in route["spec"]["rules"][0]["backendRefs"]]
+        assert weights == [70, 30]
+        assert router_named("replicas").children(md, 30) == []
+        assert router_named("local").children(md, 30) == []
+
+
+class TestBesideAStableTheRolloutDoesNotOwn:
+    """With cpu autoscaling the stable's HPA owns its count: the canary is sized beside it."""
+
+    @given(stable=st.integers(1, 20), weight=st.integers(1, 99))
+    def test_replicas_gives_the_closest_share_and_keeps_the_stable(
+        self, stable: int, weight: int
+    ) -> None:
+        chosen = replicas_split_beside(stable, weight)
+        assert chosen.stable_replicas == stable
+        assert chosen.canary_replicas >= 1
+        error = abs(chosen.canary_replicas / (stable + chosen.canary_replicas) - weight / 100)
+        for other in range(1, 3 * stable + 3):
+            assert error <= abs(other / (stable + other) - weight / 100) + 1e-9
+        assert chosen.canary_weight == round(
+            100 * chosen.canary_replicas / (stable + chosen.canary_replicas) + 1e-9
+        )
+
+    def test_examples(self) -> None:
+        assert replicas_split_beside(4, 50) == Split(4, 4, 50)
+        assert replicas_split_beside(4, 10) == Split(4, 1, 20)
+        assert replicas_split_beside(3, 0) == Split(3, 0, 0)
+        assert router_named("gateway-api").split_beside(4, 10) == Split(4, 1, 10)
