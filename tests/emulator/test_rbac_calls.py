@@ -58,6 +58,7 @@ from tests.support.emulator import (
 from tests.support.operator_process import Operator
 from weir_operator.cluster.permissions import RULES
 from weir_operator.core.render import RenderSettings, render_children
+from weir_operator.core.routers import router_named
 from weir_operator.core.spec import parse_model_deployment
 
 HPAS = "autoscaling/v2/horizontalpodautoscalers"
@@ -213,7 +214,10 @@ async def run_life_cycle(api: EmulatorApi, kubeconfig: Path, log: Path) -> None:
     md = parse_model_deployment(copy.deepcopy(first))
     children = {
         (c["kind"], c["metadata"]["name"]): c
-        for c in render_children(md, revision(first), None, settings=RenderSettings())
+        for c in [
+            *render_children(md, revision(first), None, settings=RenderSettings()),
+            *router_named(md.spec.traffic.router).children(md, 0),
+        ]
     }
     existing = [
         (DEPLOYMENTS, children["Deployment", old]),
@@ -247,10 +251,11 @@ async def run_life_cycle(api: EmulatorApi, kubeconfig: Path, log: Path) -> None:
         )
         new = f"iris-{revision(changed)[:10]}"
         await eventually(lambda: api.get(DEPLOYMENTS, "default", new), within=20)
-        await eventually(lambda: api.get(HPAS, "default", new), within=20)
         await make_ready(api, new)
         status = await eventually(lambda: phase_is(api, "Healthy"), within=20)
         assert status["stable"]["revision"] == revision(changed)
+        # The promoted revision's count goes to its own HPA (the canary's was the rollout's).
+        await eventually(lambda: api.get(HPAS, "default", new), within=20)
 
         async def retired() -> bool:
             return (
