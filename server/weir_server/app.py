@@ -83,11 +83,14 @@ class ServingState:
     executor: ThreadPoolExecutor | None = None
     # Decoding and encoding of large requests and responses, one at a time, off the loop.
     coder: ThreadPoolExecutor | None = None
-    inline: bool = False
     inline_elements: int = 0  # the most input elements a request may have to run inline
+    json_limit: int = field(init=False)
     deadlines: rsgi.BodyDeadlines = field(default_factory=lambda: rsgi.BodyDeadlines(30.0))
     workers: WorkerReadiness | None = None  # several workers: ready only when all of them are
     on_fatal: Callable[[str], None] = field(default=lambda message: os._exit(3))
+
+    def __post_init__(self) -> None:
+        self.json_limit = self.settings.json_limit  # read on every request
 
     def check_model(self, name: str, version: str | None) -> None:
         settings = self.settings
@@ -113,12 +116,15 @@ class ServingState:
             raise ProtocolError(f"model '{self.settings.model_name}' is not ready: {reason}", 503)
         return self.model
 
-    async def run(self, inputs: dict[str, Array], outputs: list[str] | None) -> dict[str, Array]:
+    async def run(
+        self, inputs: dict[str, Array], outputs: list[str] | None, body_bytes: int
+    ) -> dict[str, Array]:
         model = self.check_ready()
         if self.batcher is not None:
             return await self.batcher.run(inputs, outputs)
         self.metrics.batch(batch_rows(inputs))
-        if self.inline and _elements(inputs) <= self.inline_elements:
+        inline = self.inline_elements  # every element took at least a byte of the body
+        if inline and (body_bytes <= inline or _elements(inputs) <= inline):
             return model.run(inputs, outputs)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.executor, model.run, inputs, outputs)
@@ -138,26 +144,36 @@ class ServingState:
             settings = self.settings
             self.check_model(model_name, model_version)
             model = self.check_ready()
-            decode = partial(
-                decode_request,
-                body,
-                parse_header_length(header_length),
-                model.signature,
-                max_elements=settings.max_request_bytes,
-                max_json_bytes=settings.json_limit,
-            )
-            if len(body) > OFFLOAD_BODY_BYTES:
-                decoded = await asyncio.get_running_loop().run_in_executor(self.coder, decode)
+            header = parse_header_length(header_length)
+            size = len(body)
+            if size > OFFLOAD_BODY_BYTES:
+                decoded = await asyncio.get_running_loop().run_in_executor(
+                    self.coder,
+                    partial(
+                        decode_request,
+                        body,
+                        header,
+                        model.signature,
+                        max_elements=settings.max_request_bytes,
+                        max_json_bytes=self.json_limit,
+                    ),
+                )
             else:
-                decoded = decode()
-            outputs = await self.run(decoded.inputs, decoded.requested_outputs)
-            encode = partial(
-                encode_response, settings.model_name, settings.model_version, decoded, outputs
-            )
+                decoded = decode_request(
+                    body,
+                    header,
+                    model.signature,
+                    max_elements=settings.max_request_bytes,
+                    max_json_bytes=self.json_limit,
+                )
+            outputs = await self.run(decoded.inputs, decoded.requested_outputs, size)
+            name, version = settings.model_name, settings.model_version
             if _elements(outputs) > OFFLOAD_OUTPUT_ELEMENTS:
-                encoded = await asyncio.get_running_loop().run_in_executor(self.coder, encode)
+                encoded = await asyncio.get_running_loop().run_in_executor(
+                    self.coder, encode_response, name, version, decoded, outputs
+                )
             else:
-                encoded = encode()
+                encoded = encode_response(name, version, decoded, outputs)
             status = 200
             if encoded.header_length is None:
                 return 200, encoded.body, JSON, None
@@ -279,7 +295,6 @@ def create_app(
             state.on_fatal(state.failure)
             return
         state.model = loaded
-        state.inline = inline_elements > 0
         state.inline_elements = inline_elements
         if settings.batching:
             if loaded.batchable():

@@ -188,6 +188,7 @@ class TestStateThatCannotBeUsed:
         run = runs[0]
         write_manifests(run.folder, iris(iris_versions["iris"], "1"))
         run.wait_up()
+        run.wait_healthy("iris", "1")
         second = subprocess.run(
             [sys.executable, "-m", "weir_operator.cli", "run", "-f", str(run.folder),
              "--port", "0", "--control-port", "1", "--state-dir", str(run.state_dir)],

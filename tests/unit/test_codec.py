@@ -479,3 +479,22 @@ class TestOutputs:
         document = orjson.loads(encoded.body)
         assert document["outputs"][0]["data"] == list(range(150))
         assert document["outputs"][1]["data"] == [str(i) for i in range(50)]
+
+
+class TestStringLimit:
+    """BYTES tensors in the binary extension count against the JSON limit: every string
+    becomes a Python object that ONNX Runtime converts holding the GIL (issue 17: 64 MB of
+    strings stalled every other request for 9 s)."""
+
+    def body(self, count: int) -> tuple[bytes, int]:
+        strings = np.array(["a"] * count, dtype=object)
+        return binary_request({"s": strings}, {"s": "BYTES"})
+
+    def test_strings_over_the_limit_are_a_413(self) -> None:
+        body, length = self.body(1000)  # 5,000 bytes of length prefixes and strings
+        signature = ModelSignature((TensorSpec("s", "BYTES", (-1,)),), ())
+        with pytest.raises(ProtocolError) as caught:
+            decode_request(body, length, signature, max_json_bytes=4999)
+        assert caught.value.status == 413
+        assert "--max-json-bytes" in caught.value.message
+        assert decode_request(body, length, signature, max_json_bytes=5000).inputs["s"].size == 1000
