@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -214,6 +215,8 @@ def main() -> int:
     print(
         f"$ weir run -f {spec_file.relative_to(ROOT)} --port {port} --control-port {control_port}"
     )
+    # Every demo tells the story from v1: a state left by the last one would resume its end.
+    shutil.rmtree(WORK / "state", ignore_errors=True)
     log = (WORK / "weir-run.log").open("wb")
     runtime = subprocess.Popen(
         [
