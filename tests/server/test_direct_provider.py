@@ -14,8 +14,8 @@ import httpx
 import pytest
 
 from tests.support.processes import ServerProcess, free_port, running_server
-from weir_operator.core.analysis import judge
 from weir_operator.core.spec import ModelDeployment, parse_model_deployment
+from weir_operator.core.verdict import judge
 from weir_operator.providers import (
     DirectProvider,
     PodTarget,

@@ -24,7 +24,6 @@ from weir_operator.core.analysis import (
     TrackWindow,
     canary_pod_problem,
     histogram_quantile,
-    judge,
     parse_scrape,
     pod_health,
     pod_window,
@@ -33,6 +32,7 @@ from weir_operator.core.analysis import (
 )
 from weir_operator.core.spec import Analysis
 from weir_operator.core.status import TrackMeasurement
+from weir_operator.core.verdict import judge
 from weir_server.metrics import LATENCY_BUCKETS, ServerMetrics
 
 NOW = datetime(2026, 3, 1, 12, 0, 0, 250000, tzinfo=UTC)
@@ -288,6 +288,27 @@ class TestTheVerdict:
         assert judge(DEFAULTS, None, None, None, other_zone).at == result.at
         # Without a measured window (none, or a first scrape) the start is not known.
         assert judge(DEFAULTS, None, None, None, NOW).since is None
+
+    def test_each_check_has_its_own_named_outcome_in_the_status(self) -> None:
+        failing = judge(DEFAULTS, window(100, 5, 900.0), window(1000, 0, 11.0), None, NOW)
+        outcomes = {c.name: c.outcome for c in failing.checks}
+        assert outcomes == {
+            "errorRate": "Fail",
+            "p99Latency": "Fail",
+            "errorRateVsStable": "Fail",
+            "latencyVsStable": "Fail",
+        }
+        alone = judge(DEFAULTS, window(100, 0, 10.0), None, None, NOW)
+        assert [(c.name, c.outcome) for c in alone.checks] == [
+            ("errorRate", "Pass"),
+            ("p99Latency", "Pass"),
+            ("errorRateVsStable", "Skipped"),
+            ("latencyVsStable", "Skipped"),
+        ]
+        assert alone.reason.count("not compared with stable") == 1, "one note for both"
+        too_little = judge(DEFAULTS, window(3, 0, 10.0), None, None, NOW)
+        assert too_little.verdict == "Inconclusive"
+        assert too_little.checks == [], "checks run only on a window with enough requests"
 
     def test_a_healthy_canary_passes_and_the_reason_shows_every_check(self) -> None:
         result = judge(DEFAULTS, window(120, 0, 12.3), window(1080, 0, 11.2), None, NOW)

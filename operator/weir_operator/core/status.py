@@ -101,6 +101,16 @@ class TrackMeasurement(StatusModel):
     p99_ms: float | None = Field(None, description="p99 latency (ms); absent without requests.")
 
 
+class CheckResult(StatusModel):
+    """One analysis check on the last window (core/checks)."""
+
+    name: str = Field(description="errorRate, p99Latency, errorRateVsStable, latencyVsStable.")
+    outcome: Literal["Pass", "Fail", "Skipped"] = Field(
+        description="Pass, Fail, or Skipped (no data to judge it with)."
+    )
+    message: str = Field("", description="What it found, with the numbers.")
+
+
 class AnalysisResult(StatusModel):
     """The last analysis of the canary."""
 
@@ -112,6 +122,9 @@ class AnalysisResult(StatusModel):
     reason: str = Field("", description="Why, with the numbers.")
     canary: TrackMeasurement | None = Field(None, description="The canary's window.")
     stable: TrackMeasurement | None = Field(None, description="The stable revision's window.")
+    checks: list[CheckResult] = Field(
+        default_factory=list, description="Each analysis check's outcome, when they ran."
+    )
 
 
 class Condition(StatusModel):

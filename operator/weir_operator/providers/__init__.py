@@ -17,9 +17,9 @@ from datetime import datetime
 
 import httpx
 
-from weir_operator.core.analysis import judge
 from weir_operator.core.spec import ModelDeployment
 from weir_operator.core.status import AnalysisResult
+from weir_operator.core.verdict import judge
 from weir_operator.providers.base import (
     MetricsProvider,
     PodTarget,
