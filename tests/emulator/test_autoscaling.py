@@ -645,3 +645,76 @@ async def track_counts(api: EmulatorApi, wanted: dict[str, int]) -> list[dict[st
     print("status.autoscaler.tracks:", tracks)
     found = {f"iris-{t['revision'][:10]}": t["desiredReplicas"] for t in tracks}
     return tracks if found == wanted else None
+
+
+# --- cpu autoscaling during a rollout ---------------------------------------------------------
+
+
+@pytest.mark.usefixtures("deployment_controller", "operator")
+async def test_a_rollout_under_cpu_autoscaling_steps_the_canary_beside_the_hpas_count_and_promotes(
+    emulator: WeirEmulator, emulator_api: EmulatorApi
+) -> None:
+    """The question of issue 18: with `metric: cpu`, who owns the two counts during a rollout?
+    The stable's HPA keeps the stable's; the rollout owns the canary's (no HPA of its own until
+    it is promoted), so the weight a step asks for and the canary's full size before promotion
+    are the rollout's, not whatever two HPAs would do."""
+    from tests.emulator.test_rollout import PrometheusStandIn, rollout_md
+
+    api = emulator_api
+    stand_in = PrometheusStandIn()  # every window passes: the steps are what is tested
+    autoscaling = {"metric": "cpu", "minReplicas": 2, "maxReplicas": 6, "target": 60}
+
+    def version(label: str) -> dict[str, Any]:
+        md = rollout_md(label, stand_in.url, [{"setWeight": 25}, {"setWeight": 50}])
+        del md["spec"]["replicas"]
+        md["spec"]["autoscaling"] = autoscaling
+        return md
+
+    try:
+        first = await api.create(MD, version("7"))
+        old = f"iris-{revision(first)[:10]}"
+        await eventually(lambda: api.get(HPAS, "default", old), within=30)
+        await eventually(lambda: api.get(DEPLOYMENTS, "default", old), within=10)
+        await api.patch(DEPLOYMENTS, "default", old, {"spec": {"replicas": 4}})  # the HPA's count
+        await eventually(lambda: phase(api, "Healthy"), within=20)
+
+        second = version("8")
+        await api.patch(MD, "default", "iris", {"spec": {"model": second["spec"]["model"]}})
+        new = f"iris-{revision(second)[:10]}"
+        counts: list[int] = []
+        weights: list[int] = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            status = await status_of(api)
+            canary = status.get("canary")
+            if canary is None and (status.get("stable") or {}).get("revision") == revision(second):
+                break
+            if canary is not None:
+                if canary["step"] < 2:  # not yet promoting (the HPA comes in the same write)
+                    assert await api.get(HPAS, "default", new) is None, "no HPA for a canary"
+                weights.append(canary["weight"])
+                count = await replicas_of(api, new)
+                if count is not None:
+                    counts.append(count)
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError(f"not promoted within 60 s: {await status_of(api)}")
+    finally:
+        stand_in.close()
+    # Beside the stable's 4 servers: setWeight 25 is 1 canary server (an honest 20%), setWeight
+    # 50 is 4 (50%); before promotion the canary runs the stable's whole count, 4.
+    assert 20 in weights
+    assert 50 in weights
+    assert 25 not in weights, "the weight says what the servers give"
+    assert counts[0] == 1
+    assert max(counts) == 4
+    assert counts == sorted(counts), "the canary grows step by step"
+    hpa = await eventually(lambda: api.get(HPAS, "default", new), within=20)
+    assert hpa["spec"]["scaleTargetRef"]["name"] == new, "the promoted revision's HPA takes over"
+    await eventually(lambda: _gone(api, HPAS, old), within=20)
+    assert replica_writes(emulator, old) == [], "never a count the stable's HPA owns"
+    assert assert_one_owner(emulator) >= 1
+
+
+async def _gone(api: EmulatorApi, resource: str, name: str) -> bool:
+    return await api.get(resource, "default", name) is None
