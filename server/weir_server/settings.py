@@ -20,7 +20,7 @@ DEFAULT_MAX_REQUEST_BYTES: Final = 64 * 1024 * 1024
 # ms for 30 MB (docs/benchmarks.md, "One big request"). 4 MiB keeps the longest such stall of
 # other requests near 50 ms; larger tensors go in the binary extension, up to the body limit.
 DEFAULT_MAX_JSON_BYTES: Final = 4 * 1024 * 1024
-# Connections: see docs/decisions.md, "Connection limits".
+# Connections: docs/decisions.md, "`weir serve` under load and abuse".
 DEFAULT_BACKLOG: Final = 1024
 DEFAULT_MAX_CONNECTIONS: Final = 2048
 DEFAULT_BODY_TIMEOUT_SECONDS: Final = 30.0
