@@ -37,6 +37,7 @@ URI_PATTERN = (
     r"|pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?/[^\s]+|file:///[^\s]*)$"
 )
 MODEL_NAME_PATTERN = r"^[a-zA-Z0-9]([a-zA-Z0-9_.-]{0,61}[a-zA-Z0-9])?$"
+MODEL_VERSION_PATTERN = r"^[^/\s]+$"
 ENV_NAME_PATTERN = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
 QUANTITY_PATTERN = (
     r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
@@ -119,7 +120,13 @@ class ModelSource(ApiModel):
         description="Model name served over the Open Inference Protocol. Default: metadata.name.",
     )
     version: str | None = Field(
-        None, max_length=63, description='Human label of the model version, e.g. "7".'
+        None,
+        max_length=63,
+        pattern=MODEL_VERSION_PATTERN,
+        description=(
+            'Human label of the model version, e.g. "7"; no "/" or whitespace (clients address '
+            "it in the URL path /v2/models/{name}/versions/{version})."
+        ),
     )
 
 
@@ -568,6 +575,7 @@ PATTERN_HINTS = {
     ),
     QUANTITY_PATTERN: "must be a Kubernetes quantity such as 500m, 2, 512Mi or 1Gi",
     ENV_NAME_PATTERN: "must be a valid environment variable name",
+    MODEL_VERSION_PATTERN: 'must not contain "/" or whitespace (it is a URL path segment)',
 }
 
 
