@@ -690,8 +690,6 @@ async def test_a_rollout_under_cpu_autoscaling_steps_the_canary_beside_the_hpas_
             if canary is None and (status.get("stable") or {}).get("revision") == revision(second):
                 break
             if canary is not None:
-                if canary["step"] < 2:  # not yet promoting (the HPA comes in the same write)
-                    assert await api.get(HPAS, "default", new) is None, "no HPA for a canary"
                 weights.append(canary["weight"])
                 count = await replicas_of(api, new)
                 if count is not None:
@@ -711,6 +709,21 @@ async def test_a_rollout_under_cpu_autoscaling_steps_the_canary_beside_the_hpas_
     assert counts == sorted(counts), "the canary grows step by step"
     hpa = await eventually(lambda: api.get(HPAS, "default", new), within=20)
     assert hpa["spec"]["scaleTargetRef"]["name"] == new, "the promoted revision's HPA takes over"
+    # It came with the promotion: the operator's first status write after creating it is the
+    # one that makes the new revision stable (children are applied before the status).
+    requests = list(emulator)
+    created = next(
+        i for i, r in enumerate(requests)
+        if r.resource is not None and r.resource.plural == "horizontalpodautoscalers"
+        and str(r.method.value) == "POST" and _target(r) == new
+    )  # fmt: skip
+    written = next(
+        r for r in requests[created:]
+        if _by_operator(r) and r.resource is not None and r.resource.plural == "modeldeployments"
+        and r.subresource == "status" and str(r.method.value) == "PATCH"
+    )  # fmt: skip
+    stable = ((written.data or {}).get("status") or {}).get("stable") or {}
+    assert stable.get("revision") == revision(second), "no HPA while it was a canary"
     await eventually(lambda: _gone(api, HPAS, old), within=20)
     assert replica_writes(emulator, old) == [], "never a count the stable's HPA owns"
     assert assert_one_owner(emulator) >= 1

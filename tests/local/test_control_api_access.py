@@ -243,3 +243,44 @@ class TestEnvironmentThatRunsCode:
         time.sleep(1)
         assert not marker.exists(), "the sitecustomize.py ran"
         assert running.get("iris")["metadata"]["generation"] == 1
+
+
+class TestTheRoutersBodyLimit:
+    def test_a_body_over_the_servers_limit_is_413_before_it_is_buffered(
+        self, running: LocalRun
+    ) -> None:
+        """Was: the router buffered a 300 MB body whole before forwarding it."""
+        import socket
+
+        from weir_operator.local.proxy import MAX_BODY_BYTES
+
+        with socket.create_connection(("127.0.0.1", running.port), timeout=10) as sock:
+            sock.sendall(
+                b"POST /v2/models/iris/infer HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                b"Content-Type: application/json\r\n"
+                + f"Content-Length: {300 * 1024 * 1024}\r\n\r\n".encode()
+                + b"{"
+            )
+            answer = sock.recv(65536).decode(errors="replace")
+        assert answer.startswith("HTTP/1.1 413"), answer
+        assert f"limit of {MAX_BODY_BYTES} bytes" in answer
+        # Chunked, no length declared: refused once the count passes the limit.
+        chunk = b"x" * (1024 * 1024)
+        with socket.create_connection(("127.0.0.1", running.port), timeout=30) as sock:
+            sock.sendall(
+                b"POST /v2/models/iris/infer HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                b"Transfer-Encoding: chunked\r\n\r\n"
+            )
+            try:
+                for _ in range(MAX_BODY_BYTES // len(chunk) + 2):
+                    sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            except OSError:
+                pass  # the router answered and closed while the body was still coming
+            answer = sock.recv(65536).decode(errors="replace")
+        assert answer.startswith("HTTP/1.1 413"), answer[:200]
+        assert served_ok(running)
+
+
+def served_ok(run: LocalRun) -> bool:
+    body = infer_body([5.1, 3.5, 1.4, 0.2])
+    return httpx.post(f"{run.router_url}/v2/models/iris/infer", json=body).status_code == 200
