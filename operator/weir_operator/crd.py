@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel
 
 from weir_operator.core import spec, status
+from weir_operator.core.spec_base import ApiModel
 
 # Schema keywords a structural schema may carry (others, e.g. "title", are dropped).
 _KEPT = {
@@ -49,7 +50,7 @@ def _classes_in(annotation: Any) -> list[type[BaseModel]]:
 
 
 def _manifest_of(value: Any) -> Any:
-    if isinstance(value, spec.ApiModel):
+    if isinstance(value, ApiModel):
         return value.to_manifest()
     if isinstance(value, BaseModel):
         return value.model_dump(by_alias=True, exclude_none=True, mode="json")

@@ -22,6 +22,7 @@ from weir_operator.core.render import (
     render_children,
     render_deployment,
     revision_of,
+    selector_labels,
 )
 from weir_operator.core.routers import router_named
 from weir_operator.core.spec import ModelDeployment, parse_model_deployment
@@ -324,3 +325,118 @@ def test_apply_nulls_selector_keys_a_service_no_longer_renders() -> None:
     assert merged(desired, gone) == {"spec": {"selector": {"a": "1", REVISION_LABEL: None}}}
     assert removed_keys("Service", desired, existing) == {}
     assert removed_keys("Deployment", existing, desired) == {}, "only exact maps"
+
+
+def pod_of(md: ModelDeployment) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """(pod template, fetch-model init container, server container) of md's Deployment."""
+    deployment = render_deployment(md, revision_of(md.spec), "stable", 2)
+    assert_valid(deployment)
+    template = deployment["spec"]["template"]
+    (fetch,) = template["spec"]["initContainers"]
+    (server,) = template["spec"]["containers"]
+    return template, fetch, server
+
+
+class TestProductionPodSettings:
+    """Issue 19: every server pod setting of the spec, rendered field by field."""
+
+    def test_scheduling_images_identity_and_extended_resources(self) -> None:
+        md = example("iris-gpu.yaml")
+        template, fetch, server = pod_of(md)
+        pod = template["spec"]
+        assert pod["serviceAccountName"] == "resnet-server"
+        assert pod["automountServiceAccountToken"] is True, "the identity needs its token"
+        assert pod["nodeSelector"] == {"cloud.google.com/gke-accelerator": "nvidia-l4"}
+        assert pod["tolerations"] == [
+            {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+        ]
+        node = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+        assert node["nodeSelectorTerms"][0]["matchExpressions"] == [
+            {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]}
+        ]
+        anti = pod["affinity"]["podAntiAffinity"]
+        assert anti["preferredDuringSchedulingIgnoredDuringExecution"][0]["weight"] == 50
+        (spread,) = pod["topologySpreadConstraints"]
+        assert spread["topologyKey"] == "topology.kubernetes.io/zone"
+        assert spread["labelSelector"] == {"matchLabels": selector_labels(md, revision_of(md.spec))}
+        assert pod["priorityClassName"] == "inference-high"
+        assert pod["imagePullSecrets"] == [{"name": "registry-credentials"}]
+        assert fetch["imagePullPolicy"] == server["imagePullPolicy"] == "Always"
+        assert server["image"] == "registry.example.com/weir:0.1.0"
+        annotations = template["metadata"]["annotations"]
+        assert annotations["cluster-autoscaler.kubernetes.io/safe-to-evict"] == "false"
+        assert annotations["prometheus.io/scrape"] == "true", "Weir's own are kept"
+        assert template["metadata"]["labels"]["team"] == "vision"
+        assert template["metadata"]["labels"][REVISION_LABEL] == revision_of(md.spec)
+        assert server["resources"]["limits"]["nvidia.com/gpu"] == "1"
+        assert server["resources"]["requests"]["nvidia.com/gpu"] == "1"
+        env = {e["name"]: e for e in server["env"]}
+        assert env["OMP_NUM_THREADS"] == {"name": "OMP_NUM_THREADS", "value": "2"}
+        assert env["FEATURE_FLAGS"]["valueFrom"] == {
+            "configMapKeyRef": {"name": "resnet-settings", "key": "flags"}
+        }
+        assert env["POD_IP"]["valueFrom"] == {"fieldRef": {"fieldPath": "status.podIP"}}
+        assert server["envFrom"] == [{"prefix": "APP_", "secretRef": {"name": "resnet-app"}}]
+
+    def test_without_them_the_pod_is_as_before(self) -> None:
+        template, fetch, server = pod_of(example("iris.yaml"))
+        pod = template["spec"]
+        assert pod["automountServiceAccountToken"] is False
+        for absent in (
+            "serviceAccountName",
+            "nodeSelector",
+            "tolerations",
+            "affinity",
+            "topologySpreadConstraints",
+            "priorityClassName",
+            "imagePullSecrets",
+        ):
+            assert absent not in pod, absent  # fmt: skip
+        assert "envFrom" not in server
+        assert fetch["imagePullPolicy"] == "IfNotPresent"
+
+    def test_s3_credentials_reach_the_fetch_container_only(self) -> None:
+        _, fetch, server = pod_of(example("iris-private-s3.yaml"))
+        env = {e["name"]: e for e in fetch["env"]}
+        assert env["AWS_ACCESS_KEY_ID"]["valueFrom"] == {
+            "secretKeyRef": {"name": "iris-s3", "key": "AWS_ACCESS_KEY_ID"}
+        }
+        assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "iris-s3"
+        assert env["AWS_SESSION_TOKEN"]["valueFrom"]["secretKeyRef"]["optional"] is True
+        assert env["AWS_ENDPOINT_URL_S3"]["value"] == "https://minio.storage.svc:9000"
+        assert env["AWS_REGION"]["value"] == "eu-west-1"
+        assert not [e for e in server["env"] if e["name"].startswith("AWS_")]
+
+    def test_an_http_token_is_a_header_from_a_secret(self) -> None:
+        _, fetch, _ = pod_of(example("iris-http-token.yaml"))
+        env = {e["name"]: e for e in fetch["env"]}
+        assert env["WEIR_FETCH_HEADER_NAME"]["value"] == "Authorization"
+        assert env["WEIR_FETCH_HEADER_PREFIX"]["value"] == "Bearer "
+        assert env["WEIR_FETCH_HEADER_VALUE"]["valueFrom"] == {
+            "secretKeyRef": {"name": "model-registry", "key": "token"}
+        }
+
+    def test_tls_mounts_the_secret_and_probes_speak_https(self) -> None:
+        template, _, server = pod_of(example("iris-tls.yaml"))
+        assert {"name": "tls", "secret": {"secretName": "iris-tls", "defaultMode": 0o440}} in (
+            template["spec"]["volumes"]
+        )
+        assert {"name": "tls", "mountPath": "/etc/weir/tls", "readOnly": True} in (
+            server["volumeMounts"]
+        )
+        assert server["args"][-4:] == [
+            "--tls-cert", "/etc/weir/tls/tls.crt", "--tls-key", "/etc/weir/tls/tls.key"
+        ]  # fmt: skip
+        assert server["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"
+        assert server["livenessProbe"]["httpGet"]["scheme"] == "HTTPS"
+
+    def test_lineage_is_not_part_of_the_revision(self) -> None:
+        md = example("iris-lineage.yaml")
+        document = yaml.safe_load((ROOT / "examples" / "iris-lineage.yaml").read_text())
+        document["spec"]["model"]["lineage"]["metrics"]["auc"] = 0.5
+        changed = parse_model_deployment(with_identity(document))
+        assert revision_of(changed.spec) == revision_of(md.spec)
+        del document["spec"]["model"]["lineage"]
+        assert revision_of(parse_model_deployment(with_identity(document)).spec) == (
+            revision_of(md.spec)
+        )

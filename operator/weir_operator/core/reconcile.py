@@ -164,6 +164,7 @@ def _rollout_input(
             uri=md.spec.model.uri,
             version=md.spec.model.version,
             sha256=md.spec.model.sha256,
+            lineage=md.spec.model.lineage,
         ),
         status=status,
         now=now,

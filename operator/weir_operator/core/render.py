@@ -27,6 +27,17 @@ SERVER_NAME = "weir-server"
 
 SERVER_PORT = 8080
 SERVICE_PORT = 80
+# Keys of a spec.model.auth.secretRef Secret that fetch-model reads (the session token only
+# when there is one), and the variables that carry an HTTP header (weir_server.fetch).
+AWS_CREDENTIAL_KEYS = (
+    ("AWS_ACCESS_KEY_ID", False),
+    ("AWS_SECRET_ACCESS_KEY", False),
+    ("AWS_SESSION_TOKEN", True),
+)
+TLS_DIR = "/etc/weir/tls"  # spec.server.tls's Secret, mounted read-only in the server
+FETCH_HEADER_NAME_ENV = "WEIR_FETCH_HEADER_NAME"
+FETCH_HEADER_PREFIX_ENV = "WEIR_FETCH_HEADER_PREFIX"
+FETCH_HEADER_VALUE_ENV = "WEIR_FETCH_HEADER_VALUE"
 MODEL_DIR = "/models"
 MODEL_FILE = f"{MODEL_DIR}/model.onnx"
 PVC_MOUNT = "/source"
@@ -45,8 +56,10 @@ class RenderSettings:
 
 
 def revision_of(spec: ModelDeploymentSpec) -> str:
-    """The revision: a hash of what defines the serving pods (spec.model + spec.server)."""
-    defining = {"model": spec.model.to_manifest(), "server": spec.server.to_manifest()}
+    """The revision: a hash of what defines the serving pods (spec.model + spec.server; the
+    model's lineage says where it came from, not how it is served, and is left out)."""
+    model = {k: v for k, v in spec.model.to_manifest().items() if k != "lineage"}
+    defining = {"model": model, "server": spec.server.to_manifest()}
     canonical = json.dumps(defining, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
@@ -113,6 +126,66 @@ def _resources(spec: ModelDeploymentSpec) -> dict[str, Any]:
     return {k: v for k, v in resources.items() if v}
 
 
+def _env_var(variable: api.EnvVar) -> dict[str, Any]:
+    if variable.value_from is not None:
+        return {"name": variable.name, "valueFrom": variable.value_from.to_manifest()}
+    return {"name": variable.name, "value": variable.value}
+
+
+def _fetch_env(md: ModelDeployment) -> list[dict[str, Any]]:
+    """What only the fetch-model init container sees: the model store's credentials (each key
+    of the Secret named by spec.model.auth), its endpoint and region, an HTTP header."""
+    model = md.spec.model
+    env: list[dict[str, Any]] = []
+    auth = model.auth
+    if auth is not None and auth.secret_ref is not None:
+        for key, optional in AWS_CREDENTIAL_KEYS:
+            ref = {
+                "name": auth.secret_ref.name,
+                "key": key,
+                **({"optional": True} if optional else {}),
+            }
+            env.append({"name": key, "valueFrom": {"secretKeyRef": ref}})
+    if auth is not None and auth.header is not None:
+        header = auth.header
+        env.append({"name": FETCH_HEADER_NAME_ENV, "value": header.name})
+        if header.prefix:
+            env.append({"name": FETCH_HEADER_PREFIX_ENV, "value": header.prefix})
+        ref = {"name": header.secret_key_ref.name, "key": header.secret_key_ref.key}
+        env.append({"name": FETCH_HEADER_VALUE_ENV, "valueFrom": {"secretKeyRef": ref}})
+    if model.s3 is not None and model.s3.endpoint:
+        env.append({"name": "AWS_ENDPOINT_URL_S3", "value": model.s3.endpoint})
+    if model.s3 is not None and model.s3.region:
+        env.append({"name": "AWS_REGION", "value": model.s3.region})
+    return env
+
+
+def _scheduling(md: ModelDeployment, revision: str) -> dict[str, Any]:
+    """Where and how the server pods are scheduled: only the fields the spec sets."""
+    server = md.spec.server
+    found: dict[str, Any] = {}
+    if server.service_account_name:
+        found["serviceAccountName"] = server.service_account_name
+    if server.node_selector:
+        found["nodeSelector"] = dict(server.node_selector)
+    if server.tolerations:
+        found["tolerations"] = [t.to_manifest() for t in server.tolerations]
+    if server.affinity is not None:
+        found["affinity"] = server.affinity.to_manifest()
+    if server.topology_spread_constraints:
+        spread = []
+        for constraint in server.topology_spread_constraints:
+            manifest = constraint.to_manifest()
+            manifest.setdefault("labelSelector", {"matchLabels": selector_labels(md, revision)})
+            spread.append(manifest)
+        found["topologySpreadConstraints"] = spread
+    if server.priority_class_name:
+        found["priorityClassName"] = server.priority_class_name
+    if server.image_pull_secrets:
+        found["imagePullSecrets"] = [r.to_manifest() for r in server.image_pull_secrets]
+    return found
+
+
 def _fetch_source(md: ModelDeployment) -> tuple[str, list[Manifest], list[Manifest]]:
     """The URI the init container reads, and the volume (and mount) a pvc:// URI needs."""
     uri = md.spec.model.uri
@@ -139,6 +212,8 @@ def _server_args(md: ModelDeployment) -> list[str]:
         args += ["--max-batch-size", str(server.batching.max_batch_size)]
         args += ["--max-batch-delay-ms", f"{server.batching.max_batch_delay_ms:g}"]
     args += ["--graceful-timeout", str(DRAIN_SECONDS)]
+    if server.tls is not None:
+        args += ["--tls-cert", f"{TLS_DIR}/tls.crt", "--tls-key", f"{TLS_DIR}/tls.key"]
     return args
 
 
@@ -155,8 +230,18 @@ def render_deployment(
     fetch_args = ["fetch-model", "--uri", fetch_uri, "--dest", MODEL_FILE]
     if md.spec.model.sha256:
         fetch_args += ["--sha256", md.spec.model.sha256]
-    user_env = [e.to_manifest() for e in md.spec.server.env]
-    pod_labels = {**instance_labels(md), REVISION_LABEL: revision}
+    server = md.spec.server
+    user_env = [_env_var(e) for e in server.env]
+    env_from = [e.to_manifest() for e in server.env_from]
+    pod_labels = {**server.pod_labels, **instance_labels(md), REVISION_LABEL: revision}
+    pull_policy = server.image_pull_policy or settings.image_pull_policy
+    scheme = {"scheme": "HTTPS"} if server.tls is not None else {}
+    tls_volumes: list[Manifest] = []
+    tls_mounts: list[Manifest] = []
+    if server.tls is not None:
+        secret = {"secretName": server.tls.secret_name, "defaultMode": 0o440}
+        tls_volumes.append({"name": "tls", "secret": secret})
+        tls_mounts.append({"name": "tls", "mountPath": TLS_DIR, "readOnly": True})
     spec: dict[str, Any] = {
         "selector": {"matchLabels": selector_labels(md, revision)},
         "revisionHistoryLimit": 2,
@@ -168,13 +253,16 @@ def render_deployment(
             "metadata": {
                 "labels": pod_labels,
                 "annotations": {
+                    **server.pod_annotations,
                     "prometheus.io/scrape": "true",
                     "prometheus.io/port": str(SERVER_PORT),
                     "prometheus.io/path": "/metrics",
                 },
             },
             "spec": {
-                "automountServiceAccountToken": False,
+                **_scheduling(md, revision),
+                # A token only for a ServiceAccount named on purpose (workload identity).
+                "automountServiceAccountToken": server.service_account_name is not None,
                 "enableServiceLinks": False,
                 "terminationGracePeriodSeconds": PRE_STOP_SECONDS + DRAIN_SECONDS + 5,
                 "securityContext": {
@@ -188,9 +276,10 @@ def render_deployment(
                     {
                         "name": "fetch-model",
                         "image": image,
-                        "imagePullPolicy": settings.image_pull_policy,
+                        "imagePullPolicy": pull_policy,
                         "args": fetch_args,
-                        "env": user_env,
+                        "env": [*user_env, *_fetch_env(md)],
+                        **({"envFrom": env_from} if env_from else {}),
                         # The last log lines become the termination message, which the
                         # operator shows in the Ready condition (e.g. a sha256 mismatch).
                         "terminationMessagePolicy": "FallbackToLogsOnError",
@@ -210,20 +299,21 @@ def render_deployment(
                     {
                         "name": "server",
                         "image": image,
-                        "imagePullPolicy": settings.image_pull_policy,
+                        "imagePullPolicy": pull_policy,
                         "args": _server_args(md),
                         "terminationMessagePolicy": "FallbackToLogsOnError",
                         "env": [{"name": "WEIR_REVISION", "value": revision}, *user_env],
+                        **({"envFrom": env_from} if env_from else {}),
                         "ports": [
                             {"name": "http", "containerPort": SERVER_PORT, "protocol": "TCP"}
                         ],
                         "readinessProbe": {
-                            "httpGet": {"path": "/v2/health/ready", "port": "http"},
+                            "httpGet": {"path": "/v2/health/ready", "port": "http", **scheme},
                             "periodSeconds": 2,
                             "failureThreshold": 2,
                         },
                         "livenessProbe": {
-                            "httpGet": {"path": "/v2/health/live", "port": "http"},
+                            "httpGet": {"path": "/v2/health/live", "port": "http", **scheme},
                             "periodSeconds": 10,
                             "failureThreshold": 3,
                         },
@@ -233,6 +323,7 @@ def render_deployment(
                         "volumeMounts": [
                             {"name": "models", "mountPath": MODEL_DIR, "readOnly": True},
                             {"name": "tmp", "mountPath": "/tmp"},
+                            *tls_mounts,
                         ],
                     }
                 ],
@@ -240,6 +331,7 @@ def render_deployment(
                     {"name": "models", "emptyDir": {}},
                     {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
                     *source_volumes,
+                    *tls_volumes,
                 ],
             },
         },

@@ -27,6 +27,7 @@ class Request:
     id: str
     action: RequestAction
     revision: str | None = None
+    by: str | None = None  # who asked, as the client said (see RequestRecord.by)
 
 
 def parse_request(text: str | None) -> Request | str | None:
@@ -45,4 +46,7 @@ def parse_request(text: str | None) -> Request | str | None:
     revision = body.get("revision")
     if revision is not None and not isinstance(revision, str):
         return f"annotation {REQUEST_ANNOTATION}: revision must be a string"
-    return Request(id=body["id"], action=body["action"], revision=revision or None)
+    by = body.get("by")
+    if by is not None and (not isinstance(by, str) or len(by) > 256):
+        return f"annotation {REQUEST_ANNOTATION}: by must be a string of at most 256 characters"
+    return Request(id=body["id"], action=body["action"], revision=revision or None, by=by or None)

@@ -362,7 +362,12 @@ class _Decider:
         }
         accepted, message = handlers[request.action](request)
         self.last_request = RequestRecord(
-            id=request.id, action=request.action, at=self.at, accepted=accepted, message=message
+            id=request.id,
+            action=request.action,
+            at=self.at,
+            accepted=accepted,
+            message=message,
+            by=request.by,
         )
         if not accepted:
             self._event(
@@ -406,6 +411,7 @@ class _Decider:
             )
         ended = self._step_name(canary.step)
         message = f"step {ended} ended by request; next: {self._next_name(canary.step)}"
+        self.canary = canary.model_copy(update={"requested_by": request.by})
         self._event("Normal", "PromoteRequested", f"{message} (request {request.id})")
         self._enter_step(canary.step + 1)
         return True, message
@@ -422,7 +428,7 @@ class _Decider:
         )
         if canary.verified_at is None:
             message += " and have passed the pre-traffic checks"
-        self.canary = canary.model_copy(update={"failed_checks": 0})
+        self.canary = canary.model_copy(update={"failed_checks": 0, "requested_by": request.by})
         self._event("Normal", "FullPromoteRequested", f"{message} (request {request.id})")
         self._enter_step(len(self.steps))
         return True, message
@@ -433,6 +439,7 @@ class _Decider:
             return False, self._nothing_to("abort")
         if problem := self._guard(request, canary.revision):
             return False, problem
+        self.canary = canary.model_copy(update={"requested_by": request.by})
         self._roll_back("Aborted", "Aborted", f"aborted by request {request.id}")
         return True, f"canary {label(canary)} aborted at weight {canary.weight}%"
 
@@ -448,7 +455,7 @@ class _Decider:
             "RetryRequested",
             f"rolling out revision {label(desired)} again from step 1 (request {request.id})",
         )
-        self._start_canary(desired)
+        self._start_canary(desired, request.by)
         return True, f"rolling out revision {label(desired)} again from step 1"
 
     def _undo_request(self, request: Request) -> tuple[bool, str]:
@@ -491,25 +498,34 @@ class _Decider:
 
     # -- the canary's life ----------------------------------------------------------------------
 
-    def _start_canary(self, desired: RevisionRef) -> None:
+    def _start_canary(self, desired: RevisionRef, by: str | None = None) -> None:
         self.canary = CanaryStatus(
             revision=desired.revision,
             uri=desired.uri,
             version=desired.version,
             sha256=desired.sha256,
+            lineage=desired.lineage,
             set_weight=weight_in_force(self.steps, 0),
             started_at=self.at,
             step_started_at=self.at,
+            requested_by=by if by is not None else self._undone_by(desired),
         )
         self.last_analysis = None
         plan = ", ".join(describe_step(s) for s in self.steps) or "none: straight to promotion"
         self._event(
             "Normal",
             "RolloutStarted",
-            f"canary {label(desired)} from {desired.uri} against stable "
+            f"canary {label(desired)} from {desired.uri}{lineage_words(desired)} against stable "
             f"{label(self._stable())}; steps: {plan}; no traffic before its servers are ready "
             "and pass the pre-traffic checks",
         )
+
+    def _undone_by(self, desired: RevisionRef) -> str | None:
+        """Who undid to `desired`, when the spec change this canary follows was an undo."""
+        last = self.last_request
+        if last is None or last.action != "undo" or not last.accepted:
+            return None
+        return last.by if desired.revision[:10] in last.message else None
 
     def _take_analysis(self) -> None:
         result, canary = self.given.analysis, self._canary()
@@ -1043,6 +1059,8 @@ class _Decider:
             outcome=outcome,
             at=self.at,
             reason=reason,
+            requested_by=ref.requested_by if isinstance(ref, CanaryStatus) else None,
+            lineage=ref.lineage,
         )
         self.history = [entry, *self.history][:HISTORY_LIMIT]
 
@@ -1056,4 +1074,21 @@ class _Decider:
 
 
 def _ref_of(ref: RevisionRef | HistoryEntry) -> RevisionRef:
-    return RevisionRef(revision=ref.revision, uri=ref.uri, version=ref.version, sha256=ref.sha256)
+    return RevisionRef(
+        revision=ref.revision, uri=ref.uri, version=ref.version, sha256=ref.sha256,
+        lineage=ref.lineage,
+    )  # fmt: skip
+
+
+def lineage_words(ref: RevisionRef) -> str:
+    """ " (training run X, dataset Y)": a revision's lineage in an event, when it has one."""
+    lineage = ref.lineage
+    if lineage is None:
+        return ""
+    parts = []
+    if lineage.training_run:
+        parts.append(f"training run {lineage.training_run}")
+    if lineage.dataset is not None:
+        parts.append(f"dataset {lineage.dataset.uri}")
+    parts += [f"{name} {value:g}" for name, value in sorted(lineage.metrics.items())]
+    return f" ({', '.join(parts)})" if parts else ""

@@ -8,21 +8,26 @@ rejected for the same reason, on a cluster and on a laptop. Errors name the fiel
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    GetJsonSchemaHandler,
     ValidationError,
-    model_validator,
 )
-from pydantic.alias_generators import to_camel
-from pydantic.json_schema import JsonSchemaValue
-from pydantic_core import PydanticCustomError, core_schema
 
-from weir_operator.core.celrules import CelRule, holds
+from weir_operator.core.celrules import CelRule
+from weir_operator.core.kubetypes import (
+    Affinity,
+    EnvFromSource,
+    EnvVarSource,
+    LocalObjectReference,
+    ObjectName,
+    Toleration,
+    TopologySpreadConstraint,
+)
+from weir_operator.core.spec_base import ApiModel
 
 GROUP = "serving.weir.dev"
 VERSION = "v1alpha1"
@@ -56,47 +61,89 @@ def duration_seconds(text: str) -> float:
 Duration = Annotated[str, Field(pattern=DURATION_PATTERN, max_length=32)]
 
 
-class ApiModel(BaseModel):
-    """Base: camelCase field names as in YAML, unknown fields rejected, CEL rules enforced."""
+class HeaderFromSecret(ApiModel):
+    """An HTTP header whose value is a key of a Secret (e.g. Authorization: Bearer <token>)."""
 
-    model_config = ConfigDict(
-        alias_generator=to_camel,
-        populate_by_name=True,
-        extra="forbid",
-        frozen=True,
-        validate_default=True,
-        strict=True,  # as the API server: "yes" is not a boolean, "3" is not an integer
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9-]+$", max_length=64, description="Header name, e.g. Authorization."
     )
-    cel_rules: ClassVar[tuple[CelRule, ...]] = ()
+    secret_key_ref: SecretKey = Field(description="The Secret key holding the value.")
+    prefix: str = Field("", max_length=32, description='Put before the value, e.g. "Bearer ".')
 
-    @model_validator(mode="after")
-    def _check_cel_rules(self) -> ApiModel:
-        if self.cel_rules:
-            value = self.to_manifest()
-            for rule in self.cel_rules:
-                if not holds(rule, value):
-                    raise PydanticCustomError(
-                        "cel", "{message}", {"message": rule.message, "field": rule.field_path}
-                    )
-        return self
 
-    @classmethod
-    def __get_pydantic_json_schema__(
-        cls, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
-    ) -> JsonSchemaValue:
-        json_schema = handler(schema)
-        if cls.cel_rules:
-            target = handler.resolve_ref_schema(json_schema)
-            target["x-kubernetes-validations"] = [rule.to_schema() for rule in cls.cel_rules]
-        return json_schema
+class SecretKey(ApiModel):
+    """One key of a Secret of the same namespace."""
 
-    def to_manifest(self) -> dict[str, Any]:
-        """The object as it reads in YAML: camelCase, unset optional fields left out."""
-        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+    name: ObjectName = Field(description="The Secret's name.")
+    key: str = Field(pattern=r"^[-._a-zA-Z0-9]+$", max_length=253, description="The key.")
+
+
+class ModelAuth(ApiModel):
+    """How `weir fetch-model` authenticates to the model's store. Without it: anonymously, or
+    for s3:// with the pod's own identity (`server.serviceAccountName`: IRSA, workload
+    identity) or whatever the image's default credential chain finds."""
+
+    cel_rules = (
+        CelRule(
+            "!(has(self.secretRef) && has(self.header))",
+            "auth takes secretRef (s3://) or header (http(s)://), not both",
+        ),
+    )
+
+    secret_ref: LocalObjectReference | None = Field(
+        None,
+        description=(
+            "s3://: a Secret with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and optionally "
+            "AWS_SESSION_TOKEN); only the fetch-model init container sees them."
+        ),
+    )
+    header: HeaderFromSecret | None = Field(None, description="http(s)://: a header to send.")
+
+
+class S3Options(ApiModel):
+    """For an S3-compatible store (MinIO, Ceph, R2...) or a region other than the default."""
+
+    endpoint: str | None = Field(
+        None,
+        pattern=r"^https?://[^\s/]+(/[^\s]*)?$",
+        max_length=512,
+        description="The store's endpoint URL, e.g. https://minio.example.com:9000.",
+    )
+    region: str | None = Field(
+        None, pattern=r"^[a-z0-9-]+$", max_length=32, description="e.g. eu-west-1."
+    )
+
+
+class Dataset(ApiModel):
+    """The data a model was trained on."""
+
+    uri: str = Field(min_length=1, max_length=2048, description="Where it is.")
+    sha256: str | None = Field(None, pattern=SHA256_PATTERN, description="Its checksum.")
+
+
+class Lineage(ApiModel):
+    """Where the model came from, for an auditor: carried into status.history, events, `weir
+    history` and the `weir_model_info` metric. Not part of the revision: it says where the
+    model came from, not how it is served."""
+
+    training_run: str | None = Field(
+        None,
+        max_length=2048,
+        description="The training run, e.g. an MLflow run URI (runs:/<id>) or a CI job URL.",
+    )
+    dataset: Dataset | None = Field(None, description=Dataset.__doc__)
+    metrics: dict[str, float] = Field(
+        default_factory=dict,
+        max_length=16,
+        description="Evaluation metrics, name -> number (e.g. auc: 0.93).",
+    )
+    labels: dict[str, Annotated[str, Field(max_length=253)]] = Field(
+        default_factory=dict, max_length=16, description="Free labels, e.g. team: fraud."
+    )
 
 
 class ModelSource(ApiModel):
-    """Which ONNX file to serve and how to check it."""
+    """Which ONNX file to serve, how to fetch it and check it, and where it came from."""
 
     uri: str = Field(
         pattern=URI_PATTERN,
@@ -119,6 +166,9 @@ class ModelSource(ApiModel):
         pattern=MODEL_NAME_PATTERN,
         description="Model name served over the Open Inference Protocol. Default: metadata.name.",
     )
+    auth: ModelAuth | None = Field(None, description=ModelAuth.__doc__)
+    s3: S3Options | None = Field(None, description=S3Options.__doc__)
+    lineage: Lineage | None = Field(None, description=Lineage.__doc__)
     version: str | None = Field(
         None,
         max_length=63,
@@ -167,32 +217,74 @@ class EnvVar(ApiModel):
             + " could make the server run other code, or are Weir's own",
             ".name",
         ),
+        CelRule(
+            "!has(self.valueFrom) || self.value == ''",
+            "give value or valueFrom, not both",
+            ".valueFrom",
+        ),
     )
 
     name: str = Field(pattern=ENV_NAME_PATTERN, max_length=256, description="Variable name.")
     value: str = Field("", max_length=32768, description="Variable value.")
+    value_from: EnvVarSource | None = Field(
+        None, description="Take the value from a Secret, a ConfigMap or the pod instead."
+    )
 
 
 Quantity = Annotated[str, Field(pattern=QUANTITY_PATTERN, max_length=64)]
 
 
-class ResourceList(ApiModel):
-    """Kubernetes quantities of cpu and memory."""
-
-    cpu: Quantity | None = Field(None, description="CPU, e.g. 500m or 2.")
-    memory: Quantity | None = Field(None, description="Memory, e.g. 512Mi or 2Gi.")
+RESOURCE_NAME_PATTERN = (
+    r"^(cpu|memory|ephemeral-storage|hugepages-[0-9]+[KMGTPE]i?"
+    r"|[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)$"
+)
+RESOURCE_NAME_RULE = CelRule(
+    f"self.all(k, k.matches('{RESOURCE_NAME_PATTERN}'))",
+    "resource names are cpu, memory, ephemeral-storage, hugepages-<size> or an extended "
+    "resource DOMAIN/NAME such as nvidia.com/gpu",
+)
+ResourceList = dict[str, Quantity]
+"""Kubernetes quantities by resource name: cpu, memory, and extended resources such as
+nvidia.com/gpu (a map, as core/v1 ResourceRequirements has it)."""
 
 
 class Resources(ApiModel):
-    """Compute resources of each inference server container."""
+    """Compute resources of each inference server container (core/v1 ResourceRequirements):
+    cpu and memory, and extended resources such as nvidia.com/gpu (which Kubernetes wants in
+    limits, and in requests only equal to the limit)."""
+
+    cel_rules = (
+        CelRule(
+            RESOURCE_NAME_RULE.rule.replace("self.all", "self.requests.all"),
+            "requests: " + RESOURCE_NAME_RULE.message,
+            ".requests",
+        ),
+        CelRule(
+            RESOURCE_NAME_RULE.rule.replace("self.all", "self.limits.all"),
+            "limits: " + RESOURCE_NAME_RULE.message,
+            ".limits",
+        ),
+        CelRule(
+            "self.requests.all(k, k.contains('/') ? (k in self.limits && "
+            "self.limits[k] == self.requests[k]) : true)",
+            "an extended resource (nvidia.com/gpu, ...) in requests must be in limits too, with "
+            "the same quantity",
+            ".requests",
+        ),
+    )
 
     requests: ResourceList = Field(
-        default_factory=lambda: ResourceList(cpu="500m", memory="512Mi"),
+        default_factory=lambda: {"cpu": "500m", "memory": "512Mi"},
+        max_length=16,
         description="Guaranteed resources.",
     )
     limits: ResourceList = Field(
-        default_factory=lambda: ResourceList(cpu="2", memory="2Gi"),
-        description="Resource caps; the server sizes its thread pool to the cpu limit.",
+        default_factory=lambda: {"cpu": "2", "memory": "2Gi"},
+        max_length=16,
+        description=(
+            "Resource caps; the server sizes its thread pool to the cpu limit. Extended "
+            "resources go here, e.g. nvidia.com/gpu: 1."
+        ),
     )
 
 
@@ -207,8 +299,37 @@ class Batching(ApiModel):
     )
 
 
+class ServerTls(ApiModel):
+    """TLS on the inference port, with the certificate of a Secret of type kubernetes.io/tls
+    (tls.crt, tls.key, and ca.crt to verify it: cert-manager's Certificate writes all three).
+    The operator's probes and direct scrapes then speak HTTPS and verify the certificate."""
+
+    secret_name: ObjectName = Field(description="The Secret with tls.crt, tls.key and ca.crt.")
+    server_name: str | None = Field(
+        None,
+        max_length=253,
+        description=("The name the certificate is checked against; default: <md>.<namespace>.svc."),
+    )
+
+
 class ServerSpec(ApiModel):
     """How each inference server (`weir serve`) runs. Part of the revision: a change rolls out."""
+
+    cel_rules = (
+        CelRule(
+            "self.podLabels.all(k, !k.startsWith('app.kubernetes.io/') && "
+            "!k.startsWith('serving.weir.dev/'))",
+            "podLabels: keys under app.kubernetes.io/ and serving.weir.dev/ are Weir's own",
+            ".podLabels",
+        ),
+        CelRule(
+            "self.nodeSelector.all(k, k.matches('"
+            + r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+            + "'))",
+            "nodeSelector keys must be label keys",
+            ".nodeSelector",
+        ),
+    )
 
     image: str | None = Field(
         None,
@@ -232,6 +353,62 @@ class ServerSpec(ApiModel):
         ),
     )
     batching: Batching = Field(default_factory=Batching, description=Batching.__doc__)
+    env_from: list[EnvFromSource] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Every key of a Secret or ConfigMap as a variable (prefixed) of the server.",
+    )
+    service_account_name: ObjectName | None = Field(
+        None,
+        description=(
+            "The ServiceAccount the server pods run as, for workload identity (EKS IRSA, GKE "
+            "Workload Identity): its token is mounted, and fetch-model reaches s3:// with it. "
+            "Default: none (the namespace's default, with no token mounted)."
+        ),
+    )
+    node_selector: dict[str, Annotated[str, Field(max_length=63)]] = Field(
+        default_factory=dict,
+        max_length=32,
+        description="Node labels the server pods must land on, e.g. a GPU node pool.",
+    )
+    tolerations: list[Toleration] = Field(
+        default_factory=list, max_length=32, description="Taints the server pods tolerate."
+    )
+    affinity: Affinity | None = Field(None, description=Affinity.__doc__)
+    topology_spread_constraints: list[TopologySpreadConstraint] = Field(
+        default_factory=list,
+        max_length=8,
+        description=(
+            "How the server pods spread over zones or nodes; without a labelSelector, a "
+            "constraint counts this revision's server pods."
+        ),
+    )
+    priority_class_name: str | None = Field(
+        None,
+        pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+        max_length=253,
+        description="PriorityClass of the server pods.",
+    )
+    image_pull_secrets: list[LocalObjectReference] = Field(
+        default_factory=list, max_length=8, description="Secrets to pull a private image with."
+    )
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = Field(
+        None, description="Default: the operator's (IfNotPresent)."
+    )
+    pod_annotations: dict[str, Annotated[str, Field(max_length=4096)]] = Field(
+        default_factory=dict,
+        max_length=32,
+        description="Annotations of the server pods (Weir's own prometheus.io/* are kept).",
+    )
+    pod_labels: dict[str, Annotated[str, Field(max_length=63)]] = Field(
+        default_factory=dict,
+        max_length=32,
+        description=(
+            "Labels of the server pods; keys under app.kubernetes.io/ and serving.weir.dev/ "
+            "are Weir's own and refused."
+        ),
+    )
+    tls: ServerTls | None = Field(None, description="TLS on the inference port.")
     sample_input: dict[str, Any] | None = Field(
         None,
         description=(

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from weir_operator.core.routers import RouterName
+from weir_operator.core.spec import Lineage
 
 Phase = Literal["Pending", "Progressing", "Paused", "Healthy", "RolledBack", "Failed", "Degraded"]
 Verdict = Literal["Pass", "Fail", "Inconclusive"]
@@ -46,6 +47,9 @@ class RevisionRef(StatusModel):
     sha256: str | None = Field(
         None, description="sha256 of its model file, when the spec gave one (undo restores it)."
     )
+    lineage: Lineage | None = Field(
+        None, description="spec.model.lineage when this revision was rolled out."
+    )
 
 
 class CanaryStatus(RevisionRef):
@@ -72,6 +76,9 @@ class CanaryStatus(RevisionRef):
         ),
     )
     failed_checks: int = Field(0, ge=0, description="Failed analyses in a row.")
+    requested_by: str | None = Field(
+        None, description="Who last steered this canary by a request (retry, undo, promote)."
+    )
     inconclusive_checks: int = Field(
         0, ge=0, description="Inconclusive analyses in a row while the canary had traffic."
     )
@@ -148,6 +155,14 @@ class HistoryEntry(StatusModel):
     outcome: Outcome = Field(description="Promoted, RolledBack, Aborted or Failed.")
     at: str = Field(description="When it finished (RFC 3339).")
     reason: str = Field("", description="Why.")
+    requested_by: str | None = Field(
+        None,
+        description=(
+            "Who asked for what led to this entry (promote, abort, retry, undo), as the client "
+            "said; the API server's audit log is the authority."
+        ),
+    )
+    lineage: Lineage | None = Field(None, description="Where this revision's model came from.")
 
 
 class RequestRecord(StatusModel):
@@ -159,6 +174,13 @@ class RequestRecord(StatusModel):
     at: str = Field(description="When it was handled (RFC 3339).")
     accepted: bool = Field(description="Whether it was carried out.")
     message: str = Field("", description="What was done, or why not.")
+    by: str | None = Field(
+        None,
+        description=(
+            "Who asked, as the client said (the CLI takes it from the API server's "
+            "SelfSubjectReview); the API server's audit log is the authority."
+        ),
+    )
 
 
 class TrackScale(StatusModel):
