@@ -252,8 +252,13 @@ async def run_life_cycle(api: EmulatorApi, kubeconfig: Path, log: Path) -> None:
         new = f"iris-{revision(changed)[:10]}"
         await eventually(lambda: api.get(DEPLOYMENTS, "default", new), within=20)
         await make_ready(api, new)
-        status = await eventually(lambda: phase_is(api, "Healthy"), within=20)
-        assert status["stable"]["revision"] == revision(changed)
+
+        async def promoted() -> dict[str, Any] | None:
+            found = await phase_is(api, "Healthy")
+            stable = ((found or {}).get("stable") or {}).get("revision")
+            return found if stable == revision(changed) else None
+
+        await eventually(promoted, within=20)
         # The promoted revision's count goes to its own HPA (the canary's was the rollout's).
         await eventually(lambda: api.get(HPAS, "default", new), within=20)
 
