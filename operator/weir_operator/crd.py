@@ -21,6 +21,7 @@ from weir_operator.core.spec_base import ApiModel
 _KEPT = {
     "type", "description", "default", "enum", "format", "pattern", "minimum", "maximum",
     "exclusiveMinimum", "exclusiveMaximum", "minLength", "maxLength", "minItems", "maxItems",
+    "minProperties", "maxProperties",
     "required", "properties", "items", "additionalProperties", "x-kubernetes-validations",
     "x-kubernetes-preserve-unknown-fields", "x-kubernetes-int-or-string", "nullable",
     "x-kubernetes-list-type", "x-kubernetes-list-map-keys",

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from weir_operator.core import routers
+from weir_operator.core.policy import Policy, refusals
 from weir_operator.core.reconcile import Observed, Plan, invalid_spec, reconcile
 from weir_operator.core.render import RenderSettings
 from weir_operator.core.routers import RouterName
@@ -66,10 +67,12 @@ class ReconcileDriver:
         autoscalers: Autoscalers,
         render: RenderSettings | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        policy: Policy | None = None,
     ) -> None:
         self.prober = prober
         self.autoscalers = autoscalers
         self.render = render or RenderSettings()
+        self.policy = policy or Policy()
         self.clock = clock
 
     async def reconcile(
@@ -80,7 +83,11 @@ class ReconcileDriver:
         request: str | None,
     ) -> Plan:
         """One reconcile of a valid ModelDeployment; the plan it applied (its status is for
-        the caller to write). Superseded propagates when the port saw the object change."""
+        the caller to write). Superseded propagates when the port saw the object change.
+        A spec the policy refuses is Failed (InvalidSpec) and nothing is applied."""
+        refused = refusals(self.policy, md.spec)
+        if refused:
+            return Plan([], [], self.invalid(old, refused, md.metadata.generation), [])
         now = self.clock()
         world = await port.observe(md)
         measured, probe_events = await self.prober.probe(md, old, list(world.pods), request, now)

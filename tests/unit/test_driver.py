@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from weir_operator.core.policy import Policy, refusals
 from weir_operator.core.reconcile import Observed, Plan
 from weir_operator.core.render import revision_of
 from weir_operator.core.routers import RouterName
@@ -118,3 +119,40 @@ def test_an_invalid_spec_is_failed_with_ready_invalid_spec(driver: Any) -> None:
     ready = status.conditions[0]
     assert (ready.type, ready.status, ready.reason) == ("Ready", "False", "InvalidSpec")
     assert ready.message == "spec.replicas: must be >= 0"
+
+
+class TestRequireSha256Policy:
+    @pytest.fixture
+    async def strict(self) -> Any:
+        prober = RolloutProber()
+        made = ReconcileDriver(
+            prober, Autoscalers(prober.providers.direct), policy=Policy(require_sha256=True)
+        )
+        yield made
+        await made.aclose()
+
+    async def test_a_model_without_sha256_is_failed_and_nothing_is_applied(
+        self, strict: Any
+    ) -> None:
+        port = RecordingPort()
+        serving = ModelDeploymentStatus.model_validate({"phase": "Healthy"})
+        plan = await strict.reconcile(port, md("2"), serving, None)
+        assert port.calls == [], "nothing observed, applied or deleted: the stable keeps serving"
+        assert (plan.apply, plan.delete) == ([], [])
+        ready = plan.status.conditions[0]
+        assert (plan.status.phase, ready.reason) == ("Failed", "InvalidSpec")
+        assert "spec.model.sha256" in ready.message
+        assert "--require-sha256" in ready.message
+
+    async def test_a_model_with_its_sha256_is_served(self, strict: Any) -> None:
+        pinned = md("1").spec.model.model_copy(update={"sha256": "a" * 64})
+        spec = md("1").spec.model_copy(update={"model": pinned})
+        port = RecordingPort()
+        plan = await strict.reconcile(
+            port, md("1").model_copy(update={"spec": spec}), ModelDeploymentStatus(), None
+        )
+        assert port.calls == ["observe", "apply", "post"]
+        assert plan.status.phase != "Failed"
+
+    def test_by_default_no_sha256_is_required(self) -> None:
+        assert refusals(Policy(), md("1").spec) == []

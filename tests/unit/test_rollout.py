@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 import jsonschema
 import pytest
@@ -1012,6 +1012,9 @@ STEP_PLANS: list[list[dict[str, Any]]] = [
     [{"pause": {"duration": "20s"}}, {"setWeight": 100}],
     [{"setWeight": 0}, {"setWeight": 30}, {"pause": {"duration": "15s"}}, {"setWeight": 30}],
     [{"setWeight": 25}, {"setWeight": 75}],
+    [{"shadow": {"percent": 100, "duration": "30s"}}, {"setWeight": 10}, {"setWeight": 50}],
+    [{"shadow": {"percent": 20, "duration": "10s"}}, {"pause": {}}],
+    [{"setWeight": 10}, {"shadow": {"percent": 50, "duration": "20s"}}, {"setWeight": 50}],
 ]
 
 
@@ -1067,6 +1070,13 @@ def check_status(shell: Shell, decision: Decision) -> None:
         assert 0 <= canary.step <= len(steps)
         if canary.step < len(steps):
             assert canary.set_weight == weight_in_force(steps, canary.step)
+        in_shadow = canary.step < len(steps) and steps[canary.step].shadow is not None
+        if in_shadow:
+            assert canary.weight == 0, "a shadow step never gives the canary a client"
+        else:
+            assert canary.shadow_percent == 0, "mirroring only during a shadow step"
+        if canary.verified_at is None:
+            assert canary.shadow_percent == 0, "nothing is mirrored before the gate"
         assert canary.weight <= router_weight(spec, shell.total, canary.set_weight)
         if canary.verified_at is None:
             assert canary.weight == 0
@@ -1458,3 +1468,57 @@ def test_a_good_rollout_tells_its_story_in_events(router: str, first_weight: int
     assert f"weight {first_weight}% -> 50%" in moves[1]
     assert shell.status.stable == V2
     assert [h.outcome for h in shell.status.history] == ["Promoted", "Promoted"]
+
+
+class TestShadowStep:
+    """Issue 20: mirrored traffic only, the canary's weight 0 throughout, analysis as usual."""
+
+    SHADOW: ClassVar[list[dict[str, Any]]] = [
+        {"shadow": {"percent": 100, "duration": "30s"}},
+        {"setWeight": 50},
+    ]
+
+    def shadowing(self) -> Shell:
+        shell = rolling_out(spec=make_spec(self.SHADOW))
+        shell.servers(4, sample=OK)
+        return shell
+
+    def test_mirrors_once_verified_with_weight_0_and_enough_servers(self) -> None:
+        shell = rolling_out(spec=make_spec(self.SHADOW))
+        assert shell.canary.shadow_percent == 0, "not before the pre-traffic checks"
+        # Servers for the mirrored share (100% of 4 under the replicas router: 3).
+        assert shell.actions()[0] == ScaleTracks(V1.revision, 4, V2.revision, 3)
+        shell.servers(4, sample=OK)
+        assert (shell.canary.shadow_percent, shell.canary.weight) == (100, 0)
+        assert shell.status.phase == "Progressing"
+
+    def test_completes_after_its_duration_and_a_passed_window_then_takes_weight(self) -> None:
+        shell = self.shadowing()
+        shell.verdict("Pass")
+        assert shell.canary.step == 0, "10s of 30s"
+        shell.verdict("Pass")
+        assert (shell.canary.step, shell.canary.weight) == (0, 0), "20s of 30s"
+        shell.wait(15)  # 35s: over, with a window that passed in the step
+        assert shell.canary.step == 1
+        assert shell.canary.shadow_percent == 0
+        assert shell.canary.weight == 50
+        assert shell.event("StepCompleted").startswith("step 1/2 (shadow 100% for 30s)")
+
+    def test_a_fail_streak_in_shadow_rolls_back_with_no_client_ever_on_the_canary(self) -> None:
+        shell = self.shadowing()
+        shell.verdict("Fail", reason="agreement 31% < 95%")
+        shell.verdict("Fail", reason="agreement 31% < 95%")
+        assert shell.status.canary is None
+        assert shell.status.phase == "RolledBack"
+        assert SetCanaryWeight(0) in shell.actions()
+
+    def test_no_mirrored_traffic_holds_it_never_promoted_never_failed(self) -> None:
+        shell = self.shadowing()
+        for _ in range(12):
+            shell.wait(10)
+            shell.verdict("Inconclusive", reason="canary served 0 requests")
+        assert shell.canary is not None
+        assert (shell.canary.step, shell.canary.weight) == (0, 0)
+        assert shell.status.phase == "Paused"
+        assert "held in shadow (100% mirrored)" in shell.condition("Paused").message
+        assert shell.status.history[0].revision == V1.revision, "nothing promoted or failed"

@@ -207,17 +207,28 @@ def label(ref: RevisionRef) -> str:
 def describe_step(step: Step) -> str:
     if step.set_weight is not None:
         return f"setWeight {step.set_weight}"
+    if step.shadow is not None:
+        return f"shadow {step.shadow.percent}% for {step.shadow.duration}"
     if step.pause is not None and step.pause.duration is not None:
         return f"pause {step.pause.duration}"
     return "pause until promoted"
 
 
 def weight_in_force(steps: list[Step], index: int) -> int:
-    """The weight the last setWeight at or before step `index` asks for (0 if none)."""
+    """The weight the last setWeight at or before step `index` asks for (0 if none); 0 during
+    a shadow step, whose canary answers no client."""
+    if index < len(steps) and steps[index].shadow is not None:
+        return 0
     for step in reversed(steps[: index + 1]):
         if step.set_weight is not None:
             return step.set_weight
     return 0
+
+
+def shadow_in_force(steps: list[Step], index: int) -> int:
+    """The share mirrored during step `index` (0 unless it is a shadow step)."""
+    shadow = steps[index].shadow if index < len(steps) else None
+    return shadow.percent if shadow is not None else 0
 
 
 def _numbers(result: AnalysisResult) -> str:
@@ -557,7 +568,7 @@ class _Decider:
                     f"{failed} analyses in a row failed (failureThreshold {threshold}); "
                     f"last: {result.reason}",
                 )
-        elif canary.weight > 0:
+        elif canary.weight > 0 or canary.shadow_percent > 0:
             self._update(inconclusive_checks=canary.inconclusive_checks + 1)
 
     def _pass_gate(self, seen: RevisionObservation) -> bool:
@@ -597,6 +608,7 @@ class _Decider:
         }
         if index < len(self.steps):
             changes["set_weight"] = weight_in_force(self.steps, index)
+        changes["shadow_percent"] = shadow_in_force(self.steps, index)
         self.canary = canary.model_copy(update=changes)
         if index >= len(self.steps) and canary.verified_at is not None:
             self._event(
@@ -649,6 +661,15 @@ class _Decider:
             if result is None or self._window_start(result) < changed:
                 return None
             return f"analysis passed at weight {canary.weight}%: {result.reason}"
+        if step.shadow is not None:
+            if canary.shadow_percent == 0:
+                return None  # mirroring starts once the canary passed its pre-traffic checks
+            if self.now < began + timedelta(seconds=duration_seconds(step.shadow.duration)):
+                return None
+            result = self._passed_after(began)
+            if result is None or self._window_start(result) < began:
+                return None
+            return f"shadowed {step.shadow.duration}; analysis passed: {result.reason}"
         assert step.pause is not None
         if step.pause.duration is None:
             return None
@@ -765,9 +786,13 @@ class _Decider:
             return 0
         if canary.step >= len(self.steps):
             return self.total
-        weight = canary.set_weight or next(
-            (s.set_weight for s in self.steps[canary.step :] if s.set_weight),
-            0,
+        weight = (
+            canary.set_weight
+            or shadow_in_force(self.steps, canary.step)
+            or next(
+                (s.set_weight for s in self.steps[canary.step :] if s.set_weight),
+                0,
+            )
         )
         if not weight:
             return 1
@@ -914,21 +939,26 @@ class _Decider:
         where = f"step {self._step_name(canary.step)}"
         if step.pause is not None and step.pause.duration is None:
             return "WaitingForPromote", f"{where}: paused until `weir promote`"
-        if canary.weight > 0:
+        if canary.weight > 0 or canary.shadow_percent > 0:
             hint = (
                 "it resumes when an analysis passes; `weir promote` moves on without one, "
                 "`weir abort` rolls back"
             )
+            held = (
+                f"held at weight {canary.weight}%"
+                if canary.weight
+                else f"held in shadow ({canary.shadow_percent}% mirrored)"
+            )
             if canary.inconclusive_checks >= INCONCLUSIVE_LIMIT:
                 last = self.last_analysis.reason if self.last_analysis else ""
                 return "InconclusiveAnalysis", (
-                    f"held at weight {canary.weight}%: {canary.inconclusive_checks} analyses in "
+                    f"{held}: {canary.inconclusive_checks} analyses in "
                     f"a row were inconclusive (last: {last}); {hint}"
                 )
             since = self._last_news()
             if self.now - since > STALE_ANALYSIS_INTERVALS * self.interval:
                 return "NoAnalysis", (
-                    f"held at weight {canary.weight}%: no analysis result since "
+                    f"{held}: no analysis result since "
                     f"{timestamp(since)} ({STALE_ANALYSIS_INTERVALS} intervals of "
                     f"{self.analysis.interval}); {hint}"
                 )

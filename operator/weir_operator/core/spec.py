@@ -509,13 +509,23 @@ class Pause(ApiModel):
     )
 
 
+class Shadow(ApiModel):
+    """Mirror a share of the stable's live requests to the canary, asynchronously: clients
+    only ever get the stable's answer, and the canary's weight is 0 for the whole step. Its
+    errors and latency on mirrored requests are analysed as in any window, and with
+    `analysis.agreement` its answers are compared with the stable's."""
+
+    percent: int = Field(100, ge=1, le=100, description="Share of requests mirrored.")
+    duration: Duration = Field(description="How long to mirror (and analyse), e.g. 1m.")
+
+
 class Step(ApiModel):
-    """One rollout step: exactly one of setWeight and pause."""
+    """One rollout step: exactly one of setWeight, pause and shadow."""
 
     cel_rules = (
         CelRule(
-            "has(self.setWeight) != has(self.pause)",
-            "each step has exactly one of setWeight and pause",
+            "[has(self.setWeight), has(self.pause), has(self.shadow)].filter(x, x).size() == 1",
+            "each step has exactly one of setWeight, pause and shadow",
         ),
     )
 
@@ -523,6 +533,7 @@ class Step(ApiModel):
         None, ge=0, le=100, description="Percent of traffic sent to the canary."
     )
     pause: Pause | None = Field(None, description=Pause.__doc__)
+    shadow: Shadow | None = Field(None, description=Shadow.__doc__)
 
 
 class DirectProvider(ApiModel):

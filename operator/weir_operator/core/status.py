@@ -67,6 +67,15 @@ class CanaryStatus(RevisionRef):
     set_weight: int = Field(
         0, ge=0, le=100, description="Percent of traffic the current step asks for."
     )
+    shadow_percent: int = Field(
+        0,
+        ge=0,
+        le=100,
+        description=(
+            "Share of the stable's requests mirrored to the canary now (a shadow step, once "
+            "the canary passed its pre-traffic checks); its answers never reach a client."
+        ),
+    )
     step: int = Field(
         0,
         ge=0,
