@@ -10,11 +10,13 @@ ARG BASE_IMAGE=python:3.12-slim
 # The dependency list, read from pyproject.toml in a stage of its own: the stages below copy only
 # this list, so editing pyproject.toml's tool settings (or the code) does not reinstall the
 # dependencies; changing a dependency does. The build backend is listed too, so the project
-# itself installs below without any network (--no-build-isolation --no-deps).
+# itself installs below without any network (--no-build-isolation --no-deps). The `s3` extra
+# (boto3) is in it: s3:// model URIs work in `weir fetch-model` as shipped.
 FROM ${BASE_IMAGE} AS requirements
 COPY pyproject.toml /src/
 RUN python3 -c 'import tomllib; p = tomllib.load(open("/src/pyproject.toml", "rb")); \
-print("\n".join(p["build-system"]["requires"] + p["project"]["dependencies"]))' \
+print("\n".join(p["build-system"]["requires"] + p["project"]["dependencies"] \
+                + p["project"]["optional-dependencies"]["s3"]))' \
     >/requirements.txt
 
 FROM ${BASE_IMAGE} AS dependencies
@@ -65,7 +67,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 COPY --from=venv /opt/weir /opt/weir
 COPY --from=project /staging/opt/weir /opt/weir
 # The image's own entry point and main imports work without what the stages above removed.
-RUN /opt/weir/bin/python -c 'import onnxruntime, numpy, weir_server.app, weir_operator.cli' \
+RUN /opt/weir/bin/python -c 'import onnxruntime, numpy, boto3, weir_server.app, weir_operator.cli' \
  && /opt/weir/bin/weir --version
 # A numeric UID:GID (no passwd entry needed), so Kubernetes' runAsNonRoot can verify it.
 USER 10001:10001

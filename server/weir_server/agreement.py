@@ -40,6 +40,7 @@ class Comparison:
     rows: int
     agreed: int
     why: str = ""  # why they disagree, when they all do for one reason (shape, dtype, output)
+    disagreeing: tuple[int, ...] = ()  # rows that disagree, when compared row by row
 
 
 def rows_of(array: Array) -> int:
@@ -68,7 +69,8 @@ def compare(
     if found.dtype != expected.dtype:
         return Comparison(rows, 0, f"datatype {found.dtype} != stable's {expected.dtype}")
     per_row = _top1(found, expected) if rule.compare == "top1" else _close(found, expected, rule)
-    return Comparison(rows, int(np.count_nonzero(per_row)))
+    wrong = tuple(int(i) for i in np.flatnonzero(~per_row))
+    return Comparison(rows, int(np.count_nonzero(per_row)), disagreeing=wrong)
 
 
 def _as_rows(array: Array) -> Array:

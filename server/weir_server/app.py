@@ -38,6 +38,7 @@ from weir_server.codec import (
 from weir_server.metrics import ServerMetrics
 from weir_server.model import LoadedModel, ModelLoadError, ModelRunError
 from weir_server.settings import SETTINGS_ENV, ServerSettings, cpu_limit, default_intra_op_threads
+from weir_server.shadow import Mirror
 from weir_server.workers import WorkerReadiness
 
 log = logging.getLogger("weir.server")
@@ -87,6 +88,7 @@ class ServingState:
     json_limit: int = field(init=False)
     deadlines: rsgi.BodyDeadlines = field(default_factory=lambda: rsgi.BodyDeadlines(30.0))
     workers: WorkerReadiness | None = None  # several workers: ready only when all of them are
+    mirror: Mirror | None = None  # --mirror-config: copies of answered requests to a canary
     on_fatal: Callable[[str], None] = field(default=lambda message: os._exit(3))
 
     def __post_init__(self) -> None:
@@ -175,6 +177,12 @@ class ServingState:
             else:
                 encoded = encode_response(name, version, decoded, outputs)
             status = 200
+            if self.mirror is not None:
+                path = f"/v2/models/{model_name}" + (
+                    f"/versions/{model_version}/infer" if model_version else "/infer"
+                )
+                first = model.signature.outputs[0].name if model.signature.outputs else None
+                self.mirror.offer(path, body, header_length, outputs, first)
             if encoded.header_length is None:
                 return 200, encoded.body, JSON, None
             return 200, encoded.body, BINARY, encoded.header_length
@@ -275,6 +283,16 @@ def create_app(
     )
     if settings.workers_dir is not None:
         state.workers = WorkerReadiness(Path(settings.workers_dir), settings.workers)
+    if settings.mirror_config is not None:
+        labels = (
+            settings.model_name,
+            settings.model_version or "",
+            settings.revision,
+            settings.track,
+        )
+        state.mirror = Mirror(
+            Path(settings.mirror_config), labels, metrics.registry, revision=settings.revision
+        )
     if on_fatal is not None:
         state.on_fatal = on_fatal
     access_log = AccessLog() if settings.access_log else None
@@ -477,6 +495,15 @@ def create_app(
     async def infer_version(request: Request, model_name: str, model_version: str) -> Response:
         return await infer(request, model_name, model_version)
 
+    @app.get("/shadow/examples", tags=["shadow"], response_class=Response)
+    async def shadow_examples() -> Response:
+        # Opt-in (the mirror file's `examples`, from analysis.agreement.examples): requests
+        # can hold personal data.
+        examples = state.mirror.examples() if state.mirror is not None else []
+        if not examples and (state.mirror is None or not (state.mirror.target or None)):
+            return _error(404, "this server mirrors nothing, or keeps no examples")
+        return _json(200, orjson.dumps({"examples": examples}))
+
     @app.get("/metrics", tags=["metrics"], response_class=Response)
     async def prometheus_metrics() -> Response:
         body, content_type = metrics.exposition()
@@ -534,6 +561,8 @@ class Lifecycle:
         if state.coder is not None:
             state.coder.shutdown(wait=True)
         await state.deadlines.stop()
+        if state.mirror is not None:
+            await state.mirror.aclose()
         if self.access_log is not None:
             self.access_log.stop()
 

@@ -27,6 +27,7 @@ from weir_server.settings import (
     SETTINGS_ENV,
     ServerSettings,
 )
+from weir_server.tls import tls_problem
 
 log = logging.getLogger("weir.server")
 
@@ -118,6 +119,19 @@ def add_serve_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
         "between requests, or headers trickling in); then it is closed",
     )
     parser.add_argument(
+        "--tls-cert",
+        metavar="FILE",
+        help="PEM certificate (chain) file: serve HTTPS (TLS 1.3) instead of HTTP; needs --tls-key",
+    )
+    parser.add_argument("--tls-key", metavar="FILE", help="PEM private key file of --tls-cert")
+    parser.add_argument(
+        "--mirror-config",
+        metavar="FILE",
+        help="shadow traffic: a JSON file naming a canary to copy a share of the answered "
+        "infer requests to and how to compare its answers (re-read when it changes; absent or "
+        "empty: no copies). Written by the operator and by weir run",
+    )
+    parser.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
     )
     parser.set_defaults(handler=run_serve)
@@ -147,6 +161,9 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         revision=os.environ.get("WEIR_REVISION", ""),
         track=os.environ.get("WEIR_TRACK", ""),
         log_level=args.log_level,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        mirror_config=args.mirror_config,
     )
 
 
@@ -158,7 +175,10 @@ def run_serve(args: argparse.Namespace) -> int:
     """Exit codes (weir_server.exit_codes): 0 served and stopped cleanly; 1 the model cannot
     be served or the port cannot be listened on; 3 a bad option value or model path."""
     settings = settings_from_args(args)
-    if (problem := settings.problem() or _model_path_problem(settings.model_path)) is not None:
+    problem = settings.problem() or _model_path_problem(settings.model_path)
+    if problem is None and settings.tls_cert is not None and settings.tls_key is not None:
+        problem = tls_problem(settings.tls_cert, settings.tls_key)
+    if problem is not None:
         _error(problem)
         return USAGE
     if (problem := _check_port_free(settings)) is not None:
@@ -185,7 +205,12 @@ def _granian_options(settings: ServerSettings) -> dict[str, Any]:
     from granian.constants import HTTPModes, Interfaces
     from granian.http import HTTP1Settings
 
+    tls: dict[str, Any] = {}
+    if settings.tls_cert is not None and settings.tls_key is not None:
+        # rustls on Granian's Rust side; TLS 1.3 at least (Granian's default).
+        tls = {"ssl_cert": Path(settings.tls_cert), "ssl_key": Path(settings.tls_key)}
     return {
+        **tls,
         "address": settings.host,
         "port": settings.port,
         "interface": Interfaces.RSGI,

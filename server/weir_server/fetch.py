@@ -1,14 +1,33 @@
 """`weir fetch-model`: the init container of every Weir pod. Copies the model named by
 `spec.model.uri` into the pod's model volume, checking its sha256 on the way.
 
-http(s):// with retries, file:// (also how pvc:// arrives: the claim is mounted read-only),
-and s3:// when boto3 is installed (`pip install weir[s3]`). The file appears at its destination
-only once complete and verified (written aside, then renamed), so a server never starts on a
-half-downloaded or wrong model."""
+Sources:
+- http(s)://, with an optional header from a Secret (spec.model.auth.header: the operator sets
+  WEIR_FETCH_HEADER_NAME, WEIR_FETCH_HEADER_PREFIX and WEIR_FETCH_HEADER_VALUE). The header goes
+  only to the URI's own origin (never to another host a redirect points to), and its value is
+  never printed. A 401 or 403 answer says the credential was refused (or is missing).
+- s3://BUCKET/KEY with boto3 (`pip install weir[s3]`; the image installs it). Credentials come
+  from boto3's default chain: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN (the
+  operator fills them from spec.model.auth.secretRef), else the pod's ServiceAccount (IRSA web
+  identity), a credentials file or the instance's role. AWS_ENDPOINT_URL_S3 (an S3-compatible
+  store; path-style addressing) and AWS_REGION come from spec.model.s3. Timeouts are bounded and
+  botocore does not retry by itself: every retry is this module's, with its backoff.
+- file:// (also how pvc:// arrives: the claim is mounted read-only).
+
+Every failure is one line naming what failed and what to fix, never a traceback. Failures that
+can pass (a connection refused or cut, a timeout, a 5xx, S3's SlowDown) are retried with
+backoff; the rest (a wrong or refused credential, a missing bucket or object, a sha256
+mismatch) are not, as retrying cannot help. The file appears at its destination only once
+complete and verified (written aside, then renamed), so a server never starts on a
+half-downloaded or wrong model.
+
+`weir run` calls `fetch` in its own process, with a `StoreAccess` built from its secrets folder
+instead of the environment."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import http.client
 import math
@@ -17,14 +36,37 @@ import re
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, Protocol
 
 from weir_server.exit_codes import FAILED, OK, USAGE
 
 CHUNK = 1 << 20
+# What the operator sets in the fetch-model container (weir_operator.core.render).
+HEADER_NAME_ENV = "WEIR_FETCH_HEADER_NAME"
+HEADER_PREFIX_ENV = "WEIR_FETCH_HEADER_PREFIX"
+HEADER_VALUE_ENV = "WEIR_FETCH_HEADER_VALUE"
+S3_ENDPOINT_ENV = "AWS_ENDPOINT_URL_S3"  # boto3 reads it too; read here for path-style
+REGION_ENV = "AWS_REGION"  # botocore itself reads only AWS_DEFAULT_REGION
+S3_CONNECT_TIMEOUT = 10.0  # seconds; reads wait --timeout
+RETRIABLE_HTTP = frozenset({408, 425, 429})  # and every 5xx
+RETRIABLE_S3_CODES = frozenset(
+    {
+        "SlowDown",
+        "InternalError",
+        "ServiceUnavailable",
+        "RequestTimeout",
+        "Throttling",
+        "ThrottlingException",
+        "RequestThrottled",
+    }
+)
+S3_SECRET = "the Secret named by spec.model.auth.secretRef"
+HEADER_SECRET = "the Secret key named by spec.model.auth.header.secretKeyRef"
 
 
 class FetchError(Exception):
@@ -35,7 +77,67 @@ class FetchError(Exception):
         self.retriable = retriable
 
 
-def _read_chunks(stream: BinaryIO, uri: str) -> Iterator[bytes]:
+@dataclass(frozen=True, slots=True)
+class StoreAccess:
+    """How to reach the model's store and what to show it. The secret values stay out of
+    repr(), so printing one never shows them; no message of this module contains them."""
+
+    s3_endpoint: str | None = None
+    s3_region: str | None = None
+    # Explicit S3 credentials (weir run). None: boto3's default chain (the environment, which
+    # the operator fills from spec.model.auth.secretRef, then web identity, files, roles).
+    aws_access_key_id: str | None = None
+    aws_secret_access_key: str | None = field(default=None, repr=False)
+    aws_session_token: str | None = field(default=None, repr=False)
+    header_name: str | None = None
+    header_prefix: str = ""
+    header_value: str | None = field(default=None, repr=False)
+    # Where the credentials come from, in words, for the message that says what to fix
+    # (weir run: its secrets folder). None: the Secret named in spec.model.auth.
+    credentials_from: str | None = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> StoreAccess:
+        """What the operator put in the fetch-model container's environment."""
+        return cls(
+            s3_endpoint=environ.get(S3_ENDPOINT_ENV) or None,
+            s3_region=environ.get(REGION_ENV) or None,
+            header_name=environ.get(HEADER_NAME_ENV) or None,
+            header_prefix=environ.get(HEADER_PREFIX_ENV, ""),
+            header_value=environ.get(HEADER_VALUE_ENV),
+        )
+
+    def header(self) -> tuple[str, str] | None:
+        """The header to send with http(s):// downloads; FetchError if it cannot be sent
+        (the message never shows the value)."""
+        if self.header_name is None:
+            return None
+        value = (self.header_value or "").strip()  # a Secret file often ends with a newline
+        source = self.credentials_from or HEADER_SECRET
+        if not value:
+            raise FetchError(f"the {self.header_name} header has no value: {source} is empty")
+        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in self.header_prefix + value):
+            raise FetchError(
+                f"the {self.header_name} header's value (from {source}) holds a control "
+                "character or line break; a header cannot carry it"
+            )
+        return self.header_name, self.header_prefix + value
+
+
+NO_ACCESS = StoreAccess()
+
+
+class Stream(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+
+    def close(self) -> None: ...
+
+
+def _one_line(text: object, limit: int = 300) -> str:
+    return " ".join(str(text).split())[:limit]
+
+
+def _read_chunks(stream: Stream, uri: str) -> Iterator[bytes]:
     """The stream's bytes; a read that fails midway (a timeout, a reset, a short body) is a
     transient failure, retried, never a traceback. A failed write (a full disk) is not."""
     while True:
@@ -49,7 +151,7 @@ def _read_chunks(stream: BinaryIO, uri: str) -> Iterator[bytes]:
         yield chunk
 
 
-def _open(uri: str, timeout: float) -> tuple[BinaryIO, int | None]:
+def _open(uri: str, timeout: float, access: StoreAccess) -> tuple[Stream, int | None]:
     if uri.startswith("file://"):
         path = Path(uri.removeprefix("file://"))
         if not path.is_file():
@@ -59,32 +161,222 @@ def _open(uri: str, timeout: float) -> tuple[BinaryIO, int | None]:
         except OSError as error:
             raise FetchError(f"cannot read {path}: {error.strerror or error}") from None
     if uri.startswith(("http://", "https://")):
-        request = urllib.request.Request(uri, headers={"User-Agent": "weir-fetch-model"})
-        try:
-            response = urllib.request.urlopen(request, timeout=timeout)
-        except urllib.error.HTTPError as error:
-            message = f"GET {uri} answered {error.code} {error.reason}"
-            raise FetchError(message, retriable=error.code >= 500) from None
-        except (urllib.error.URLError, OSError) as error:
-            reason = getattr(error, "reason", error)
-            raise FetchError(f"GET {uri} failed: {reason}", retriable=True) from None
-        length = response.headers.get("Content-Length")
-        return response, int(length) if length and length.isdigit() else None
+        return _open_http(uri, timeout, access)
     if uri.startswith("s3://"):
-        try:
-            import boto3  # type: ignore[import-not-found]
-        except ImportError:
-            raise FetchError(
-                "s3:// URIs need boto3 in the image (pip install 'weir[s3]')"
-            ) from None
-        bucket, _, key = uri.removeprefix("s3://").partition("/")
-        try:
-            body = boto3.client("s3").get_object(Bucket=bucket, Key=key)
-        except Exception as error:  # botocore raises many types
-            raise FetchError(f"s3 get_object {uri} failed: {error}", retriable=True) from None
-        return body["Body"], body.get("ContentLength")
+        return _open_s3(uri, timeout, access)
     raise FetchError(f"unsupported URI {uri!r}: use https://, http://, s3:// or file://")
 
+
+# -- http(s):// ---------------------------------------------------------------------------
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urllib.parse.urlsplit(url)
+    default = {"http": 80, "https": 443}.get(parts.scheme)
+    return parts.scheme, (parts.hostname or "").lower(), parts.port or default
+
+
+class _SameOriginRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows redirects; the credential header goes only where the URI itself points (same
+    scheme, host and port), never to another host (a CDN, a presigned store URL)."""
+
+    def __init__(self, uri: str, header: tuple[str, str] | None) -> None:
+        self._origin = _origin(uri)
+        self._header = header
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: Any,
+        code: int,
+        msg: str,
+        headers: Any,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and self._header is not None and _origin(newurl) == self._origin:
+            new.add_unredirected_header(*self._header)
+        return new
+
+
+def _open_http(uri: str, timeout: float, access: StoreAccess) -> tuple[Stream, int | None]:
+    header = access.header()
+    request = urllib.request.Request(uri, headers={"User-Agent": "weir-fetch-model"})
+    if header is not None:
+        request.add_unredirected_header(*header)  # see _SameOriginRedirects
+    opener = urllib.request.build_opener(_SameOriginRedirects(uri, header))
+    try:
+        response = opener.open(request, timeout=timeout)
+    except urllib.error.HTTPError as error:
+        answer = f"GET {uri} answered {error.code} {_one_line(error.reason)}"
+        if error.code in (401, 403) and header is not None:
+            raise FetchError(
+                f"{answer}: the credential in the {header[0]} header was refused; check "
+                f"{access.credentials_from or HEADER_SECRET}"
+            ) from None
+        if error.code in (401, 403):
+            raise FetchError(
+                f"{answer}: the server wants a credential (spec.model.auth.header)"
+            ) from None
+        retriable = error.code >= 500 or error.code in RETRIABLE_HTTP
+        raise FetchError(answer, retriable=retriable) from None
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
+        reason = getattr(error, "reason", error)
+        raise FetchError(f"GET {uri} failed: {_one_line(reason)}", retriable=True) from None
+    length = response.headers.get("Content-Length")
+    return response, int(length) if length and length.isdigit() else None
+
+
+# -- s3:// --------------------------------------------------------------------------------
+
+
+class _S3Body:
+    """botocore's streaming body, whose failures midway (a timeout, a cut connection, a
+    checksum that does not match) are transient FetchErrors."""
+
+    def __init__(self, body: Any, uri: str, errors: tuple[type[BaseException], ...]) -> None:
+        self._body, self._uri, self._errors = body, uri, errors
+
+    def read(self, size: int = -1, /) -> bytes:
+        try:
+            data: bytes = self._body.read(None if size < 0 else size)
+        except self._errors as error:
+            message = f"reading {self._uri} failed: {_one_line(error)}"
+            raise FetchError(message, retriable=True) from None
+        return data
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._body.close()
+
+
+def _open_s3(uri: str, timeout: float, access: StoreAccess) -> tuple[Stream, int | None]:
+    try:
+        import boto3  # type: ignore[import-untyped,unused-ignore]
+        from botocore import exceptions as boto_errors  # type: ignore[import-untyped,unused-ignore]
+        from botocore.config import Config  # type: ignore[import-untyped,unused-ignore]
+    except ImportError:
+        raise FetchError("s3:// URIs need boto3 in the image (pip install 'weir[s3]')") from None
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    if not bucket or not key:
+        raise FetchError(f"{uri} names no object: an s3:// URI is s3://BUCKET/KEY")
+    config = Config(
+        connect_timeout=min(timeout, S3_CONNECT_TIMEOUT),
+        read_timeout=timeout,
+        retries={"total_max_attempts": 1},  # fetch() retries, with its backoff and a log line
+        s3={"addressing_style": "path"} if access.s3_endpoint else None,
+        user_agent_extra="weir-fetch-model",
+    )
+    where = f" at {access.s3_endpoint}" if access.s3_endpoint else ""
+    session = None
+    try:
+        session = boto3.session.Session(
+            aws_access_key_id=access.aws_access_key_id,
+            aws_secret_access_key=access.aws_secret_access_key,
+            aws_session_token=access.aws_session_token,
+            region_name=access.s3_region,
+        )
+        client = session.client("s3", endpoint_url=access.s3_endpoint, config=config)
+        answer = client.get_object(Bucket=bucket, Key=key)
+    except ValueError as error:  # an endpoint URL botocore cannot use
+        raise FetchError(f"{uri}: the S3 endpoint{where} is not usable: {error}") from None
+    except (boto_errors.BotoCoreError, boto_errors.ClientError) as error:
+        raise _s3_problem(error, boto_errors, session, access, bucket, key) from None
+    stream_errors = (boto_errors.BotoCoreError, OSError, http.client.HTTPException)
+    return _S3Body(answer["Body"], uri, stream_errors), answer.get("ContentLength")
+
+
+def _credentials_method(session: Any) -> str | None:
+    """Where boto3 found the credentials: env, explicit, assume-role-with-web-identity, ..."""
+    try:
+        credentials = session.get_credentials() if session is not None else None
+    except Exception:  # a provider that fails now failed before; the error says so
+        return None
+    return getattr(credentials, "method", None)
+
+
+def _s3_problem(
+    error: Exception,
+    boto_errors: Any,
+    session: Any,
+    access: StoreAccess,
+    bucket: str,
+    key: str,
+) -> FetchError:
+    """One line that says what failed and what to fix; retriable only when retrying can help."""
+    target = f"s3://{bucket}/{key}"
+    where = f" at {access.s3_endpoint}" if access.s3_endpoint else ""
+    if isinstance(error, boto_errors.NoCredentialsError):
+        return FetchError(
+            f"{target}: no AWS credentials found: name a Secret in spec.model.auth.secretRef, "
+            "or give the pods a ServiceAccount with a role (spec.server.serviceAccountName)"
+        )
+    if isinstance(error, boto_errors.SSLError):
+        return FetchError(f"{target}: TLS to the S3 endpoint{where} failed: {_one_line(error)}")
+    if isinstance(error, (boto_errors.ConnectionError, boto_errors.HTTPClientError)):
+        # refused, reset, timed out, no such host
+        return FetchError(
+            f"{target}: cannot reach the S3 endpoint{where}: {_one_line(error)}", retriable=True
+        )
+    if not isinstance(error, boto_errors.ClientError):  # credentials that cannot be read, ...
+        return FetchError(f"{target}: {_one_line(error)}")
+    details = error.response.get("Error", {})
+    code = str(details.get("Code", ""))
+    status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+    said = _one_line(details.get("Message") or "")
+    operation = getattr(error, "operation_name", "GetObject")
+    if operation != "GetObject":  # the credential chain's own call (web identity: STS)
+        return FetchError(f"{target}: getting credentials ({operation}) failed: {code}: {said}")
+    if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken"):
+        source = _credentials_source(session, access)
+        fix = {
+            "InvalidAccessKeyId": "the store does not know the access key ID; check "
+            f"AWS_ACCESS_KEY_ID in {source}",
+            "SignatureDoesNotMatch": "the secret access key does not match the access key ID; "
+            f"check AWS_SECRET_ACCESS_KEY in {source}",
+            "InvalidToken": f"the session token is not valid; check AWS_SESSION_TOKEN in {source}",
+            "ExpiredToken": f"the session token has expired; renew AWS_SESSION_TOKEN in {source}",
+        }[code]
+        return FetchError(f"{target}{where}: wrong credentials ({code}): {fix}")
+    if code == "NoSuchBucket":
+        check = "the bucket in spec.model.uri" + (" and spec.model.s3.endpoint" if where else "")
+        return FetchError(
+            f"{target}: bucket {bucket!r} does not exist{where} ({code}); check {check}"
+        )
+    if code in ("NoSuchKey", "NotFound") or status == 404:
+        return FetchError(
+            f"{target}: bucket {bucket!r} has no object {key!r}{where} ({code or status}); "
+            "check the key in spec.model.uri"
+        )
+    if code in ("PermanentRedirect", "AuthorizationHeaderMalformed") or status == 301:
+        region = details.get("Region") or details.get("BucketRegion")
+        hint = f" ({region})" if region else ""
+        return FetchError(
+            f"{target}: bucket {bucket!r} is in another region{hint} ({code or status}); "
+            "set spec.model.s3.region"
+        )
+    if code == "AccessDenied" or status == 403:
+        return FetchError(
+            f"{target}{where}: access denied ({code or status}): the credentials' policy must "
+            f"allow s3:GetObject on arn:aws:s3:::{bucket}/{key} (without s3:ListBucket on the "
+            "bucket, S3 also answers AccessDenied for an object that does not exist)"
+        )
+    retriable = status >= 500 or code in RETRIABLE_S3_CODES
+    return FetchError(
+        f"{target}{where}: GetObject answered {status} {code}: {said}", retriable=retriable
+    )
+
+
+def _credentials_source(session: Any, access: StoreAccess) -> str:
+    if access.aws_access_key_id is not None:
+        return access.credentials_from or "the credentials given"
+    method = _credentials_method(session)
+    if method in (None, "env"):
+        return f"{S3_SECRET} (the container's environment)"
+    return f"the credentials boto3 found ({method})"
+
+
+# -- fetching -----------------------------------------------------------------------------
 
 Log = Callable[[str], None]
 
@@ -97,6 +389,7 @@ def fetch(
     timeout: float = 60.0,
     attempts: int = 3,
     log: Log = print,
+    access: StoreAccess = NO_ACCESS,
 ) -> str:
     """Copy `uri` to `dest`; returns the sha256. Retries transient failures with backoff."""
     if attempts < 1:
@@ -105,7 +398,7 @@ def fetch(
         raise problem
     for attempt in range(1, attempts + 1):
         try:
-            return _fetch_once(uri, dest, sha256, timeout, log)
+            return _fetch_once(uri, dest, sha256, timeout, log, access)
         except FetchError as error:
             if attempt == attempts or not error.retriable:
                 raise
@@ -130,8 +423,10 @@ def _writable(dest: Path) -> FetchError | None:
     return None
 
 
-def _fetch_once(uri: str, dest: Path, sha256: str | None, timeout: float, log: Log) -> str:
-    stream, size = _open(uri, timeout)
+def _fetch_once(
+    uri: str, dest: Path, sha256: str | None, timeout: float, log: Log, access: StoreAccess
+) -> str:
+    stream, size = _open(uri, timeout, access)
     partial = dest.with_name(dest.name + ".partial")
     digest = hashlib.sha256()
     received = 0
@@ -143,7 +438,7 @@ def _fetch_once(uri: str, dest: Path, sha256: str | None, timeout: float, log: L
             stream.close()
             raise FetchError(f"cannot write {partial}: {error.strerror or error}") from None
         try:
-            with stream, out:
+            with contextlib.closing(stream), out:
                 for chunk in _read_chunks(stream, uri):
                     digest.update(chunk)
                     out.write(chunk)
@@ -217,6 +512,7 @@ def run_fetch(args: argparse.Namespace) -> int:
             timeout=args.timeout,
             attempts=args.attempts,
             log=lambda message: print(message, file=sys.stderr, flush=True),
+            access=StoreAccess.from_env(os.environ),
         )
     except FetchError as error:
         print(f"weir fetch-model: error: {error}", file=sys.stderr)

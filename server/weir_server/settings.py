@@ -55,6 +55,9 @@ class ServerSettings:
     revision: str = ""  # WEIR_REVISION
     track: str = ""  # WEIR_TRACK
     log_level: str = "info"
+    tls_cert: str | None = None  # PEM certificate (chain) file: HTTPS on the port
+    tls_key: str | None = None  # its PEM private key file
+    mirror_config: str | None = None  # shadow traffic: where to copy requests (weir_server.shadow)
     workers_dir: str | None = None  # set by the parent of several workers (weir_server.workers)
 
     @property
@@ -77,6 +80,11 @@ class ServerSettings:
             )
         if self.sha256 is not None and not SHA256_PATTERN.fullmatch(self.sha256):
             return f"--sha256 must be 64 hexadecimal characters, got {self.sha256!r}"
+        if (self.tls_cert is None) != (self.tls_key is None):
+            given, missing = (
+                ("--tls-cert", "--tls-key") if self.tls_key is None else ("--tls-key", "--tls-cert")
+            )
+            return f"{given} needs {missing} too: TLS takes a certificate and its private key"
         if not 1 <= self.port <= 65535:
             return f"--port must be from 1 to 65535, got {self.port}"
         # Upper bounds: what the layers below take (listen(2)'s backlog is an int the kernel

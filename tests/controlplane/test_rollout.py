@@ -32,10 +32,11 @@ REVISION = "serving.weir.dev/revision"
 BODY = {"inputs": [{"name": "indices", "shape": [2], "datatype": "INT64", "data": [2, 7]}]}
 
 
-def lookup_model(path: Path, size: int) -> Path:
+def lookup_model(path: Path, size: int, table: np.ndarray | None = None) -> Path:
+    """`values = table[indices]`; the table is 0, 1.5, 3, ... (`size` of them) unless given."""
     from onnx import TensorProto, helper, numpy_helper, save
 
-    table = np.arange(size, dtype=np.float32) * 1.5
+    table = np.arange(size, dtype=np.float32) * 1.5 if table is None else table
     graph = helper.make_graph(
         [helper.make_node("Gather", ["table", "indices"], ["values"], axis=0)],
         "lookup",

@@ -20,8 +20,11 @@ The life cycle, in two operator runs:
    deleted after draining; the ModelDeployment is deleted; the operator stopped.
 2. `weir operator --namespace 'defa*'` (a pattern, so kopf lists and watches Namespaces, and
    peers through namespaced KopfPeerings): a second ModelDeployment, created from nothing, is
-   reconciled. Every call on a namespaced resource must name a watched namespace, because with
-   `watchNamespaces` the chart grants those only through Roles in these namespaces.
+   reconciled. It serves over TLS (`spec.server.tls`) with Weir's own rps autoscaler, so once
+   its server pod is Ready the operator scrapes it over HTTPS, and to verify it reads the ca.crt
+   of its Secret (GET, the one Secret call it makes). Every call on a namespaced resource must
+   name a watched namespace, because with `watchNamespaces` the chart grants those only through
+   Roles in these namespaces.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from tests.emulator.test_operator import (
     phase_is,
     revision,
 )
+from tests.support.certs import Authority
 from tests.support.emulator import (
     RESOURCES,
     VERBS,
@@ -59,10 +63,13 @@ from tests.support.operator_process import Operator
 from weir_operator.cluster.permissions import RULES
 from weir_operator.core.render import RenderSettings, render_children
 from weir_operator.core.routers import router_named
+from weir_operator.core.shadow import render_shadow_config
 from weir_operator.core.spec import parse_model_deployment
+from weir_operator.core.status import ModelDeploymentStatus
 
 HPAS = "autoscaling/v2/horizontalpodautoscalers"
 PDBS = "policy/v1/poddisruptionbudgets"
+CONFIG_MAPS = "v1/configmaps"
 ROUTES = "gateway.networking.k8s.io/v1/httproutes"
 CLUSTER_PEERINGS = "kopf.dev/v1/clusterkopfpeerings"
 PEERINGS = "kopf.dev/v1/kopfpeerings"
@@ -82,6 +89,15 @@ SPEC: dict[str, Any] = {
     # Promoted as soon as ready: the emulator runs no servers to compare signatures with.
     "rollout": {"steps": [], "allowSignatureChange": True},
 }
+# Phase 2's ModelDeployment: TLS servers, Weir's own autoscaler (it scrapes the pods).
+TLS_SECRET = "second-tls"
+TLS_SPEC: dict[str, Any] = {
+    **SPEC,
+    "autoscaling": {"minReplicas": 1, "maxReplicas": 3, "metric": "rps", "target": 10},
+    "server": {"tls": {"secretName": TLS_SECRET}},
+}
+SECRETS = "v1/secrets"
+NOWHERE = "127.0.73.1"  # a loopback address nothing listens on (port 8080 refused at once)
 # Answered by any API server to any authenticated client (the system:discovery ClusterRole),
 # whatever RBAC says: not checked against RULES.
 DISCOVERY = re.compile(r"/(version|api|api/v1|apis|apis/[^/]+|apis/[^/]+/[^/]+|openapi/.*)/?")
@@ -217,6 +233,7 @@ async def run_life_cycle(api: EmulatorApi, kubeconfig: Path, log: Path) -> None:
         for c in [
             *render_children(md, revision(first), None, settings=RenderSettings()),
             *router_named(md.spec.traffic.router).children(md, 0),
+            render_shadow_config(md, ModelDeploymentStatus(), RenderSettings()),
         ]
     }
     existing = [
@@ -225,6 +242,7 @@ async def run_life_cycle(api: EmulatorApi, kubeconfig: Path, log: Path) -> None:
         (SERVICES, children["Service", "iris-canary"]),
         (PDBS, children["PodDisruptionBudget", "iris"]),
         (ROUTES, children["HTTPRoute", "iris"]),
+        (CONFIG_MAPS, children["ConfigMap", "iris-shadow"]),
     ]
     for resource, child in existing:
         await api.create(resource, unlabelled(child))
@@ -298,12 +316,33 @@ async def run_namespaced(api: EmulatorApi, kubeconfig: Path, log: Path) -> None:
     """Phase 2 (see the module docstring)."""
     operator = Operator(kubeconfig, log, "--namespace", "defa*")
     try:
-        second = manifest(name="second", **SPEC)
+        await api.create(SECRETS, Authority().issue("second.default.svc").secret(TLS_SECRET))
+        second = manifest(name="second", **TLS_SPEC)
         await api.create(MD, second)
         name = f"second-{revision(second)[:10]}"
-        await eventually(lambda: api.get(DEPLOYMENTS, "default", name), within=30)
+        deployment = await eventually(lambda: api.get(DEPLOYMENTS, "default", name), within=30)
         await make_ready(api, name)
         await eventually(lambda: phase_is(api, "Healthy", name="second"), within=20)
+        # Its server pod, Ready at an address where nothing listens: the scrape fails, after
+        # the Secret was read to verify it with.
+        template = deployment["spec"]["template"]["metadata"]
+        pod = {
+            "metadata": {
+                "name": f"{name}-0",
+                "namespace": "default",
+                "labels": template["labels"],
+                "annotations": template["annotations"],
+            },
+            "status": {"podIP": NOWHERE, "conditions": [{"type": "Ready", "status": "True"}]},
+        }
+        await api.create("v1/pods", pod)
+
+        def secret_read() -> bool:
+            return any(
+                call.triple == ("", "secrets", "get") for call in operator_calls(api.emulator)
+            )
+
+        assert await eventually(secret_read, within=20), "the TLS pod's CA was never read"
     finally:
         await operator.stop()
         print(operator.log()[-5000:])

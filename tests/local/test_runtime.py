@@ -68,7 +68,7 @@ class TestModelSources:
         self, local_run: LocalRun, iris_versions: dict[str, Path]
     ) -> None:
         document = manifest("remote", iris_versions["iris"], "1")
-        document["spec"]["model"] = {"uri": "s3://bucket/iris.onnx"}
+        document["spec"]["model"] = {"uri": "pvc://models/iris.onnx"}  # needs a cluster
         write_manifests(local_run.folder, document)
         local_run.wait_up()
 
@@ -76,10 +76,10 @@ class TestModelSources:
             status = local_run.status("remote")
             return status if status.get("phase") == "Failed" else None
 
-        status = local_run.eventually(failed, within=30, what="an s3:// model is Failed")
+        status = local_run.eventually(failed, within=30, what="a pvc:// model is Failed")
         ready = next(c for c in status["conditions"] if c["type"] == "Ready")
         assert ready["reason"] == "UnsupportedModelSource"
-        assert "s3://bucket/iris.onnx" in ready["message"]
+        assert "pvc://models/iris.onnx" in ready["message"]
 
 
 class TestScaling:

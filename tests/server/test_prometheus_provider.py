@@ -16,7 +16,8 @@ import pytest
 from aiohttp import web
 
 from tests.support.processes import free_port
-from weir_operator.core.spec import ModelDeployment, parse_model_deployment
+from weir_operator.core.analysis import SHADOW_SAMPLES, ShadowCounts
+from weir_operator.core.spec import Agreement, ModelDeployment, parse_model_deployment
 from weir_operator.providers import (
     PrometheusProvider,
     ProviderError,
@@ -282,3 +283,61 @@ async def test_an_unreachable_prometheus_is_inconclusive() -> None:
     assert result.verdict == "Inconclusive"
     assert result.reason.startswith("no metrics: Prometheus at http://127.0.0.1:")
     assert "unreachable: ConnectError" in result.reason
+
+
+class TestShadowCounts:
+    """With analysis.agreement, what the stable's servers mirrored to the canary."""
+
+    @staticmethod
+    def agreeing(url: str) -> ModelDeployment:
+        md = deployment(url)
+        analysis = md.spec.rollout.analysis.model_copy(
+            update={"agreement": Agreement(minSamples=10)}
+        )
+        rollout = md.spec.rollout.model_copy(update={"analysis": analysis})
+        return md.model_copy(update={"spec": md.spec.model_copy(update={"rollout": rollout})})
+
+    async def test_are_read_for_the_stable_by_canary_revision(
+        self, prometheus: tuple[PrometheusStandIn, str]
+    ) -> None:
+        stand_in, url = prometheus
+        shadow = {"mirrored": 120.0, "dropped": 2.0, "canary_errors": 1.0,
+                  "compared": 119.0, "agreed": 50.0}  # fmt: skip
+        metric_of = {v: k for k, v in SHADOW_SAMPLES.items()}
+
+        def reply(query: str) -> web.Response:
+            for name, value in shadow.items():
+                if metric_of[name] in query:
+                    assert f'canary_revision="{CANARY}"' in query
+                    assert f'revision="{STABLE}"' in query
+                    return vector([{"metric": {}, "value": [1.0, repr(value)]}])
+            value = stand_in.value(query)
+            return vector([] if value is None else [{"metric": {}, "value": [1.0, repr(value)]}])
+
+        stand_in.series = {CANARY: Series(requests=120), STABLE: Series(requests=900)}
+        stand_in.reply = reply
+        windows = await measure(self.agreeing(url))
+        assert windows[STABLE].shadow[CANARY] == ShadowCounts(**shadow)
+        assert windows[CANARY].shadow == {}
+        assert len(stand_in.queries) == 6 + 5
+
+    async def test_nothing_mirrored_is_no_shadow_window(
+        self, prometheus: tuple[PrometheusStandIn, str]
+    ) -> None:
+        stand_in, url = prometheus
+        stand_in.series = {CANARY: Series(requests=120), STABLE: Series(requests=900)}
+
+        def reply(query: str) -> web.Response:
+            value = None if "weir_shadow_" in query else stand_in.value(query)
+            return vector([] if value is None else [{"metric": {}, "value": [1.0, repr(value)]}])
+
+        stand_in.reply = reply
+        windows = await measure(self.agreeing(url))
+        assert windows[STABLE].shadow == {}, "empty results: nothing was mirrored"
+
+    async def test_without_agreement_nothing_more_is_asked(
+        self, prometheus: tuple[PrometheusStandIn, str]
+    ) -> None:
+        stand_in, url = prometheus
+        await measure(deployment(url))
+        assert not any("weir_shadow_" in q for q in stand_in.queries)

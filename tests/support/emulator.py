@@ -59,6 +59,12 @@ RESOURCES: dict[str, kmock.ResourceInfo] = {
     "v1/pods": kmock.ResourceInfo(
         kind="Pod", singular="pod", shortnames={"po"}, namespaced=True, verbs=VERBS
     ),
+    "v1/secrets": kmock.ResourceInfo(
+        kind="Secret", singular="secret", namespaced=True, verbs=VERBS
+    ),
+    "v1/configmaps": kmock.ResourceInfo(
+        kind="ConfigMap", singular="configmap", shortnames={"cm"}, namespaced=True, verbs=VERBS
+    ),
     "v1/services": kmock.ResourceInfo(
         kind="Service", singular="service", shortnames={"svc"}, namespaced=True, verbs=VERBS
     ),

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -39,6 +40,8 @@ CONTAINER_PORT = 8080
 TERMINATION_MESSAGE_BYTES = 4096
 BACKOFF_START, BACKOFF_MAX = 1.0, 10.0  # a real kubelet: 10 s doubling to 300 s
 POLL_SECONDS = 0.25
+CONFIG_MAP_SECONDS = 1.0
+SERVICE_URL = re.compile(r"(https?)://([a-z0-9-]+)\.([a-z0-9-]+)\.svc\.cluster\.local(?::\d+)?")
 
 
 def now_text() -> str:
@@ -99,6 +102,8 @@ class Pod:
     terminating: threading.Thread | None = None
     terminated: bool = False
     reported: dict[str, Any] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    volumes_synced_at: float = 0.0
 
     def volume_dir(self, name: str) -> Path:
         folder = self.root / "volumes" / name
@@ -245,13 +250,62 @@ class LoopbackKubelet:
             spec=spec,
             init=containers("initContainers"),
             main=containers("containers"),
+            labels=dict(meta.get("labels") or {}),
         )
         self.pods[pod.uid] = pod
         return pod
 
     # --- running containers ------------------------------------------------------------------
 
+    def _sync_config_maps(self, pod: Pod) -> None:
+        """configMap volumes hold the ConfigMap's keys as files, refreshed every second (a
+        real kubelet: within its sync period); an optional one that is absent is empty. A
+        Service URL in them (`http://svc.ns.svc.cluster.local:80`) becomes the address of a
+        ready pod the Service selects: there is no kube-proxy here."""
+        if time.monotonic() - pod.volumes_synced_at < CONFIG_MAP_SECONDS:
+            return
+        pod.volumes_synced_at = time.monotonic()
+        for volume in pod.spec.get("volumes") or []:
+            source = volume.get("configMap")
+            if source is None:
+                continue
+            try:
+                data = self.core.read_namespaced_config_map(source["name"], pod.namespace).data
+            except ApiException as error:
+                if error.status != 404:
+                    raise
+                data = None
+            folder = pod.volume_dir(volume["name"])
+            wanted = {k: self._resolve_services(v, pod.namespace) for k, v in (data or {}).items()}
+            for path in folder.iterdir():
+                if path.name not in wanted:
+                    path.unlink()
+            for key, text in wanted.items():
+                path = folder / key
+                if not path.exists() or path.read_text() != text:
+                    aside = folder / f".{key}.tmp"
+                    aside.write_text(text)
+                    aside.replace(path)
+
+    def _resolve_services(self, text: str, namespace: str) -> str:
+        def pod_of(match: re.Match[str]) -> str:
+            scheme, service, service_namespace = match.group(1), match.group(2), match.group(3)
+            try:
+                found = self.core.read_namespaced_service(service, service_namespace)
+            except ApiException:
+                return match.group(0)
+            selector = found.spec.selector or {}
+            for pod in self.pods.values():
+                labels = pod.labels
+                ready = any(c.ready for c in pod.main)
+                if ready and all(labels.get(k) == v for k, v in selector.items()):
+                    return f"{scheme}://{pod.address}:{CONTAINER_PORT}"
+            return match.group(0)
+
+        return SERVICE_URL.sub(pod_of, text)
+
     def _step(self, pod: Pod) -> None:
+        self._sync_config_maps(pod)
         for container in pod.init:
             if container.succeeded:
                 continue

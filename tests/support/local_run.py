@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -60,16 +60,18 @@ class LocalRun:
         tick: float = 0.25,
         ports: tuple[int, int] | None = None,
         env: dict[str, str] | None = None,
+        args: Sequence[str] = (),
     ) -> None:
         self.folder = folder
         self.tick = tick
+        self.env, self.args = env, tuple(args)
         self.port, self.control_port = ports or (free_port(), free_port())
         self.log_path = state_dir / "weir-run.log"
         state_dir.mkdir(parents=True, exist_ok=True)
         command = [
             sys.executable, "-m", "weir_operator.cli", "run", "-f", str(folder),
             "--port", str(self.port), "--control-port", str(self.control_port),
-            "--state-dir", str(state_dir), "--tick", str(tick),
+            "--state-dir", str(state_dir), "--tick", str(tick), *self.args,
         ]  # fmt: skip
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
@@ -182,7 +184,14 @@ class LocalRun:
     def restarted(self) -> LocalRun:
         """A new weir run on the same files, state folder and ports (this one has ended)."""
         assert self.process.poll() is not None, "stop or kill this weir run first"
-        again = LocalRun(self.folder, self.state_dir, self.tick, (self.port, self.control_port))
+        again = LocalRun(
+            self.folder,
+            self.state_dir,
+            self.tick,
+            (self.port, self.control_port),
+            env=self.env,
+            args=self.args,
+        )
         again.seen_pids |= self.seen_pids
         return again
 

@@ -343,6 +343,21 @@ class TestStatusView:
         assert measurement({"requests": 0, "errorRate": 0}) == "0 req, 0.00% errors, p99 -"
 
 
+class TestShadowSteps:
+    def test_the_status_says_what_is_mirrored_and_how_well_the_canary_agreed(self) -> None:
+        steps = [{"shadow": {"percent": 20, "duration": "1m"}}, {"setWeight": 50}]
+        canary = {**CANARY, "weight": 0, "setWeight": 0, "step": 0, "failedChecks": 0,
+                  "shadowPercent": 20}  # fmt: skip
+        agreement = {"samples": 212, "agreed": 66, "rate": 66 / 212, "mirrored": 212,
+                     "dropped": 3, "canaryErrors": 0}  # fmt: skip
+        obj = md(steps=steps, phase="Progressing", stable=STABLE, canary=canary,
+                 lastAnalysis={**ANALYSIS, "verdict": "Fail", "agreement": agreement})  # fmt: skip
+        lines = status_view(obj, NOW).splitlines()
+        assert "Step:       1/2 shadow 20% for 1m" in lines
+        assert "Weight:     0% (shadow: 20% mirrored)" in lines
+        assert "Agreement:  31.1% of 212 compared rows agreed; 212 mirrored, 3 dropped" in lines
+
+
 class TestJsonRecords:
     def test_a_record_is_the_status_plus_name_generation_and_desired_revision(self) -> None:
         record = status_record(progressing())

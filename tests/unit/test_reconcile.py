@@ -108,6 +108,7 @@ class TestFirstRevision:
             ("Service", "iris-stable"),
             ("Service", "iris-canary"),
             ("PodDisruptionBudget", "iris"),
+            ("ConfigMap", "iris-shadow"),
         ]
         assert [e.reason for e in plan.events] == ["Created"]
         assert plan.status.observed_generation == 3

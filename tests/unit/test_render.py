@@ -424,7 +424,7 @@ class TestProductionPodSettings:
         assert {"name": "tls", "mountPath": "/etc/weir/tls", "readOnly": True} in (
             server["volumeMounts"]
         )
-        assert server["args"][-4:] == [
+        assert server["args"][-6:-2] == [
             "--tls-cert", "/etc/weir/tls/tls.crt", "--tls-key", "/etc/weir/tls/tls.key"
         ]  # fmt: skip
         assert server["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"

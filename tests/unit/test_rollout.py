@@ -6,6 +6,7 @@ sequence of verdicts, times, observations, revisions and requests."""
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
@@ -39,6 +40,7 @@ from weir_operator.core.status import (
     HISTORY_LIMIT,
     AnalysisResult,
     CanaryStatus,
+    CheckResult,
     Condition,
     ModelDeploymentStatus,
     RevisionRef,
@@ -184,6 +186,7 @@ class Shell:
         after: float = 10,
         reason: str = "",
         since: datetime | None = None,
+        checks: Sequence[CheckResult] = (),
     ) -> Decision:
         self.now += timedelta(seconds=after)
         result = AnalysisResult(
@@ -193,6 +196,7 @@ class Shell:
             reason=reason or f"{verdict.lower()} window",
             canary=TrackMeasurement(requests=240, error_rate=0.125, p99_ms=15.5),
             stable=TrackMeasurement(requests=2100, error_rate=0.0, p99_ms=12.0),
+            checks=list(checks),
         )
         return self.advance(analysis=result)
 
@@ -1511,6 +1515,19 @@ class TestShadowStep:
         assert shell.status.canary is None
         assert shell.status.phase == "RolledBack"
         assert SetCanaryWeight(0) in shell.actions()
+
+    def test_wrong_answers_are_agreement_failed_in_events_and_the_rollback(self) -> None:
+        shell = self.shadowing()
+        wrong = "31.1% of 212 mirrored rows agreed (top1 on probs), 95.0% needed"
+        checks = [CheckResult(name="agreement", outcome="Fail", message=wrong)]
+        shell.verdict("Fail", reason=wrong, checks=checks)
+        assert shell.event("AgreementFailed").startswith(
+            "analysis failed in shadow (100% mirrored)"
+        )
+        shell.verdict("Fail", reason=wrong, checks=checks)
+        rolled_back = shell.condition("RolledBack")
+        assert (rolled_back.status, rolled_back.reason) == ("True", "AgreementFailed")
+        assert wrong in rolled_back.message
 
     def test_no_mirrored_traffic_holds_it_never_promoted_never_failed(self) -> None:
         shell = self.shadowing()

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from weir_operator.local.proxy import Route, TrafficProxy
-from weir_operator.local.upstream import (
+from weir_server.upstream import (
     Response,
     Upstream,
     UpstreamTimeout,

@@ -74,7 +74,7 @@ namespaces) do not collide.
 {{- end }}
 
 {{/*
-RBAC rules, kept equal to RULES in operator/weir_operator/permissions.py by
+RBAC rules, kept equal to RULES in operator/weir_operator/cluster/permissions.py by
 tests/chart/test_chart.py. Namespaced resources go into a Role per watched namespace (or the
 ClusterRole when watching all namespaces); cluster-scoped ones always into the ClusterRole.
 */}}
@@ -96,6 +96,11 @@ ClusterRole when watching all namespaces); cluster-scoped ones always into the C
 - apiGroups: [""]
   resources: ["services"]
   verbs: ["get", "list", "watch", "create", "patch"]
+# `<md>-shadow`: what the stable's servers mirror in a shadow step (watched like the other
+# children, only those labelled managed-by weir; its owner reference removes it).
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["get", "list", "watch", "create", "patch"]
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
   verbs: ["get", "list", "watch", "create", "patch"]
@@ -106,6 +111,11 @@ ClusterRole when watching all namespaces); cluster-scoped ones always into the C
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list", "watch"]
+# Secrets are only read, one by name: the ca.crt of spec.server.tls.secretName, to verify
+# TLS servers with. Never listed or watched.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get"]
 # Events that tell each rollout's story in `kubectl describe md`.
 - apiGroups: [""]
   resources: ["events"]

@@ -72,6 +72,8 @@ def _steps(obj: Manifest) -> tuple[Step, ...] | None:
 def step_name(step: Step) -> str:
     if step.set_weight is not None:
         return f"setWeight {step.set_weight}"
+    if step.shadow is not None:
+        return f"shadow {step.shadow.percent}% for {step.shadow.duration}"
     if step.pause is not None and step.pause.duration:
         return f"pause {step.pause.duration}"
     return "pause (until promote)"
@@ -93,6 +95,34 @@ def step_text(obj: Manifest, short: bool = False) -> str:
     return count if short else f"{count} {step_name(steps[index])}"
 
 
+def agreement_text(agreement: Mapping[str, Any]) -> str:
+    """The shadow comparison of the last window, as `weir status` shows it."""
+    rate = agreement.get("rate")
+    share = f"{rate * 100:.1f}%" if isinstance(rate, int | float) else NONE
+    text = f"{share} of {agreement.get('samples', 0):.0f} compared rows agreed"
+    text += f"; {agreement.get('mirrored', 0):.0f} mirrored"
+    if agreement.get("dropped"):
+        text += f", {agreement['dropped']:.0f} dropped"
+    if agreement.get("canaryErrors"):
+        text += f", {agreement['canaryErrors']:.0f} canary errors"
+    return text
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = json.dumps(value, separators=(",", ":"))
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def disagreement_text(example: Mapping[str, Any]) -> str:
+    """One kept disagreement: which row, both answers, and the request (shortened)."""
+    why = f" ({example['why']})" if example.get("why") else ""
+    return (
+        f"disagreed{why} on row {example.get('row', 0)} of {example.get('output', '')}: "
+        f"stable {_short(example.get('stable'), 40)}, canary {_short(example.get('canary'), 40)}"
+        f"; request {_short(example.get('request'))}"
+    )
+
+
 def _ready(status: Mapping[str, Any]) -> str:
     if status.get("readyText"):
         return str(status["readyText"])
@@ -103,7 +133,11 @@ def _ready(status: Mapping[str, Any]) -> str:
 
 def _weight(status: Mapping[str, Any]) -> str:
     canary = status.get("canary")
-    return f"{canary.get('weight', 0)}%" if isinstance(canary, Mapping) else NONE
+    if not isinstance(canary, Mapping):
+        return NONE
+    shadow = canary.get("shadowPercent") or 0
+    mirrored = f" (shadow: {shadow}% mirrored)" if shadow else ""
+    return f"{canary.get('weight', 0)}%{mirrored}"
 
 
 def get_row(obj: Manifest, now: datetime, wide: bool = False) -> list[str]:
@@ -223,7 +257,7 @@ def status_view(obj: Manifest, now: datetime, events: Sequence[Manifest] = ()) -
     if isinstance(canary, Mapping):
         field("Canary", _revision_line(canary))
         field("Step", step_text(obj))
-        weight = f"{canary.get('weight', 0)}%"
+        weight = _weight(status)
         if canary.get("setWeight", canary.get("weight", 0)) != canary.get("weight", 0):
             weight += f" (the step asks for {canary.get('setWeight')}%)"
         failed = int(canary.get("failedChecks") or 0)
@@ -246,6 +280,12 @@ def status_view(obj: Manifest, now: datetime, events: Sequence[Manifest] = ()) -
         )
         if analysis.get("reason"):
             lines.append(" " * 12 + str(analysis["reason"]))
+        agreement = analysis.get("agreement")
+        if isinstance(agreement, Mapping):
+            field("Agreement", agreement_text(agreement))
+            for example in (agreement.get("examples") or [])[-3:]:
+                if isinstance(example, Mapping):
+                    lines.append(" " * 12 + disagreement_text(example))
     request = status.get("lastRequest")
     if isinstance(request, Mapping):
         verdict = "accepted" if request.get("accepted") else "refused"

@@ -35,6 +35,12 @@ def add_operator_parser(subparsers: argparse._SubParsersAction[argparse.Argument
         "--interval", type=float, default=5.0, help="seconds between convergence checks"
     )
     parser.add_argument(
+        "--require-sha256",
+        action="store_true",
+        help="serve only models whose spec.model.sha256 is set; any other ModelDeployment is "
+        "Failed (InvalidSpec) and its serving stable is left as it is",
+    )
+    parser.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
     )
     parser.set_defaults(handler=run_operator)
@@ -48,6 +54,7 @@ def run_operator(args: argparse.Namespace) -> int:
     from weir_operator.cluster.controller import OperatorContext, create_registry
     from weir_operator.cluster.kube import Kube
     from weir_operator.cluster.metrics import OperatorMetrics
+    from weir_operator.core.policy import Policy
     from weir_operator.core.render import RenderSettings
     from weir_server.accesslog import configure_logging
 
@@ -67,6 +74,7 @@ def run_operator(args: argparse.Namespace) -> int:
         kube=Kube(),
         metrics=metrics,
         render=RenderSettings(server_image=args.server_image),
+        policy=Policy(require_sha256=args.require_sha256),
         exact_namespaces=bool(args.namespace) and not any("*" in n for n in args.namespace),
     )
     registry = create_registry(interval=args.interval)

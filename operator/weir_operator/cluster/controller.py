@@ -25,7 +25,9 @@ from kubernetes.client.exceptions import ApiException
 
 from weir_operator.cluster.kube import Kube, explain, is_transient
 from weir_operator.cluster.metrics import OperatorMetrics
+from weir_operator.cluster.trust import SecretTrust
 from weir_operator.core.observe import observe, owner_key
+from weir_operator.core.policy import Policy
 from weir_operator.core.reconcile import Plan, status_patch
 from weir_operator.core.render import MANAGED_BY_LABEL, RenderSettings
 from weir_operator.core.requests import REQUEST_ANNOTATION
@@ -51,6 +53,7 @@ CACHED_CHILDREN = {
     "Service": ("v1", "services"),
     "PodDisruptionBudget": ("policy/v1", "poddisruptionbudgets"),
     "HorizontalPodAutoscaler": ("autoscaling/v2", "horizontalpodautoscalers"),
+    "ConfigMap": ("v1", "configmaps"),  # `<md>-shadow` (core/shadow.py)
 }
 
 
@@ -61,6 +64,7 @@ class OperatorContext:
     kube: Kube
     metrics: OperatorMetrics
     render: RenderSettings = field(default_factory=RenderSettings)
+    policy: Policy = field(default_factory=Policy)
     exact_namespaces: bool = False
     # Parsed specs by (uid, generation): the spec only changes with the generation, and
     # parsing (CEL rules included) is most of an idle reconcile's cost.
@@ -237,9 +241,13 @@ def create_registry(interval: float = 5.0) -> kopf.OperatorRegistry:
     @kopf.on.startup(registry=registry)
     async def start_probes(memo: Any, **_: Any) -> None:
         if memo.context.driver is None:
-            prober = RolloutProber()
+            # TLS server pods are verified with their Secret's ca.crt, read through the API;
+            # the autoscaler scrapes through the same clients (`providers.servers`).
+            prober = RolloutProber(trust=SecretTrust(memo.context.kube))
             autoscalers = Autoscalers(prober.providers.direct)
-            memo.context.driver = ReconcileDriver(prober, autoscalers, memo.context.render)
+            memo.context.driver = ReconcileDriver(
+                prober, autoscalers, memo.context.render, policy=memo.context.policy
+            )
 
     @kopf.on.cleanup(registry=registry)
     async def close(memo: Any, **_: Any) -> None:

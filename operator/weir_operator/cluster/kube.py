@@ -27,12 +27,18 @@ class Kind:
     group: str  # "" = core
     version: str
     plural: str
+    snake: str = ""  # the client's name in its core-group methods (config_map); default plural[:-1]
+
+    @property
+    def method(self) -> str:
+        return self.snake or self.plural[:-1]
 
 
 KINDS: dict[str, Kind] = {
     "Deployment": Kind("apps", "v1", "deployments"),
     "Service": Kind("", "v1", "services"),
     "Pod": Kind("", "v1", "pods"),
+    "ConfigMap": Kind("", "v1", "configmaps", "config_map"),
     "HorizontalPodAutoscaler": Kind("autoscaling", "v2", "horizontalpodautoscalers"),
     "PodDisruptionBudget": Kind("policy", "v1", "poddisruptionbudgets"),
     "HTTPRoute": Kind("gateway.networking.k8s.io", "v1", "httproutes"),
@@ -111,17 +117,26 @@ class Kube:
 
     def _get(self, kind: Kind, namespace: str, name: str) -> Manifest:
         if kind.group == "":
-            reader = getattr(self.core, f"read_namespaced_{kind.plural[:-1]}")
+            reader = getattr(self.core, f"read_namespaced_{kind.method}")
             return self._plain(reader(name, namespace))
         found = self.custom.get_namespaced_custom_object(
             kind.group, kind.version, namespace, kind.plural, name
         )
         return cast(Manifest, found)
 
+    def secret_data(self, namespace: str, name: str, timeout: float) -> dict[str, str]:
+        """A Secret's `data` (base64 values by key), read within `timeout` seconds; the
+        ApiException (404 when there is none) is the caller's to explain. Only for what the
+        operator must verify servers with (`cluster.trust`): never logged, never cached here."""
+        secret = self.core.read_namespaced_secret(
+            name, namespace, _request_timeout=(min(timeout, 2.0), timeout)
+        )
+        return {str(k): str(v) for k, v in (secret.data or {}).items()}
+
     def list(self, kind_name: str, namespace: str, label_selector: str = "") -> list[Manifest]:
         kind = KINDS[kind_name]
         if kind.group == "":
-            lister = getattr(self.core, f"list_namespaced_{kind.plural[:-1]}")
+            lister = getattr(self.core, f"list_namespaced_{kind.method}")
             items = self._plain(lister(namespace, label_selector=label_selector))["items"]
         else:
             listed = self.custom.list_namespaced_custom_object(
@@ -134,7 +149,7 @@ class Kube:
         kind = KINDS[manifest["kind"]]
         namespace = manifest["metadata"]["namespace"]
         if kind.group == "":
-            creator = getattr(self.core, f"create_namespaced_{kind.plural[:-1]}")
+            creator = getattr(self.core, f"create_namespaced_{kind.method}")
             return self._plain(creator(namespace, manifest))
         created = self.custom.create_namespaced_custom_object(
             kind.group, kind.version, namespace, kind.plural, manifest
@@ -144,7 +159,7 @@ class Kube:
     def merge_patch(self, kind_name: str, namespace: str, name: str, body: Manifest) -> Manifest:
         kind = KINDS[kind_name]
         if kind.group == "":
-            patcher = getattr(self.core, f"patch_namespaced_{kind.plural[:-1]}")
+            patcher = getattr(self.core, f"patch_namespaced_{kind.method}")
             return self._plain(patcher(name, namespace, body, _content_type=MERGE_PATCH))
         patched = self.custom.patch_namespaced_custom_object(
             kind.group, kind.version, namespace, kind.plural, name, body, _content_type=MERGE_PATCH
@@ -167,7 +182,7 @@ class Kube:
         kind = KINDS[kind_name]
         try:
             if kind.group == "":
-                deleter = getattr(self.core, f"delete_namespaced_{kind.plural[:-1]}")
+                deleter = getattr(self.core, f"delete_namespaced_{kind.method}")
                 deleter(name, namespace)
             else:
                 self.custom.delete_namespaced_custom_object(

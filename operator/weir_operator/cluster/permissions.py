@@ -20,12 +20,17 @@ RULES: Final[tuple[tuple[str, str, tuple[str, ...]], ...]] = (
         ("get", "list", "watch", "create", "patch", "delete"),
     ),
     ("", "services", ("get", "list", "watch", "create", "patch")),
+    # `<md>-shadow` (core/shadow.py), watched like the other children; removed with its owner.
+    ("", "configmaps", ("get", "list", "watch", "create", "patch")),
     ("policy", "poddisruptionbudgets", ("get", "list", "watch", "create", "patch")),
     # Not watched (the Gateway API CRDs may be absent): read before a patch; deleted when
     # the router leaves gateway-api.
     ("gateway.networking.k8s.io", "httproutes", ("get", "create", "patch", "delete")),
     # Pods are only watched: readiness, restarts and crash loops of the servers.
     ("", "pods", ("list", "watch")),
+    # Secrets are only read, one by name, never listed or watched: the ca.crt of
+    # spec.server.tls.secretName, to verify TLS servers with (cluster/trust.py).
+    ("", "secrets", ("get",)),
     # Events that tell each rollout's story in `kubectl describe md`.
     ("", "events", ("create",)),
     # kopf: peering between operator replicas, and discovery of watched namespaces and the CRD.

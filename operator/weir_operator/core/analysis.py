@@ -28,6 +28,15 @@ REQUESTS_SAMPLE: Final = "weir_inference_requests_total"
 LATENCY_BUCKET_SAMPLE: Final = "weir_inference_request_duration_seconds_bucket"
 LATENCY_SUM_SAMPLE: Final = "weir_inference_request_duration_seconds_sum"
 REVISION_LABEL: Final = "revision"
+CANARY_REVISION_LABEL: Final = "canary_revision"
+# weir_server.shadow's counters on a stable server, by the canary revision copies went to.
+SHADOW_SAMPLES: Final = {
+    "weir_shadow_mirrored_requests_total": "mirrored",
+    "weir_shadow_dropped_requests_total": "dropped",
+    "weir_shadow_canary_errors_total": "canary_errors",
+    "weir_shadow_compared_samples_total": "compared",
+    "weir_shadow_agreed_samples_total": "agreed",
+}
 P99: Final = 0.99
 INF: Final = math.inf
 
@@ -45,6 +54,36 @@ class ScrapeError(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
+class ShadowCounts:
+    """What a stable server mirrored to one canary revision (cumulative in a sample, the
+    difference in a window)."""
+
+    mirrored: float = 0.0
+    dropped: float = 0.0
+    canary_errors: float = 0.0
+    compared: float = 0.0  # rows compared
+    agreed: float = 0.0  # rows agreed
+
+    def minus(self, before: ShadowCounts) -> ShadowCounts:
+        return ShadowCounts(
+            *(max(a - b, 0.0) for a, b in zip(self._values(), before._values(), strict=True))
+        )
+
+    def plus(self, other: ShadowCounts) -> ShadowCounts:
+        return ShadowCounts(*(a + b for a, b in zip(self._values(), other._values(), strict=True)))
+
+    def went_down_from(self, before: ShadowCounts) -> bool:
+        return any(a < b for a, b in zip(self._values(), before._values(), strict=True))
+
+    def _values(self) -> tuple[float, ...]:
+        return (self.mirrored, self.dropped, self.canary_errors, self.compared, self.agreed)
+
+
+Shadow = Mapping[str, ShadowCounts]
+"""Shadow counts by the canary revision the copies went to."""
+
+
+@dataclass(frozen=True, slots=True)
 class PodSample:
     """One scrape of one pod's cumulative counters."""
 
@@ -55,6 +94,7 @@ class PodSample:
     errors: float  # 5xx answers
     buckets: Buckets = field(default_factory=dict)
     busy: float = 0.0  # seconds spent answering (the latency histogram's sum)
+    shadow: Shadow = field(default_factory=dict)  # a stable's copies, by canary revision
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +109,7 @@ class PodWindow:
     buckets: Buckets
     restarted: bool  # counters went down: the pod restarted, counts are since its restart
     busy: float = 0.0  # seconds spent answering: busy / seconds is the mean concurrency
+    shadow: Shadow = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +127,7 @@ class TrackWindow:
     restarted_pods: int = 0  # restarted within the window (their counters went down)
     seconds: float = 0.0
     buckets: Buckets = field(default_factory=dict)
+    shadow: Shadow = field(default_factory=dict)  # what this (stable) revision mirrored
 
     @property
     def error_rate(self) -> float | None:
@@ -109,11 +151,16 @@ def parse_scrape(text: str, *, pod: str, taken_at: float) -> PodSample:
     already summed by the server). The revision is the series' `revision` label."""
     requests = errors = busy = 0.0
     buckets: dict[float, float] = {}
+    shadow: dict[str, dict[str, float]] = {}
     revisions: set[str] = set()
     try:
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
-                if sample.name == REQUESTS_SAMPLE:
+                if sample.name in SHADOW_SAMPLES:
+                    counts = shadow.setdefault(sample.labels.get(CANARY_REVISION_LABEL, ""), {})
+                    what = SHADOW_SAMPLES[sample.name]
+                    counts[what] = counts.get(what, 0.0) + sample.value
+                elif sample.name == REQUESTS_SAMPLE:
                     requests += sample.value
                     if sample.labels.get("code", "").startswith("5"):
                         errors += sample.value
@@ -133,7 +180,8 @@ def parse_scrape(text: str, *, pod: str, taken_at: float) -> PodSample:
         )
     if len(revisions) > 1:
         raise ScrapeError(f"pod {pod} exports several revisions: {', '.join(sorted(revisions))}")
-    return PodSample(pod, revisions.pop(), taken_at, requests, errors, buckets, busy)
+    mirrored = {r: ShadowCounts(**counts) for r, counts in shadow.items()}
+    return PodSample(pod, revisions.pop(), taken_at, requests, errors, buckets, busy, mirrored)
 
 
 def _went_down(previous: PodSample, current: PodSample) -> bool:
@@ -143,6 +191,11 @@ def _went_down(previous: PodSample, current: PodSample) -> bool:
         return True  # the other codes' counters went down, hidden by new 5xx
     if current.buckets.keys() != previous.buckets.keys():
         return True  # a different histogram layout: a different server process
+    if any(
+        current.shadow.get(r, ShadowCounts()).went_down_from(counts)
+        for r, counts in previous.shadow.items()
+    ):
+        return True
     return any(current.buckets[le] < count for le, count in previous.buckets.items())
 
 
@@ -168,6 +221,7 @@ def pod_window(previous: PodSample, current: PodSample) -> PodWindow:
             dict(current.buckets),
             restarted=True,
             busy=current.busy,
+            shadow=dict(current.shadow),
         )
     return PodWindow(
         current.pod,
@@ -178,6 +232,10 @@ def pod_window(previous: PodSample, current: PodSample) -> PodWindow:
         {le: count - previous.buckets[le] for le, count in current.buckets.items()},
         restarted=False,
         busy=max(current.busy - previous.busy, 0.0),
+        shadow={
+            r: counts.minus(previous.shadow.get(r, ShadowCounts()))
+            for r, counts in current.shadow.items()
+        },
     )
 
 
@@ -191,6 +249,10 @@ def track_window(revision: str, windows: Iterable[PodWindow], new_pods: int = 0)
         bounds = set(window.buckets) if bounds is None else bounds & set(window.buckets)
     buckets = {le: math.fsum(w.buckets[le] for w in mine) for le in sorted(bounds or ())}
     quantile = histogram_quantile(P99, buckets)
+    shadow: dict[str, ShadowCounts] = {}
+    for window in mine:
+        for canary, counts in window.shadow.items():
+            shadow[canary] = shadow.get(canary, ShadowCounts()).plus(counts)
     return TrackWindow(
         revision=revision,
         requests=math.fsum(w.requests for w in mine),
@@ -201,6 +263,7 @@ def track_window(revision: str, windows: Iterable[PodWindow], new_pods: int = 0)
         restarted_pods=sum(w.restarted for w in mine),
         seconds=max((w.seconds for w in mine), default=0.0),
         buckets=buckets,
+        shadow=shadow,
     )
 
 

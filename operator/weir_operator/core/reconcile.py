@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from weir_operator.core import render, rollout, routers
+from weir_operator.core import render, rollout, routers, shadow
 from weir_operator.core.autoscaling import ScaleDecision
 from weir_operator.core.gates import GateResult
 from weir_operator.core.render import Manifest, RenderSettings
@@ -124,6 +124,7 @@ def reconcile(
     restore = next((a for a in decision.actions if isinstance(a, rollout.RestoreModel)), None)
     routed_by = routers.router_named(router or md.spec.traffic.router)
     children = _children(md, observed, scale, weight, hpa, routed_by, settings)
+    children.append(shadow.render_shadow_config(md, decided, settings))
     delete = _deletions(observed, children, decision.stable_ready, decided, now)
     # The router's objects are not watched: a router left behind is known from the status.
     previous = routers.router_named(status.router) if status.router else routed_by

@@ -35,6 +35,13 @@ AWS_CREDENTIAL_KEYS = (
     ("AWS_SESSION_TOKEN", True),
 )
 TLS_DIR = "/etc/weir/tls"  # spec.server.tls's Secret, mounted read-only in the server
+SHADOW_DIR = "/etc/weir/shadow"  # the ConfigMap of what to mirror (core/shadow.py)
+MIRROR_FILE = "mirror.json"
+# On a TLS server pod: whose ca.crt verifies its certificate and the name it is checked
+# against. The operator's probes and scrapes read them from each pod, so a revision is
+# reached as it was rendered (turning TLS on or off is itself a rollout).
+TLS_SECRET_ANNOTATION = "serving.weir.dev/tls-secret"
+TLS_SERVER_NAME_ANNOTATION = "serving.weir.dev/tls-server-name"
 FETCH_HEADER_NAME_ENV = "WEIR_FETCH_HEADER_NAME"
 FETCH_HEADER_PREFIX_ENV = "WEIR_FETCH_HEADER_PREFIX"
 FETCH_HEADER_VALUE_ENV = "WEIR_FETCH_HEADER_VALUE"
@@ -62,6 +69,30 @@ def revision_of(spec: ModelDeploymentSpec) -> str:
     defining = {"model": model, "server": spec.server.to_manifest()}
     canonical = json.dumps(defining, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def tls_server_name(md: ModelDeployment) -> str | None:
+    """The name a TLS server's certificate is checked against: spec.server.tls.serverName, by
+    default <md>.<namespace>.svc; None without TLS."""
+    tls = md.spec.server.tls
+    if tls is None:
+        return None
+    return tls.server_name or f"{md.name}.{md.namespace}.svc"
+
+
+def _tls_annotations(md: ModelDeployment) -> dict[str, str]:
+    tls, name = md.spec.server.tls, tls_server_name(md)
+    if tls is None or name is None:
+        return {}
+    return {
+        TLS_SECRET_ANNOTATION: tls.secret_name,
+        TLS_SERVER_NAME_ANNOTATION: name,
+        "prometheus.io/scheme": "https",
+    }
+
+
+def shadow_config_name(md: ModelDeployment) -> str:
+    return f"{md.name}-shadow"
 
 
 def deployment_name(md: ModelDeployment, revision: str) -> str:
@@ -214,6 +245,7 @@ def _server_args(md: ModelDeployment) -> list[str]:
     args += ["--graceful-timeout", str(DRAIN_SECONDS)]
     if server.tls is not None:
         args += ["--tls-cert", f"{TLS_DIR}/tls.crt", "--tls-key", f"{TLS_DIR}/tls.key"]
+    args += ["--mirror-config", f"{SHADOW_DIR}/{MIRROR_FILE}"]
     return args
 
 
@@ -257,6 +289,7 @@ def render_deployment(
                     "prometheus.io/scrape": "true",
                     "prometheus.io/port": str(SERVER_PORT),
                     "prometheus.io/path": "/metrics",
+                    **_tls_annotations(md),
                 },
             },
             "spec": {
@@ -323,6 +356,7 @@ def render_deployment(
                         "volumeMounts": [
                             {"name": "models", "mountPath": MODEL_DIR, "readOnly": True},
                             {"name": "tmp", "mountPath": "/tmp"},
+                            {"name": "shadow", "mountPath": SHADOW_DIR, "readOnly": True},
                             *tls_mounts,
                         ],
                     }
@@ -332,6 +366,12 @@ def render_deployment(
                     {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
                     *source_volumes,
                     *tls_volumes,
+                    # What to mirror in a shadow step (core/shadow.py); optional: absent, the
+                    # server mirrors nothing.
+                    {
+                        "name": "shadow",
+                        "configMap": {"name": shadow_config_name(md), "optional": True},
+                    },
                 ],
             },
         },

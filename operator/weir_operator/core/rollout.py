@@ -555,16 +555,25 @@ class _Decider:
         elif result.verdict == "Fail":
             failed, threshold = canary.failed_checks + 1, self.analysis.failure_threshold
             self._update(failed_checks=failed, inconclusive_checks=0)
+            # The canary's answers were wrong (a shadow step's comparison): said as such.
+            reason = "AnalysisFailed"
+            if any(c.name == "agreement" and c.outcome == "Fail" for c in result.checks):
+                reason = "AgreementFailed"
+            where = (
+                f"in shadow ({canary.shadow_percent}% mirrored)"
+                if canary.shadow_percent > 0
+                else f"at weight {canary.weight}%"
+            )
             self._event(
                 "Warning",
-                "AnalysisFailed",
-                f"analysis failed at weight {canary.weight}% ({failed} in a row, "
+                reason,
+                f"analysis failed {where} ({failed} in a row, "
                 f"failureThreshold {threshold}): {result.reason}{_numbers(result)}",
             )
             if failed >= threshold:
                 self._roll_back(
                     "RolledBack",
-                    "AnalysisFailed",
+                    reason,
                     f"{failed} analyses in a row failed (failureThreshold {threshold}); "
                     f"last: {result.reason}",
                 )

@@ -594,6 +594,45 @@ class MetricsProvider(ApiModel):
     prometheus: PrometheusProvider | None = Field(None, description=PrometheusProvider.__doc__)
 
 
+class Agreement(ApiModel):
+    """The canary's answers compared with the stable's on the same mirrored requests (shadow
+    steps): a model that answers fast, with 200, and wrongly fails here. Measured while a
+    shadow step mirrors; in weighted steps nothing is mirrored and the check is Skipped."""
+
+    output: str | None = Field(
+        None, max_length=256, description="Output compared; default: the model's first output."
+    )
+    compare: Literal["top1", "close"] = Field(
+        "top1",
+        description=(
+            "top1: the same argmax along the last axis, per row (labels: equal); close: "
+            "|c - s| <= atol + rtol*|s| for every element of the row. Another shape or dtype "
+            "disagrees, and NaN never agrees."
+        ),
+    )
+    atol: float = Field(1e-4, ge=0, le=1e6, description="Absolute tolerance of close.")
+    rtol: float = Field(1e-3, ge=0, le=1e6, description="Relative tolerance of close.")
+    min_rate: float = Field(
+        0.95, ge=0, le=1, description="Agreeing share of compared rows a window needs to pass."
+    )
+    min_samples: int = Field(
+        50,
+        ge=1,
+        le=10000000,
+        description="Fewer compared rows in a window make the analysis Inconclusive (hold).",
+    )
+    examples: int = Field(
+        0,
+        ge=0,
+        le=20,
+        description=(
+            "Keep this many of the latest disagreeing requests, with both answers, in "
+            "status.lastAnalysis.agreement.examples (and on the stable servers' "
+            "/shadow/examples). Requests can hold personal data, so 0 (none) unless asked."
+        ),
+    )
+
+
 class Analysis(ApiModel):
     """How the canary is judged at every interval, against thresholds and against stable."""
 
@@ -641,6 +680,7 @@ class Analysis(ApiModel):
         default_factory=lambda: MetricsProvider(direct=DirectProvider()),
         description=MetricsProvider.__doc__,
     )
+    agreement: Agreement | None = Field(None, description=Agreement.__doc__)
 
 
 def _default_steps() -> list[Step]:

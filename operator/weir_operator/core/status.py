@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -117,12 +117,66 @@ class TrackMeasurement(StatusModel):
     p99_ms: float | None = Field(None, description="p99 latency (ms); absent without requests.")
 
 
+ANY_JSON: dict[str, Any] = {"x-kubernetes-preserve-unknown-fields": True}
+
+
+class DisagreementExample(StatusModel):
+    """A mirrored request the canary answered differently from the stable (opt-in:
+    analysis.agreement.examples)."""
+
+    at: str = Field(description="When it was compared (RFC 3339).")
+    canary_revision: str = Field("", description="The canary revision that answered.")
+    output: str = Field("", description="The output compared.")
+    row: int = Field(0, description="The first disagreeing row of the request.")
+    rows: int = Field(0, description="Rows in the request.")
+    agreed: int = Field(0, description="Rows that agreed.")
+    why: str = Field("", description="Why every row disagreed (shape, datatype), if so.")
+    request: Any = Field(
+        None,
+        description="The request body (JSON up to 4 KiB; else its size).",
+        json_schema_extra=ANY_JSON,
+    )
+    stable: Any = Field(
+        None,
+        description="The stable's values of that row (64 at most).",
+        json_schema_extra=ANY_JSON,
+    )
+    canary: Any = Field(
+        None,
+        description="The canary's values of that row (64 at most).",
+        json_schema_extra=ANY_JSON,
+    )
+
+
+class AgreementMeasurement(StatusModel):
+    """The canary's answers compared with the stable's in the last window (shadow steps)."""
+
+    samples: float = Field(0, description="Rows of mirrored requests compared.")
+    agreed: float = Field(0, description="Rows where the canary agreed with the stable.")
+    rate: float | None = Field(None, description="agreed / samples; absent without samples.")
+    mirrored: float = Field(0, description="Requests copied to the canary.")
+    dropped: float = Field(0, description="Copies dropped by a full mirror queue.")
+    canary_errors: float = Field(
+        0, description="Copies the canary answered with an error, or did not answer."
+    )
+    examples: list[DisagreementExample] = Field(
+        default_factory=list,
+        max_length=20,
+        description="The latest disagreeing requests (only with analysis.agreement.examples).",
+    )
+
+
 class CheckResult(StatusModel):
     """One analysis check on the last window (core/checks)."""
 
-    name: str = Field(description="errorRate, p99Latency, errorRateVsStable, latencyVsStable.")
-    outcome: Literal["Pass", "Fail", "Skipped"] = Field(
-        description="Pass, Fail, or Skipped (no data to judge it with)."
+    name: str = Field(
+        description="errorRate, p99Latency, errorRateVsStable, latencyVsStable, agreement."
+    )
+    outcome: Literal["Pass", "Fail", "Inconclusive", "Skipped"] = Field(
+        description=(
+            "Pass, Fail, Inconclusive (too little data: the window holds) or Skipped (not "
+            "applicable, or no data to judge it with)."
+        )
     )
     message: str = Field("", description="What it found, with the numbers.")
 
@@ -140,6 +194,11 @@ class AnalysisResult(StatusModel):
     stable: TrackMeasurement | None = Field(None, description="The stable revision's window.")
     checks: list[CheckResult] = Field(
         default_factory=list, description="Each analysis check's outcome, when they ran."
+    )
+    agreement: AgreementMeasurement | None = Field(
+        None,
+        description="Canary vs stable answers, when analysis.agreement is set and requests "
+        "were mirrored (shadow steps).",
     )
 
 

@@ -31,9 +31,9 @@ from prometheus_client import (
     generate_latest,
 )
 
-from weir_operator.local.upstream import Response, Upstream, UpstreamTimeout, UpstreamUnavailable
 from weir_server.metrics import LATENCY_BUCKETS
 from weir_server.settings import DEFAULT_MAX_REQUEST_BYTES
+from weir_server.upstream import Response, Upstream, UpstreamTimeout, UpstreamUnavailable
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

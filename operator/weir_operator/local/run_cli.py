@@ -52,6 +52,17 @@ def add_run_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParse
         ),
     )
     parser.add_argument(
+        "--secrets-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help=(
+            "the Secrets that spec.model.auth names (s3:// keys, an http(s) header), laid out as "
+            "Kubernetes mounts them: DIR/<secret>/<key>, one file per key (default: secrets/ in "
+            "the first -f folder, or beside the first -f file; keep it out of version control)"
+        ),
+    )
+    parser.add_argument(
         "--tick",
         type=_tick,
         default=0.5,
@@ -104,6 +115,7 @@ def run_local(args: argparse.Namespace) -> int:
     settings = RunSettings(
         paths=tuple(args.paths),
         state_dir=state_dir,
+        secrets_dir=args.secrets_dir.resolve() if args.secrets_dir else None,
         port=args.port,
         control_port=args.control_port,
         tick=args.tick,

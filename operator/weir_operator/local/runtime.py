@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import difflib
+import json
 import logging
 import re
 import signal
@@ -37,8 +38,9 @@ from weir_operator.core.spec import GROUP, KIND, ModelDeployment, SpecError, par
 from weir_operator.core.status import Condition, Event, ModelDeploymentStatus, condition
 from weir_operator.core.status import timestamp as status_timestamp
 from weir_operator.driver import ReconcileDriver, Superseded, World
-from weir_operator.local.podspec import LaunchError, server_template
+from weir_operator.local.podspec import LaunchError, ignored_fields, server_template
 from weir_operator.local.proxy import Route, TrafficProxy
+from weir_operator.local.secret_files import default_secrets_dir
 from weir_operator.local.servers import ServerPool
 from weir_operator.local.state import StateDir
 from weir_operator.local.store import NAMESPACE, Entry, Store
@@ -54,6 +56,7 @@ MANIFEST_CONDITION = "ManifestApplied"  # False while the object's file cannot b
 class RunSettings:
     paths: tuple[Path, ...]
     state_dir: Path
+    secrets_dir: Path | None = None  # None: secret_files.default_secrets_dir(paths)
     port: int = 8080
     control_port: int = 8081
     host: str = "127.0.0.1"
@@ -106,7 +109,8 @@ class LocalRuntime:
         self.settings = settings
         self.state = StateDir(settings.state_dir)
         self.store = Store(self.state)
-        self.pool = ServerPool(settings.state_dir)
+        secrets_dir = settings.secrets_dir or default_secrets_dir(settings.paths)
+        self.pool = ServerPool(settings.state_dir, secrets_dir=secrets_dir)
         self.routes: dict[str, Route] = {}
         self.router = TrafficProxy(self.routes, on_failure=self.pool.suspect)
         self.driver: ReconcileDriver | None = None
@@ -114,6 +118,7 @@ class LocalRuntime:
         self._deployments: dict[str, dict[str, dict[str, Any]]] = {}  # md -> name -> manifest
         # Deployments whose pods can never start here (a model source weir run cannot fetch).
         self._unstartable: dict[str, tuple[str, str]] = {}  # name -> (reason, message)
+        self._ignored: dict[str, list[str]] = {}  # name -> the spec fields weir run ignores
         self._file_signature: tuple[tuple[str, float, int], ...] | None = None
         self._file_errors: dict[str, str] = {}
         self._stop = asyncio.Event()
@@ -255,6 +260,7 @@ class LocalRuntime:
             result = self.store.apply(document, source, md)
             if result != "unchanged":
                 log.info("%s: %s from %s", md.name, result, path)
+                self._say_ignored(md)
         if problems:
             raise ValueError("\n".join(problems))
         return set(names)
@@ -364,6 +370,11 @@ class LocalRuntime:
     def _apply(self, md: ModelDeployment, plan: Plan) -> None:
         mine = self._deployments[md.name]
         for child in plan.apply:
+            if child["kind"] == "ConfigMap" and child["metadata"]["name"] == (
+                render.shadow_config_name(md)
+            ):
+                self._write_mirror(md, child["data"][render.MIRROR_FILE])
+                continue
             if child["kind"] != "Deployment":
                 continue  # Services, PDBs, HPAs, HTTPRoutes: the router does their work here
             name = child["metadata"]["name"]
@@ -391,12 +402,41 @@ class LocalRuntime:
                 {"uri": restored.uri, "sha256": restored.sha256, "version": restored.version},
             )
 
+    def mirror_path(self, md_name: str) -> Path:
+        """The file a ModelDeployment's servers read what to mirror from (its shadow
+        ConfigMap on a cluster)."""
+        return self.settings.state_dir / "shadow" / f"{md_name}.json"
+
+    def _write_mirror(self, md: ModelDeployment, text: str) -> None:
+        """The shadow ConfigMap's file, with the `<md>-canary` Service a cluster would have
+        replaced by a ready canary server's address (nothing is mirrored until one is)."""
+        document = json.loads(text)
+        if document.get("percent", 0) > 0:
+            canary = render.deployment_name(md, str(document.get("revision", "")))
+            ready = self.pool.endpoints(canary)
+            document.pop("tls", None)  # weir run's servers speak plain HTTP on 127.0.0.1
+            if ready:
+                document["url"] = f"http://127.0.0.1:{ready[0].port}"
+            else:
+                document = {"percent": 0}
+        wanted = json.dumps(document, sort_keys=True) + "\n"
+        path = self.mirror_path(md.name)
+        try:
+            if path.read_text() == wanted:
+                return
+        except OSError:
+            pass
+        path.parent.mkdir(parents=True, exist_ok=True)
+        aside = path.with_suffix(".tmp")
+        aside.write_text(wanted)
+        aside.replace(path)
+
     def _run_deployment(self, md_name: str, child: dict[str, Any], replicas: int) -> None:
         """Start (or replace) the servers of one Deployment, kept as the manifest it ran."""
         name = child["metadata"]["name"]
         manifest = {**child, "spec": {**child["spec"], "replicas": replicas}}
         try:
-            template = server_template(child)
+            template = server_template(child, mirror_file=self.mirror_path(md_name))
         except LaunchError as error:
             self._unstartable[name] = ("UnsupportedModelSource", str(error))
         else:
@@ -424,6 +464,16 @@ class LocalRuntime:
             route.canary_endpoints = lambda: self.pool.endpoints(name)
         else:
             route.weight = canary.weight
+
+    def _say_ignored(self, md: ModelDeployment) -> None:
+        """Once per set of fields: what of the spec weir run does not use (an event, so that
+        `weir status` shows it, and a log line)."""
+        ignored = ignored_fields(md.spec)
+        if not ignored or self._ignored.get(md.name) == ignored:
+            return
+        self._ignored[md.name] = ignored
+        message = f"weir run ignores {', '.join(ignored)}: they apply on a cluster only"
+        self._event(md.name, Event("Normal", "IgnoredLocally", message))
 
     def _event(self, name: str, event: Event) -> None:
         self.store.record(name, event)

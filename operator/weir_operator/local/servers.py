@@ -1,7 +1,8 @@
 """The local runtime's kubelet: `weir serve` child processes for each revision's Deployment.
 
 Why it exists: `weir run` must run the same Deployments the operator renders, with what a
-kubelet gives them: the model fetched once per revision (sha256 checked), one server process
+kubelet gives them: the model fetched once per revision (sha256 checked; credentials from the
+secrets folder, `weir_operator.local.secret_files`), one server process
 per replica on a free 127.0.0.1 port, readiness from the server's own `/v2/health/ready`,
 restarts with back-off when a server dies, and a drain on scale-down (out of the router first,
 then SIGTERM, which lets the server finish what it is answering, then SIGKILL after its grace
@@ -34,13 +35,16 @@ from weir_operator.core.reconcile import RevisionState
 from weir_operator.core.render import REVISION_LABEL
 from weir_operator.core.status import timestamp
 from weir_operator.local.podspec import ServerTemplate
+from weir_operator.local.secret_files import MISSING_REASON, SecretMissing, signature, store_access
 from weir_server.fetch import FetchError, fetch
 
 log = logging.getLogger("weir.run")
 
 PR_SET_PDEATHSIG = 1
 BACKOFF_START, BACKOFF_MAX = 1.0, 16.0
-FETCH_RETRY_SECONDS = 5.0
+# A failed model fetch is tried again after 2, 4, 8 ... 60 s (each try is one attempt,
+# bounded by fetch-model's timeouts), and at once when one of its secret files changes.
+FETCH_BACKOFF_START, FETCH_BACKOFF_MAX = 2.0, 60.0
 ROUTER_GRACE_SECONDS = 0.5  # out of the router before SIGTERM: requests already sent finish
 SHUTDOWN_GRACE_SECONDS = 5.0
 PROBE_TIMEOUT = httpx.Timeout(1.0, connect=0.5)
@@ -143,6 +147,8 @@ class RevisionServers:
     model_path: Path | None = None
     fetch_problem: tuple[str, str] | None = None
     fetch_retry_at: float = 0.0
+    fetch_failures: int = 0
+    fetch_secrets: tuple[tuple[str, int, int], ...] = ()  # the secret files at the last failure
     fetching: asyncio.Task[None] | None = None
     servers: list[Server] = field(default_factory=list)
     next_index: int = 0
@@ -151,9 +157,12 @@ class RevisionServers:
 class ServerPool:
     """Every local server, by Deployment name."""
 
-    def __init__(self, state_dir: Path, python: str = sys.executable) -> None:
+    def __init__(
+        self, state_dir: Path, python: str = sys.executable, secrets_dir: Path | None = None
+    ) -> None:
         self._dir = state_dir
         self._python = python
+        self._secrets_dir = secrets_dir if secrets_dir is not None else state_dir / "secrets"
         self._revisions: dict[str, RevisionServers] = {}
         self._client = httpx.AsyncClient(timeout=PROBE_TIMEOUT)
         self._stopping: set[asyncio.Task[None]] = set()
@@ -282,22 +291,40 @@ class ServerPool:
         return None
 
     def _fetch(self, found: RevisionServers) -> None:
-        if found.fetching is not None or time.monotonic() < found.fetch_retry_at:
+        if found.fetching is not None:
             return
         source = found.template.source
+        if time.monotonic() < found.fetch_retry_at and (
+            not source.secrets or signature(source, self._secrets_dir) == found.fetch_secrets
+        ):
+            return
         dest = self._dir / "models" / found.template.revision / "model.onnx"
+
+        def failed(reason: str, error: Exception) -> None:
+            found.fetch_problem = (reason, str(error))
+            found.fetch_failures += 1
+            delay = min(FETCH_BACKOFF_START * 2 ** (found.fetch_failures - 1), FETCH_BACKOFF_MAX)
+            found.fetch_retry_at = time.monotonic() + delay
+            found.fetch_secrets = signature(source, self._secrets_dir)
+            log.warning(
+                "%s: cannot fetch the model: %s (trying again in %.0f s)",
+                found.deployment,
+                error,
+                delay,
+            )
 
         async def run() -> None:
             try:
+                access = store_access(source, self._secrets_dir)
                 await asyncio.to_thread(
-                    fetch, source.uri, dest, source.sha256, attempts=1, log=log.info
+                    fetch, source.uri, dest, source.sha256, attempts=1, log=log.info, access=access
                 )
+            except SecretMissing as error:
+                failed(MISSING_REASON, error)
             except (FetchError, OSError) as error:
-                found.fetch_problem = ("ModelFetchFailed", str(error))
-                found.fetch_retry_at = time.monotonic() + FETCH_RETRY_SECONDS
-                log.warning("%s: cannot fetch the model: %s", found.deployment, error)
+                failed("ModelFetchFailed", error)
             else:
-                found.model_path, found.fetch_problem = dest, None
+                found.model_path, found.fetch_problem, found.fetch_failures = dest, None, 0
             finally:
                 found.fetching = None
                 self.changed.set()

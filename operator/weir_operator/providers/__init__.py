@@ -29,6 +29,7 @@ from weir_operator.providers.base import (
 )
 from weir_operator.providers.direct import DirectProvider
 from weir_operator.providers.prometheus import PrometheusProvider
+from weir_operator.providers.servers import ServerClients, TrustError, TrustSource
 
 __all__ = [
     "DirectProvider",
@@ -38,6 +39,9 @@ __all__ = [
     "ProviderError",
     "Providers",
     "RevisionTarget",
+    "ServerClients",
+    "TrustError",
+    "TrustSource",
     "analyse",
     "pod_target",
 ]
@@ -45,11 +49,17 @@ __all__ = [
 
 class Providers:
     """The providers of one operator process, chosen per ModelDeployment by
-    `spec.rollout.analysis.provider`, sharing one HTTP client."""
+    `spec.rollout.analysis.provider`, sharing one HTTP client (and one verifying client per
+    CA for server pods that speak HTTPS: `servers`, whose CAs come from `trust`)."""
 
-    def __init__(self, transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        transport: httpx.AsyncBaseTransport | None = None,
+        trust: TrustSource | None = None,
+    ) -> None:
         self._client = httpx.AsyncClient(transport=transport, follow_redirects=False)
-        self.direct = DirectProvider(self._client)
+        self.servers = ServerClients(self._client, trust, transport)
+        self.direct = DirectProvider(self._client, servers=self.servers)
         self.prometheus = PrometheusProvider(self._client)
 
     def for_deployment(self, md: ModelDeployment) -> MetricsProvider:
@@ -62,6 +72,7 @@ class Providers:
         self.prometheus.forget(namespace, name)
 
     async def aclose(self) -> None:
+        await self.servers.aclose()
         await self._client.aclose()
 
 
@@ -72,8 +83,11 @@ async def analyse(
     stable: RevisionTarget | None,
     canary_problem: str | None,
     now: datetime,
+    *,
+    mirroring: bool = False,
 ) -> AnalysisResult:
-    """Measure the window that ends now and judge it: the one call an analysis tick needs."""
+    """Measure the window that ends now and judge it: the one call an analysis tick needs
+    (`mirroring`: a shadow step is in force)."""
     try:
         windows = await provider.measure(md, canary, stable)
     except ProviderError as error:
@@ -86,4 +100,5 @@ async def analyse(
         windows.get(stable.revision) if stable else None,
         canary_problem,
         now,
+        mirroring=mirroring,
     )

@@ -10,7 +10,11 @@ from typing import Any, Protocol
 import httpx
 
 from weir_operator.core.analysis import TrackWindow
-from weir_operator.core.render import SERVER_PORT
+from weir_operator.core.render import (
+    SERVER_PORT,
+    TLS_SECRET_ANNOTATION,
+    TLS_SERVER_NAME_ANNOTATION,
+)
 from weir_operator.core.spec import ModelDeployment
 
 SCRAPE_TIMEOUT = httpx.Timeout(2.0, connect=1.0)
@@ -22,18 +26,44 @@ class ProviderError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class PodTls:
+    """A server pod that speaks HTTPS: the Secret (of the pod's namespace) whose ca.crt its
+    certificate must chain to, and the name the certificate must carry (the pod is reached by
+    IP, so the name is sent as SNI and checked instead of the address)."""
+
+    namespace: str
+    secret: str
+    server_name: str
+
+
+@dataclass(frozen=True, slots=True)
 class PodTarget:
-    """A server pod to measure: its name (the key of what is remembered about it) and where
-    its server listens."""
+    """A server pod to measure: its name (the key of what is remembered about it), where its
+    server listens, and how to verify it when it speaks HTTPS."""
 
     name: str
     ip: str
     port: int = SERVER_PORT
+    tls: PodTls | None = None
 
     @property
     def address(self) -> str:
         host = f"[{self.ip}]" if ":" in self.ip else self.ip
         return f"{host}:{self.port}"
+
+    def url(self, path: str) -> str:
+        return f"{'https' if self.tls else 'http'}://{self.address}{path}"
+
+
+def pod_tls(metadata: Mapping[str, Any]) -> PodTls | None:
+    """How a pod's server is verified, from the annotations its template was rendered with
+    (core.render: spec.server.tls of its revision); None for a plain-HTTP server."""
+    annotations = metadata.get("annotations") or {}
+    secret = annotations.get(TLS_SECRET_ANNOTATION)
+    name = annotations.get(TLS_SERVER_NAME_ANNOTATION)
+    if not secret or not name:
+        return None
+    return PodTls(str(metadata.get("namespace") or "default"), str(secret), str(name))
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +93,7 @@ def pod_target(pod: Mapping[str, Any]) -> PodTarget | None:
         for declared in container.get("ports") or []:
             if declared.get("name") == "http" and declared.get("containerPort"):
                 port = int(declared["containerPort"])
-    return PodTarget(str(metadata.get("name", ip)), str(ip), port)
+    return PodTarget(str(metadata.get("name", ip)), str(ip), port, pod_tls(metadata))
 
 
 class MetricsProvider(Protocol):

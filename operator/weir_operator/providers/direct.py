@@ -6,7 +6,10 @@ kept in memory (per ModelDeployment, by pod name), and only that: after an opera
 first scrape only opens windows, and that analysis is Inconclusive, never a guess. Pods that are
 gone are forgotten at the next scrape. A canary pod that cannot be scraped (or that answers for
 another revision: its IP was reused) makes the window a provider error, since the canary's
-numbers would be partial; a stable pod that cannot be scraped is left out of stable's window."""
+numbers would be partial; a stable pod that cannot be scraped is left out of stable's window.
+
+A pod that speaks HTTPS (`spec.server.tls`) is scraped over HTTPS and verified
+(`providers.servers`); one that cannot be verified cannot be scraped, with the reason."""
 
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ from weir_operator.providers.base import (
     ProviderError,
     RevisionTarget,
 )
+from weir_operator.providers.servers import ServerClients, TrustError
 
 MAX_CONCURRENT_SCRAPES = 16
 STALE_CONNECTION = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
@@ -39,16 +43,18 @@ MAX_SCRAPE_BYTES = 4 * 1024 * 1024  # a weir server's scrape is about 40 kB
 
 
 class DirectProvider:
-    """Scrapes `http://<podIP>:<port>/metrics` of every pod of the canary and stable revisions."""
+    """Scrapes `http(s)://<podIP>:<port>/metrics` of every pod of the canary and stable
+    revisions (`servers`: how HTTPS pods are verified; default: plain HTTP only)."""
 
     def __init__(
         self,
         client: httpx.AsyncClient,
         *,
+        servers: ServerClients | None = None,
         timeout: httpx.Timeout = SCRAPE_TIMEOUT,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._client = client
+        self._servers = servers or ServerClients(client)
         self._timeout = timeout
         self._clock = clock
         self._previous: dict[tuple[str, str], dict[str, PodSample]] = {}
@@ -96,16 +102,16 @@ class DirectProvider:
 
     async def _scrape(self, revision: str, pod: PodTarget) -> PodSample | str:
         """The pod's sample, or why it could not be had."""
-        url = f"http://{pod.address}/metrics"
+        url = pod.url("/metrics")
         try:
             async with self._limit:
                 try:
-                    response = await self._client.get(url, timeout=self._timeout)
+                    response = await self._servers.get(pod, "/metrics", timeout=self._timeout)
                 except STALE_CONNECTION:
                     # A pooled keep-alive connection the server closed as it was reused (a
                     # scrape interval equal to the server's keep-alive timeout races it): a
                     # GET is safe to send again, on a new connection.
-                    response = await self._client.get(url, timeout=self._timeout)
+                    response = await self._servers.get(pod, "/metrics", timeout=self._timeout)
             taken_at = self._clock()
             if response.status_code != 200:
                 return f"cannot scrape pod {pod.name} ({url}): HTTP {response.status_code}"
@@ -116,6 +122,8 @@ class DirectProvider:
             return f"cannot scrape pod {pod.name} ({url}): {type(error).__name__} {error}".strip()
         except ScrapeError as error:
             return str(error)
+        except TrustError as error:
+            return f"cannot scrape pod {pod.name}: {error}"
         if sample.revision and sample.revision != revision:
             return (
                 f"pod {pod.name} ({url}) serves revision {sample.revision}, not {revision}: "

@@ -2,21 +2,23 @@
 (`GET <url>/api/v1/query`), for clusters that already scrape the servers.
 
 Three instant queries per revision (requests, 5xx answers, p99 in seconds), from templates that
-`spec.rollout.analysis.provider.prometheus.queries` may replace one by one. The placeholders are
-filled with label values that cannot hold a quote (a revision is hex, names are DNS labels or
-model names), so a template cannot be broken out of. Prometheus keeps the history, so nothing is
-remembered here; any failure (unreachable, HTTP error, PromQL error, a result that is not one
-number) is a ProviderError: Inconclusive, never a guess."""
+`spec.rollout.analysis.provider.prometheus.queries` may replace one by one; with
+`analysis.agreement`, five more for what the stable mirrored to the canary (SHADOW_QUERIES).
+The placeholders are filled with label values that cannot hold a quote (a revision is hex,
+names are DNS labels or model names), so a template cannot be broken out of. Prometheus keeps
+the history, so nothing is remembered here; any failure (unreachable, HTTP error, PromQL
+error, a result that is not one number) is a ProviderError: Inconclusive, never a guess."""
 
 from __future__ import annotations
 
 import asyncio
 import math
+from dataclasses import replace
 from typing import Any, Final
 
 import httpx
 
-from weir_operator.core.analysis import TrackWindow
+from weir_operator.core.analysis import SHADOW_SAMPLES, ShadowCounts, TrackWindow
 from weir_operator.core.spec import ModelDeployment, duration_seconds
 from weir_operator.providers.base import QUERY_TIMEOUT, ProviderError, RevisionTarget
 
@@ -34,6 +36,15 @@ DEFAULT_QUERIES: Final = {
 """PromQL templates by measurement. The series carry the server's own `model` and `revision`
 labels; `namespace` is the label Prometheus' usual Kubernetes pod discovery adds."""
 
+SHADOW_QUERIES: Final = {
+    field: (
+        f'sum(increase({metric}{{{_SELECTOR},canary_revision="{{{{canary}}}}"}}[{{{{interval}}}}]))'
+    )
+    for metric, field in SHADOW_SAMPLES.items()
+}
+"""With `analysis.agreement`, what the stable's servers mirrored to the canary in the window
+(weir_server.shadow's counters, by canary revision), one query per counter."""
+
 
 def promql_duration(seconds: float) -> str:
     """A PromQL range: whole seconds as `10s`, anything finer in milliseconds."""
@@ -42,10 +53,11 @@ def promql_duration(seconds: float) -> str:
     return f"{round(seconds * 1000)}ms"
 
 
-def render_query(template: str, md: ModelDeployment, revision: str) -> str:
+def render_query(template: str, md: ModelDeployment, revision: str, canary: str = "") -> str:
     """A template with its placeholders filled for one revision of a ModelDeployment."""
     values = {
         "revision": revision,
+        "canary": canary,
         "namespace": md.namespace,
         "name": md.name,
         "model": md.model_name,
@@ -86,7 +98,30 @@ class PrometheusProvider:
         windows = await asyncio.gather(
             *(self._window(provider.url, md, revision) for revision in revisions)
         )
-        return {window.revision: window for window in windows}
+        found = {window.revision: window for window in windows}
+        if stable is not None and md.spec.rollout.analysis.agreement is not None:
+            shadow = await self._shadow(provider.url, md, stable.revision, canary.revision)
+            if shadow is not None:
+                found[stable.revision] = replace(
+                    found[stable.revision], shadow={canary.revision: shadow}
+                )
+        return found
+
+    async def _shadow(
+        self, url: str, md: ModelDeployment, stable: str, canary: str
+    ) -> ShadowCounts | None:
+        """What the stable mirrored to the canary in the window; None if nothing."""
+        names = list(SHADOW_QUERIES)
+        values = await asyncio.gather(
+            *(self._value(url, render_query(SHADOW_QUERIES[n], md, stable, canary)) for n in names)
+        )
+        counts = {}
+        for name, value in zip(names, values, strict=True):
+            if value is not None and (math.isnan(value) or value < 0):
+                raise ProviderError(f"shadow {name} query for revision {stable} gave {value}")
+            counts[name] = value or 0.0
+        shadow = ShadowCounts(**counts)
+        return shadow if shadow.mirrored > 0 else None
 
     async def open_window(
         self, md: ModelDeployment, canary: RevisionTarget, stable: RevisionTarget | None

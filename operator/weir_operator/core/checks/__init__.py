@@ -8,6 +8,7 @@ than a message, the status type."""
 
 from __future__ import annotations
 
+from weir_operator.core.checks.agreement import AgreementCheck
 from weir_operator.core.checks.check import AnalysisCheck, CheckOutcome
 from weir_operator.core.checks.error_rate import ErrorRate
 from weir_operator.core.checks.error_rate_vs_stable import ErrorRateVsStable
@@ -21,4 +22,5 @@ CHECKS: tuple[AnalysisCheck, ...] = (
     P99Latency(),
     ErrorRateVsStable(),
     LatencyVsStable(),
+    AgreementCheck(),
 )

@@ -10,13 +10,14 @@ from weir_operator.core.analysis import TrackWindow
 from weir_operator.core.checks.words import SLACK, count
 from weir_operator.core.spec import Analysis
 
-Outcome = Literal["Pass", "Fail", "Skipped"]
+Outcome = Literal["Pass", "Fail", "Inconclusive", "Skipped"]
 
 
 @dataclass(frozen=True, slots=True)
 class CheckOutcome:
-    """One check on one window: Pass or Fail with the numbers, or Skipped with why (no stable
-    data to compare with, no latency histogram...). Skipped never fails a window."""
+    """One check on one window: Pass or Fail with the numbers, Inconclusive when it has too
+    little data (the window holds), or Skipped with why (no stable data to compare with, no
+    latency histogram...). Skipped never fails a window."""
 
     name: str
     outcome: Outcome
@@ -27,6 +28,10 @@ class AnalysisCheck(Protocol):
     @property
     def name(self) -> str:
         """As in `status.lastAnalysis.checks`: errorRate, p99Latency, ..."""
+        ...
+
+    def applies(self, analysis: Analysis) -> bool:
+        """Whether the spec asks for this check (one that is not set is not run nor listed)."""
         ...
 
     def evaluate(

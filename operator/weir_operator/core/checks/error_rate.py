@@ -11,6 +11,9 @@ from weir_operator.core.spec import Analysis
 class ErrorRate:
     name = "errorRate"
 
+    def applies(self, analysis: Analysis) -> bool:
+        return True
+
     def evaluate(
         self, analysis: Analysis, canary: TrackWindow, stable: TrackWindow | None
     ) -> CheckOutcome:

@@ -12,6 +12,9 @@ from weir_operator.core.spec import Analysis
 class ErrorRateVsStable:
     name = "errorRateVsStable"
 
+    def applies(self, analysis: Analysis) -> bool:
+        return True
+
     def evaluate(
         self, analysis: Analysis, canary: TrackWindow, stable: TrackWindow | None
     ) -> CheckOutcome:

@@ -13,6 +13,9 @@ from weir_operator.core.spec import Analysis
 class LatencyVsStable:
     name = "latencyVsStable"
 
+    def applies(self, analysis: Analysis) -> bool:
+        return True
+
     def evaluate(
         self, analysis: Analysis, canary: TrackWindow, stable: TrackWindow | None
     ) -> CheckOutcome:

@@ -6,20 +6,20 @@ import httpx
 
 from weir_operator.core.gates import GateResult
 from weir_operator.core.spec import ModelDeployment
-from weir_operator.providers import PodTarget
+from weir_operator.providers import PodTarget, ServerClients
 
 TIMEOUT = httpx.Timeout(5.0, connect=1.0)
 
 
 async def run(
-    client: httpx.AsyncClient, md: ModelDeployment, canary: PodTarget, stable: PodTarget | None
+    servers: ServerClients, md: ModelDeployment, canary: PodTarget, stable: PodTarget | None
 ) -> GateResult | None:
     body = md.spec.server.sample_input
     if body is None:
         return None
-    url = f"http://{canary.address}/v2/models/{md.model_name}/infer"
+    path = f"/v2/models/{md.model_name}/infer"
     try:
-        response = await client.post(url, json=body, timeout=TIMEOUT)
+        response = await servers.post(canary, path, json=body, timeout=TIMEOUT)
     except httpx.HTTPError:
         return None
     if response.is_success:

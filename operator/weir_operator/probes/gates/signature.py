@@ -9,18 +9,16 @@ import httpx
 from weir_operator.core.gates import GateResult
 from weir_operator.core.gates.signature import same_signature
 from weir_operator.core.spec import ModelDeployment
-from weir_operator.providers import PodTarget
+from weir_operator.providers import PodTarget, ServerClients
 
 TIMEOUT = httpx.Timeout(5.0, connect=1.0)
 
 
 async def _metadata(
-    client: httpx.AsyncClient, md: ModelDeployment, pod: PodTarget
+    servers: ServerClients, md: ModelDeployment, pod: PodTarget
 ) -> dict[str, Any] | None:
     try:
-        response = await client.get(
-            f"http://{pod.address}/v2/models/{md.model_name}", timeout=TIMEOUT
-        )
+        response = await servers.get(pod, f"/v2/models/{md.model_name}", timeout=TIMEOUT)
         body: Any = response.json() if response.status_code == 200 else None
     except (httpx.HTTPError, ValueError):
         return None
@@ -28,12 +26,12 @@ async def _metadata(
 
 
 async def run(
-    client: httpx.AsyncClient, md: ModelDeployment, canary: PodTarget, stable: PodTarget | None
+    servers: ServerClients, md: ModelDeployment, canary: PodTarget, stable: PodTarget | None
 ) -> GateResult | None:
     if stable is None:
         return None
-    canary_meta = await _metadata(client, md, canary)
-    stable_meta = await _metadata(client, md, stable)
+    canary_meta = await _metadata(servers, md, canary)
+    stable_meta = await _metadata(servers, md, stable)
     if canary_meta is None or stable_meta is None:
         return None
     same, differences = same_signature(canary_meta, stable_meta)

@@ -1,4 +1,5 @@
-"""The local router's upstream client: HTTP/1.1 keep-alive connections to `weir serve`.
+"""An HTTP/1.1 keep-alive client to `weir serve`: the local router's upstream (weir run) and
+the stable's shadow mirror (weir_server.shadow), which copies requests to the canary.
 
 Why it exists: the router only forwards a request it has read whole to a server on
 127.0.0.1 and the whole answer back, and with httpx on that path most of `weir run`'s CPU per
@@ -16,13 +17,19 @@ that the server closed while it was idle (uvicorn closes them after 5 s) is not 
 the server: an idle connection that sees its end leaves the pool at once, and one closed in the
 race with a new request (its end, or a reset, before any byte of the answer) is replaced by a
 fresh connection to the same server once, silently. Inference is a pure function of its input,
-so sending a request again repeats nothing."""
+so sending a request again repeats nothing.
+
+The mirror measured the same about httpx on its side (docs/benchmarks.md, "Shadow traffic"):
+the client's layers cost the stable more CPU per copy than serving the request. So it uses
+this client too, over TLS when the canary speaks HTTPS (`ssl` and `server_hostname`)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl as ssl_module
 from collections.abc import Iterable
+from typing import cast
 
 __all__ = ["Response", "Upstream", "UpstreamError", "UpstreamTimeout", "UpstreamUnavailable"]
 
@@ -107,8 +114,9 @@ class _Connection(asyncio.Protocol):
     # -- asyncio.Protocol -------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports (the server's loop under Granian) are not asyncio.Transport
+        # subclasses, but have its methods.
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         if self._waiter is None or self._waiter.done():
@@ -345,8 +353,12 @@ class Upstream:
         connect_timeout: float = CONNECT_TIMEOUT,
         read_timeout: float = READ_TIMEOUT,
         max_idle: int = MAX_IDLE_PER_SERVER,
+        ssl: ssl_module.SSLContext | None = None,
+        server_hostname: str | None = None,
     ) -> None:
         self.host = host
+        self.ssl = ssl  # TLS, verified by this context, the certificate checked for
+        self.server_hostname = server_hostname  # this name (default: host)
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self.max_idle = max_idle
@@ -362,7 +374,7 @@ class Upstream:
         headers: Iterable[tuple[bytes, bytes]] = (),
         body: bytes = b"",
     ) -> Response:
-        """Send one request to 127.0.0.1:`port` and read its whole answer. `target` is the
+        """Send one request to `host`:`port` and read its whole answer. `target` is the
         request target as it goes on the wire (path and query, percent-encoded); `headers`
         must not include Host, Content-Length, Transfer-Encoding or Connection."""
         if self._closing:
@@ -425,9 +437,18 @@ class Upstream:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self.connect_timeout):
-                _, connection = await loop.create_connection(
-                    lambda: _Connection(self, port), self.host, port
-                )
+                if self.ssl is None:
+                    _, connection = await loop.create_connection(
+                        lambda: _Connection(self, port), self.host, port
+                    )
+                else:
+                    _, connection = await loop.create_connection(
+                        lambda: _Connection(self, port),
+                        self.host,
+                        port,
+                        ssl=self.ssl,
+                        server_hostname=self.server_hostname or self.host,
+                    )
         except TimeoutError:
             raise UpstreamTimeout(
                 f"port {port}: no connection within {self.connect_timeout:g} s"

@@ -1,0 +1,531 @@
+"""What shadow traffic (`weir serve --mirror-config FILE`) costs the stable, on one machine.
+
+For each model (iris: HTTP and encoding dominate; mlp: compute dominates) it starts, on free
+127.0.0.1 ports (all `--no-access-log`, JSON tensors, one row per request):
+
+  stable      `weir serve MODEL --mirror-config FILE`: the server under load;
+  no-flag     `weir serve MODEL` without the flag: the same server with no mirror at all;
+  canary      a second `weir serve MODEL` (the copies' real destination);
+  echo        a bare Granian RSGI server that answers every request with the stable's own JSON
+              answer, precomputed (bench/server.py's (b') echo): a canary that answers almost
+              instantly, so that what the stable pays for mirroring (queueing, the
+              weir_server.upstream client, decoding and comparing the canary's answer, all on
+              the stable's event loop) can be told apart from CPU the canary takes from the
+              stable.
+
+and measures, with wrk (1 thread, `--concurrency` keep-alive connections, a closed loop),
+requests/s and p50/p99 client latency of the stable with the mirror file set to:
+
+  off         `{"percent": 0}` (the flag given, nothing mirrored);
+  canary 10%  / canary 100%: to the canary, `agreement: top1` on the model's first output;
+  echo 10%    / echo 100%: the same, to the echo;
+  echo 100% uncapped: the same with `"maxPerSecond": 100000` (the most the file accepts; the
+              others leave it out, so the stable's default cap of 100 copies/s applies): what
+              each copy costs when nothing bounds the copies a second;
+  no flag     the no-flag server instead of the stable (what giving the flag costs).
+
+Measurements are interleaved: off, X, off, Y, ... off, so that every mirrored measurement has
+an off measurement just before and just after it, and its ratio to their mean cancels drift on
+a shared machine; each ratio is the median over `--rounds` rounds. Between measurements the
+mirror queue is drained (the stable's `weir_shadow_mirrored_requests_total` stops moving) and
+the file is rewritten at least a second after the stable last looked at it, then one request
+makes the stable re-read it. For every measurement the stable's shadow counters are read from
+its /metrics (copies mirrored, dropped by reason: `rate` over maxPerSecond, `queue` the queue
+full; canary errors, rows compared and agreed) and the CPU of the stable, the canary, the echo,
+wrk and everything else.
+
+Every weir server and the echo are checked to answer what in-process ONNX Runtime answers
+before any load, and always stopped at the end. On a small machine the canary and wrk compete
+with the stable for the same cores: the CPU columns say by how much.
+
+Usage: `make bench-shadow` (= `.venv/bin/python bench/shadow.py`: about 4 minutes on 2 cores);
+prints markdown tables and writes them, with the raw figures, to bench/results/shadow-*.{md,json}
+(git-ignored). `--help` for the knobs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import json
+import math
+import os
+import shlex
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType, ModuleType
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+
+
+def _load_server_bench() -> ModuleType:
+    """bench/server.py, for its servers, models, payloads and wrk (bench/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("weir_bench_server", BENCH / "server.py")
+    if spec is None or spec.loader is None:
+        raise RuntimeError("cannot load bench/server.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+sb = _load_server_bench()
+log = sb.log
+
+CANARY_REVISION = "c1"
+ECHO_REVISION = "echo"
+UNCAPPED = 100000  # the largest maxPerSecond the mirror file accepts
+# configuration -> (label, server the load goes to, mirror destination or None, percent,
+# maxPerSecond or None: the file leaves it out, so the stable's default applies)
+CONFIGS: dict[str, tuple[str, str, str | None, float, int | None]] = {
+    "off": ("off (`percent: 0`)", "stable", None, 0, None),
+    "canary10": ("10 % to a weir canary", "stable", "canary", 10, None),
+    "canary100": ("100 % to a weir canary", "stable", "canary", 100, None),
+    "echo10": ("10 % to an instant echo", "stable", "echo", 10, None),
+    "echo100": ("100 % to an instant echo", "stable", "echo", 100, None),
+    "echo100u": (
+        f"100 % to an instant echo, `maxPerSecond: {UNCAPPED}`",
+        "stable",
+        "echo",
+        100,
+        UNCAPPED,
+    ),
+    "noflag": ("no `--mirror-config` at all", "noflag", None, 0, None),
+}
+MIRRORED = ("canary10", "canary100", "echo10", "echo100", "echo100u", "noflag")
+DROP_REASONS = ("rate", "queue")
+SHADOW_METRICS = {
+    "mirrored": "weir_shadow_mirrored_requests_total",
+    "dropped": "weir_shadow_dropped_requests_total",
+    "errors": "weir_shadow_canary_errors_total",
+    "compared": "weir_shadow_compared_samples_total",
+    "agreed": "weir_shadow_agreed_samples_total",
+}
+RELOAD_AFTER = 1.05  # s after the stable's last look at the file (it looks at most once a second)
+
+
+# --------------------------------------------------------------------------------------------
+# Servers and the mirror file
+
+
+def shadow_counts(server: Any) -> dict[str, float]:
+    """The stable's shadow counters, summed over every canary revision (0 before the first);
+    the dropped ones also by reason (`dropped_rate`, `dropped_queue`)."""
+    totals = dict.fromkeys([*SHADOW_METRICS, *(f"dropped_{r}" for r in DROP_REASONS)], 0.0)
+    names = {v: k for k, v in SHADOW_METRICS.items()}
+    status, _, body = sb.http(server.base + "/metrics", timeout=5)
+    if status != 200:
+        raise RuntimeError(f"{server.label}: /metrics answered {status}")
+    for line in body.decode().splitlines():
+        if line.startswith("#"):
+            continue
+        key = names.get(line.split("{", 1)[0].split(" ", 1)[0])
+        if key is None:
+            continue
+        value = float(line.rsplit(" ", 1)[1])
+        totals[key] += value
+        if key == "dropped":
+            for reason in DROP_REASONS:
+                if f'reason="{reason}"' in line:
+                    totals[f"dropped_{reason}"] += value
+    return totals
+
+
+def write_mirror(path: Path, config: str, urls: dict[str, str], output: str) -> None:
+    _, _, destination, percent, rate = CONFIGS[config]
+    if destination is None:
+        document: dict[str, Any] = {"percent": 0}
+    else:
+        document = {
+            "url": urls[destination],
+            "percent": percent,
+            "revision": CANARY_REVISION if destination == "canary" else ECHO_REVISION,
+            "agreement": {"compare": "top1", "output": output},
+        }
+        if rate is not None:
+            document["maxPerSecond"] = rate
+    scratch = path.with_suffix(".tmp")
+    scratch.write_text(json.dumps(document))
+    os.replace(scratch, path)  # the stable never reads half a file
+
+
+def wait_drained(stable: Any, timeout: float = 15.0) -> float:
+    """Wait until the stable sends no more copies (its queue is empty); the seconds waited."""
+    started = time.monotonic()
+    last = shadow_counts(stable)["mirrored"]
+    while time.monotonic() - started < timeout:
+        time.sleep(0.2)
+        now = shadow_counts(stable)["mirrored"]
+        if now == last:
+            break
+        last = now
+    return time.monotonic() - started
+
+
+# --------------------------------------------------------------------------------------------
+# Measurements
+
+
+@dataclass
+class Cell:
+    model: str
+    config: str
+    round: int
+    seconds: float
+    requests: int
+    errors: int
+    p50_ms: float
+    p99_ms: float
+    cpu: dict[str, float]  # cores busy: stable (the loaded server), canary, echo, wrk, other
+    shadow: dict[str, float]  # deltas of the stable's shadow counters
+    ratio: float = math.nan  # req/s over the mean of the off measurements either side
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        values = dict(self.__dict__)
+        values["requests_per_s"] = round(self.rps, 1)
+        return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in values.items()}
+
+
+@dataclass
+class Rig:
+    """The four servers of one model, the mirror file and the wrk script."""
+
+    model: Any
+    servers: dict[str, Any]
+    mirror_file: Path
+    script: Path
+    output: str
+    last_infer: float = field(default_factory=time.monotonic)
+
+    @property
+    def urls(self) -> dict[str, str]:
+        return {name: server.base for name, server in self.servers.items()}
+
+
+def measure(rig: Rig, config: str, round_: int, opts: argparse.Namespace) -> Cell:
+    stable = rig.servers["stable"]
+    loaded = rig.servers[CONFIGS[config][1]]
+    wait_drained(stable)
+    if loaded is stable:
+        write_mirror(rig.mirror_file, config, rig.urls, rig.output)
+        # The stable looks at the file on an infer request at least a second after its last
+        # look: wait for that, then make one request to have it read the new file.
+        time.sleep(max(0.0, rig.last_infer + RELOAD_AFTER - time.monotonic()))
+        payload = rig.model.payloads["json"]
+        status, _, body = sb.http(stable.base + rig.model.infer_path, payload.body, payload.headers)
+        if status != 200:
+            raise RuntimeError(f"stable answered {status}: {body[:300]!r}")
+    before = shadow_counts(stable)
+    watched = {"stable": loaded, "canary": rig.servers["canary"], "echo": rig.servers["echo"]}
+    cpu0 = {k: s.cpu_seconds() for k, s in watched.items()}
+    wrk0, busy0 = sb.children_cpu_seconds(), sb.machine_busy_seconds()
+    started = time.perf_counter()
+    result = sb.run_wrk(
+        opts.wrk, loaded, rig.model.infer_path, rig.script, opts.concurrency, opts.duration
+    )
+    wall = time.perf_counter() - started
+    if loaded is stable:
+        rig.last_infer = time.monotonic()
+    used = {k: s.cpu_seconds() - cpu0[k] for k, s in watched.items()}
+    used["wrk"] = sb.children_cpu_seconds() - wrk0
+    busy = sb.machine_busy_seconds() - busy0
+    used["other"] = max(0.0, busy - sum(used.values()))
+    wait_drained(stable)  # copies still queued when wrk stopped belong to this measurement
+    after = shadow_counts(stable)
+    errors = sum(result[k] for k in ("connect", "read", "write", "status", "timeout"))
+    return Cell(
+        model=rig.model.name,
+        config=config,
+        round=round_,
+        seconds=result["duration_us"] / 1e6,
+        requests=result["requests"],
+        errors=errors,
+        p50_ms=result["p50_us"] / 1000,
+        p99_ms=result["p99_us"] / 1000,
+        cpu={k: round(v / wall, 3) for k, v in used.items()},
+        shadow={k: after[k] - before[k] for k in after},
+    )
+
+
+def start_rig(name: str, path: Path, work: Path, stack: contextlib.ExitStack) -> Rig:
+    model, _ = sb.prepare_model(name, path, 1, 1)
+    mirror_file = work / f"{name}-mirror.json"
+    mirror_file.write_text(json.dumps({"percent": 0}))
+    payload = model.payloads["json"]
+    servers: dict[str, Any] = {}
+    response_file = work / f"{name}-response.json"
+    for key, extra in (
+        ("stable", ["--mirror-config", str(mirror_file)]),
+        ("noflag", []),
+        ("canary", []),
+    ):
+        port = sb.free_port()
+        argv = sb.weir_command(model, port, ["--no-access-log", *extra])
+        server = stack.enter_context(sb.running(sb.Server(f"{key} ({name})", argv, port, work)))
+        status, headers, body = sb.http(
+            server.base + model.infer_path, payload.body, payload.headers
+        )
+        if status != 200:
+            raise RuntimeError(f"{server.label}: got {status}: {body[:300]!r}")
+        sb.check_response(model, "json", headers, body)
+        if key == "stable":
+            response_file.write_bytes(body)
+        servers[key] = server
+    port = sb.free_port()
+    echo = sb.Server(f"echo ({name})", sb.echo_command(port, response_file, rsgi=True), port, work)
+    servers["echo"] = stack.enter_context(sb.running(echo))
+    status, _, body = sb.http(echo.base + model.infer_path, payload.body, payload.headers)
+    if status != 200 or body != response_file.read_bytes():
+        raise RuntimeError(f"{echo.label} did not answer the stable's response")
+    log("  every server answers what in-process ONNX Runtime answers")
+    script = sb.write_wrk_script(payload, work, f"{name}-json")
+    output = next(iter(model.expected))  # the model's first output: what `top1` compares
+    return Rig(model, servers, mirror_file, script, output)
+
+
+def schedule(rounds: int) -> list[tuple[str, int]]:
+    """off, X, off, Y, ..., off: every mirrored measurement between two off ones; the order of
+    the others turns by one each round."""
+    order: list[tuple[str, int]] = []
+    for r in range(rounds):
+        shifted = MIRRORED[r % len(MIRRORED) :] + MIRRORED[: r % len(MIRRORED)]
+        for config in shifted:
+            order += [("off", r + 1), (config, r + 1)]
+    return [*order, ("off", rounds)]
+
+
+def run_model(name: str, path: Path, work: Path, opts: argparse.Namespace) -> list[Cell]:
+    log(f"\n== {name}: starting the stable, the no-flag server, the canary and the echo")
+    with contextlib.ExitStack() as stack:
+        rig = start_rig(name, path, work, stack)
+        sb.run_wrk(
+            opts.wrk, rig.servers["stable"], rig.model.infer_path, rig.script, opts.concurrency, 1
+        )
+        rig.last_infer = time.monotonic()
+        cells = []
+        plan = schedule(opts.rounds)
+        for index, (config, round_) in enumerate(plan, 1):
+            cell = measure(rig, config, round_, opts)
+            cells.append(cell)
+            share = cell.shadow["mirrored"] / cell.requests if cell.requests else math.nan
+            log(
+                f"  [{index:2d}/{len(plan)}] r{round_} {name:4s} {config:9s} {cell.rps:7.0f} req/s"
+                f"  p50 {cell.p50_ms:6.2f} ms  p99 {cell.p99_ms:6.2f} ms  mirrored {share:4.2f}"
+                f"  dropped rate {cell.shadow['dropped_rate']:.0f}"
+                f" queue {cell.shadow['dropped_queue']:.0f}  CPU "
+                + " ".join(f"{k} {v:.2f}" for k, v in cell.cpu.items())
+                + (f"  ERRORS {cell.errors}" if cell.errors else "")
+            )
+    for i, cell in enumerate(cells):
+        if cell.config != "off":
+            cell.ratio = cell.rps / ((cells[i - 1].rps + cells[i + 1].rps) / 2)
+    return cells
+
+
+# --------------------------------------------------------------------------------------------
+# Report
+
+
+def median(values: Sequence[float]) -> float:
+    values = sorted(v for v in values if not math.isnan(v))
+    if not values:
+        return math.nan
+    middle = len(values) // 2
+    return values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
+
+
+def summarize(cells: list[Cell]) -> list[dict[str, Any]]:
+    rows = []
+    for config in ("off", *MIRRORED):
+        runs = [c for c in cells if c.config == config]
+        if not runs:
+            continue
+        requests = sum(c.requests for c in runs)
+        compared = sum(c.shadow["compared"] for c in runs)
+        rows.append(
+            {
+                "config": config,
+                "label": CONFIGS[config][0],
+                "measurements": len(runs),
+                "requests_per_s": median([c.rps for c in runs]),
+                "requests_per_s_min": min(c.rps for c in runs),
+                "requests_per_s_max": max(c.rps for c in runs),
+                "ratio_to_off": median([c.ratio for c in runs]),
+                "ratio_min": min((c.ratio for c in runs), default=math.nan),
+                "ratio_max": max((c.ratio for c in runs), default=math.nan),
+                "p50_ms": median([c.p50_ms for c in runs]),
+                "p99_ms": median([c.p99_ms for c in runs]),
+                "requests": requests,
+                "errors": sum(c.errors for c in runs),
+                "mirrored_share": sum(c.shadow["mirrored"] for c in runs) / requests,
+                "dropped": sum(c.shadow["dropped"] for c in runs),
+                **{
+                    f"dropped_{r}": sum(c.shadow[f"dropped_{r}"] for c in runs)
+                    for r in DROP_REASONS
+                },
+                "copies_per_s": median([c.shadow["mirrored"] / c.seconds for c in runs]),
+                "canary_errors": sum(c.shadow["errors"] for c in runs),
+                "agreed_share": (sum(c.shadow["agreed"] for c in runs) / compared)
+                if compared
+                else math.nan,
+                "cpu": {k: median([c.cpu[k] for c in runs]) for k in runs[0].cpu},
+                "stable_cpu_us_per_request": median(
+                    [c.cpu["stable"] / c.rps * 1e6 if c.rps else math.nan for c in runs]
+                ),
+            }
+        )
+    return rows
+
+
+def fmt(value: float, digits: int = 2) -> str:
+    return "–" if value is None or math.isnan(value) else f"{value:.{digits}f}"
+
+
+def table(rows: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        "| stable's mirror | req/s (median) | min–max | vs off (median, min–max) | p50 ms "
+        "| p99 ms | mirrored / answered | copies/s | dropped: rate | dropped: queue "
+        "| canary errors | agreed | CPU stable "
+        "| stable CPU µs / request | canary | echo | wrk | other |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for row in rows:
+        cpu = row["cpu"]
+        ratio = (
+            "1 (reference)"
+            if row["config"] == "off"
+            else f"{row['ratio_to_off']:.3f} ({row['ratio_min']:.3f}–{row['ratio_max']:.3f})"
+        )
+        agreed = "–" if math.isnan(row["agreed_share"]) else f"{row['agreed_share']:.0%}"
+        lines.append(
+            f"| {row['label']} | {row['requests_per_s']:,.0f} "
+            f"| {row['requests_per_s_min']:,.0f}–{row['requests_per_s_max']:,.0f} | {ratio} "
+            f"| {fmt(row['p50_ms'])} | {fmt(row['p99_ms'])} | {row['mirrored_share']:.3f} "
+            f"| {row['copies_per_s']:,.0f} "
+            f"| {row['dropped_rate']:,.0f} | {row['dropped_queue']:,.0f} "
+            f"| {row['canary_errors']:,.0f} | {agreed} "
+            f"| {fmt(cpu['stable'])} | {fmt(row['stable_cpu_us_per_request'], 0)} "
+            f"| {fmt(cpu['canary'])} | {fmt(cpu['echo'])} "
+            f"| {fmt(cpu['wrk'])} | {fmt(cpu['other'])} |"
+        )
+    return lines
+
+
+def render(report: dict[str, Any]) -> str:
+    machine = report["machine"]
+    out = [
+        f"Run of {report['finished_at']}: `{report['command']}`",
+        "",
+        f"Machine: nproc {machine['nproc']}, {machine['cpu_model']}, {machine['memory_gib']} GiB;"
+        f" two CPU-bound processes do {machine['parallel_capacity']:.2f}x the work of one; "
+        f"background load {machine['background_cpu']:.2f} cores before the run; Python "
+        f"{machine['python']}; {machine['wrk']}; commit {machine['commit']}.",
+        "",
+        f"Load: wrk, 1 thread, {report['settings']['concurrency']} keep-alive connections, "
+        f"{report['settings']['duration']:g} s per measurement, {report['settings']['rounds']} "
+        "rounds; `vs off` = req/s over the mean of the off measurements just before and after.",
+    ]
+    for model, rows in report["summaries"].items():
+        out += ["", f"### {model}", "", *table(rows)]
+    return "\n".join(out) + "\n"
+
+
+# --------------------------------------------------------------------------------------------
+# Entry point
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", default="iris,mlp", help="default: %(default)s")
+    parser.add_argument("--concurrency", type=int, default=16, help="default: %(default)s")
+    parser.add_argument(
+        "--duration", type=int, default=2, help="seconds per measurement (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="measurements of each mirrored configuration (default: %(default)s)",
+    )
+    parser.add_argument("--wrk", default="wrk", help="the wrk binary (default: %(default)s)")
+    parser.add_argument("--out", type=Path, help="raw results (default: bench/results/...)")
+    return parser.parse_args(argv)
+
+
+def command_line(argv: Sequence[str]) -> str:
+    python = Path(sys.executable)
+    with contextlib.suppress(ValueError):
+        python = python.relative_to(ROOT)
+    return shlex.join([str(python), str(Path(__file__).resolve().relative_to(ROOT)), *argv])
+
+
+def _stop(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    opts = parse_args(argv)
+    wrk = shutil.which(opts.wrk)
+    if wrk is None:
+        print(sb.WRK_HELP, file=sys.stderr)
+        return 2
+    opts.wrk = wrk
+    models = [m.strip() for m in opts.models.split(",") if m.strip()]
+    signal.signal(signal.SIGTERM, _stop)
+    machine = sb.machine_info(wrk)
+    machine["background_cpu"] = round(sb.background_load(), 2)
+    machine["parallel_capacity"] = round(sb.parallel_capacity(), 2)
+    log(
+        f"machine: nproc {machine['nproc']}, {machine['cpu_model']}; parallel capacity "
+        f"{machine['parallel_capacity']:.2f}; background load {machine['background_cpu']:.2f}"
+    )
+    paths = sb.ensure_models()
+    started = datetime.now(UTC)
+    cells: dict[str, list[Cell]] = {}
+    try:
+        with tempfile.TemporaryDirectory(prefix="weir-bench-shadow-") as folder:
+            for name in models:
+                cells[name] = run_model(name, paths[name], Path(folder), opts)
+    finally:
+        sb.Server.stop_all()
+    report: dict[str, Any] = {
+        "command": command_line(argv),
+        "started_at": started.isoformat(timespec="seconds"),
+        "finished_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine,
+        "settings": {
+            "concurrency": opts.concurrency,
+            "duration": opts.duration,
+            "rounds": opts.rounds,
+        },
+        "summaries": {name: summarize(c) for name, c in cells.items()},
+        "cells": {name: [c.to_json() for c in cs] for name, cs in cells.items()},
+    }
+    stamp = started.strftime("%Y%m%d-%H%M%S")
+    out = opts.out or sb.RESULTS_DIR / f"shadow-{stamp}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    text = render(report)
+    out.with_suffix(".md").write_text(text)
+    log("\n" + text)
+    log(f"raw results: {out}; tables: {out.with_suffix('.md')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,31 @@
+"""A ModelDeployment written for a cluster runs in `weir run` as it is: TLS, scheduling and
+image fields are not used on one machine, and `weir run` says so once, in an event."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tests.support.local_run import LocalRun, manifest, write_manifests
+
+
+def test_a_cluster_spec_serves_locally_and_the_ignored_fields_are_named(
+    local_run: LocalRun, iris_versions: dict[str, Path]
+) -> None:
+    document = manifest("iris", iris_versions["iris"], "1")
+    document["spec"]["server"] = {
+        "tls": {"secretName": "iris-tls"},
+        "nodeSelector": {"node.kubernetes.io/instance-type": "g5.xlarge"},
+        "priorityClassName": "inference",
+    }
+    write_manifests(local_run.folder, document)
+    local_run.wait_up()
+    local_run.wait_healthy("iris", "1")
+    events: list[dict[str, Any]] = local_run.control.get(
+        "/api/v1/modeldeployments/iris/events"
+    ).json()["items"]
+    ignored = [e for e in events if e["reason"] == "IgnoredLocally"]
+    assert len(ignored) == 1, events
+    message = ignored[0]["message"]
+    for field in ("spec.server.tls", "spec.server.nodeSelector", "spec.server.priorityClassName"):
+        assert field in message
