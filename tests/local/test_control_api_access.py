@@ -261,7 +261,7 @@ class TestTheRoutersBodyLimit:
                 + f"Content-Length: {300 * 1024 * 1024}\r\n\r\n".encode()
                 + b"{"
             )
-            answer = sock.recv(65536).decode(errors="replace")
+            answer = _read_answer(sock)
         assert answer.startswith("HTTP/1.1 413"), answer
         assert f"limit of {MAX_BODY_BYTES} bytes" in answer
         # Chunked, no length declared: refused once the count passes the limit.
@@ -284,3 +284,25 @@ class TestTheRoutersBodyLimit:
 def served_ok(run: LocalRun) -> bool:
     body = infer_body([5.1, 3.5, 1.4, 0.2])
     return httpx.post(f"{run.router_url}/v2/models/iris/infer", json=body).status_code == 200
+
+
+def _read_answer(sock: Any) -> str:
+    """A whole HTTP answer (head and Content-Length body; they may come in two packets)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return data.decode(errors="replace")
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        (int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+         if line.lower().startswith(b"content-length:")),
+        0,
+    )  # fmt: skip
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return (head + b"\r\n\r\n" + body).decode(errors="replace")

@@ -5,6 +5,7 @@ read stops the start with a reason; it is never silently reset."""
 
 from __future__ import annotations
 
+import getpass
 import signal
 import subprocess
 import sys
@@ -112,6 +113,8 @@ class TestKilledMidRollout:
         again.request("iris", "promote")
         promoted = again.wait_healthy("iris", "2", within=60)
         assert len(promoted["history"]) == len(before["history"]) + 1
+        # Who asked: the control API's default is the user weir run runs as.
+        assert promoted["history"][0]["requestedBy"] == getpass.getuser()
         request_id = again.request("iris", "undo")
         undone = again.eventually(
             lambda: (
@@ -121,6 +124,7 @@ class TestKilledMidRollout:
             "the undo request answered",
         )
         assert undone["lastRequest"]["accepted"], undone["lastRequest"]
+        assert undone["lastRequest"]["by"] == getpass.getuser()
         rolling_back = again.eventually(
             lambda: (again.status("iris").get("canary") or {}).get("revision"), 30, "a canary"
         )

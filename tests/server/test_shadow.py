@@ -6,6 +6,7 @@ always gets the stable's answer, a share of the requests is copied to the canary
 from __future__ import annotations
 
 import json
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -211,6 +212,28 @@ class TestACanaryThatFails:
             assert response.status_code == 200
         counts = settle(stable, "canary_errors", start.get("canary_errors", 0) + 5)
         assert counts["canary_errors"] - start.get("canary_errors", 0) == 5
+
+    def test_a_hanging_canary_changes_nothing_for_clients(
+        self, stable: ServerProcess, mirror_file: Path
+    ) -> None:
+        """A canary that accepts and never answers: the copies wait out their read timeout
+        (5 s) on the senders, the queue takes the rest or drops it, clients see nothing."""
+        with socket.create_server(("127.0.0.1", 0)) as hanging:
+            hanging.listen(64)
+            port = hanging.getsockname()[1]
+            write_mirror(mirror_file, f"http://127.0.0.1:{port}", 100)
+            start = shadow_counts(stable)
+            latencies = []
+            with httpx.Client() as client:
+                for _ in range(30):
+                    began = time.perf_counter()
+                    response = client.post(f"{stable.url}/v2/models/iris/infer", json=request())
+                    latencies.append(time.perf_counter() - began)
+                    assert response.status_code == 200
+            assert max(latencies) < 1.0, "no client waited for the canary"
+            counts = settle(stable, "canary_errors", start.get("canary_errors", 0) + 4, 20)
+            assert counts["canary_errors"] - start.get("canary_errors", 0) >= 4, counts
+        write_mirror(mirror_file, f"http://127.0.0.1:{free_port()}", 0)
 
     def test_a_broken_mirror_file_mirrors_nothing_and_serves_on(
         self, stable: ServerProcess, same_canary: ServerProcess, mirror_file: Path

@@ -292,11 +292,31 @@ class KubeBackend:
         fields = {key: model.get(key) for key in ("uri", "sha256", "version")}
         return self._patch(name, self.namespace, {"spec": {"model": fields}})
 
+    def whoami(self) -> str | None:
+        """Who the API server says this client is (SelfSubjectReview, authentication.k8s.io/v1,
+        Kubernetes 1.28+); None when it cannot say (an older server, or no permission). The
+        name goes into a request as `by`: asserted by this client, so the API server's audit
+        log, not the status, is the authority on who changed what."""
+        review = kubernetes.client.V1SelfSubjectReview(
+            api_version="authentication.k8s.io/v1", kind="SelfSubjectReview"
+        )
+        try:
+            answer = kubernetes.client.AuthenticationV1Api(
+                self.api_client
+            ).create_self_subject_review(review, _request_timeout=5)
+        except (ApiException, OSError, ValueError, urllib3.exceptions.HTTPError):
+            return None
+        user = answer.status.user_info if answer.status is not None else None
+        return str(user.username) if user is not None and user.username else None
+
     def request(self, name: str, action: str, revision: str | None) -> str:
         request_id = uuid.uuid4().hex
         request: Manifest = {"id": request_id, "action": action}
         if revision:
             request["revision"] = revision
+        by = self.whoami()
+        if by:
+            request["by"] = by[:256]
         annotations = {REQUEST_ANNOTATION: json.dumps(request)}
         self._patch(name, self.namespace, {"metadata": {"annotations": annotations}})
         return request_id

@@ -5,6 +5,8 @@ Same objects as on Kubernetes, in namespace `default`; errors are `{"error", "pr
 
 from __future__ import annotations
 
+import contextlib
+import getpass
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
@@ -115,6 +117,8 @@ class LocalBackend:
 
     def request(self, name: str, action: str, revision: str | None) -> str:
         body = {"action": action, **({"revision": revision} if revision else {})}
+        with contextlib.suppress(KeyError, OSError):
+            body["by"] = getpass.getuser()  # who asked, as this client says (its OS user)
         answer = self._call("POST", self._path(name, "/requests"), body, name=name) or {}
         return str(answer.get("id"))
 

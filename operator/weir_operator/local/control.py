@@ -10,7 +10,9 @@ MAX_BODY_BYTES. Reads stay open on loopback."""
 from __future__ import annotations
 
 import asyncio
+import getpass
 import logging
+import os
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any, get_args
 
@@ -30,6 +32,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("weir.run")
 BASE = "/api/v1/modeldeployments"
+
+
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a container's arbitrary user)
+        return f"uid {os.getuid()}"
+
+
 MAX_BODY_BYTES = 1024 * 1024  # a ModelDeployment with a large sample input fits; etcd's is 1.5 MiB
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
@@ -232,7 +243,12 @@ def create_control_app(runtime: LocalRuntime, token: str) -> ControlGuard:
         revision = body.get("revision")
         if revision is not None and not isinstance(revision, str):
             return _error(400, "revision must be a string")
-        return _json({"id": store.request(name, body["action"], revision)})
+        # Who asked, as the client says; by default the user weir run runs as (the token
+        # that let this request in is that user's).
+        by = body.get("by") or _os_user()
+        if not isinstance(by, str) or len(by) > 256:
+            return _error(400, "by must be a string of at most 256 characters")
+        return _json({"id": store.request(name, body["action"], revision, by)})
 
     async def events(request: Request) -> Response:
         return _json({"items": list(store.entry(request.path_params["name"]).events)})

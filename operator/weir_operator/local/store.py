@@ -203,13 +203,15 @@ class Store:
         self.apply({**found.object, "spec": spec}, found.source)
         return self.get(name)
 
-    def request(self, name: str, action: str, revision: str | None) -> str:
+    def request(self, name: str, action: str, revision: str | None, by: str | None = None) -> str:
         """Store a rollout request, as `kubectl weir` writes it on a cluster; returns its id."""
         found = self.entry(name)
         request_id = uuid.uuid4().hex
         body: dict[str, Any] = {"id": request_id, "action": action}
         if revision:
             body["revision"] = revision
+        if by:
+            body["by"] = by
         found.object["metadata"]["annotations"][REQUEST_ANNOTATION] = json.dumps(body)
         self._persist(name)
         return request_id
