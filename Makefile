@@ -10,7 +10,7 @@ IMAGE ?= weir:dev
 BASE_IMAGE ?= python:3.12-slim
 PYTEST_ARGS ?= --durations=15
 
-.PHONY: setup models test demo lint bench bench-server bench-peers bench-router bench-rollback bench-shadow image generate controlplane clean help
+.PHONY: setup models test demo lint bench bench-server bench-peers bench-router bench-rollback bench-shadow bench-shadow-detection image generate controlplane clean help
 
 help:
 	@echo "make demo   - weir run on this machine: a good version promoted, a bad one rolled back"
@@ -22,6 +22,7 @@ help:
 	@echo "make bench-rollback - rollback detection over 10 local rollouts (bench/results/rollback-*.json)"
 	@echo "make bench-router - latency weir run's local router adds (bench/results/router.md)"
 	@echo "make bench-shadow - what mirroring (--mirror-config) costs the stable (bench/results/shadow-*.md)"
+	@echo "make bench-shadow-detection - shadow steps in weir run: a wrong canary rolled back, a 98 %-agreeing one promoted, 10 each"
 	@echo "make image  - build the container image (BASE_IMAGE=... to use a local base)"
 	@echo "make generate - regenerate crds/ and docs/api.md from the API models"
 
@@ -59,7 +60,7 @@ lint: setup
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports --no-cache
 
-bench: bench-server bench-peers bench-router bench-rollback bench-shadow
+bench: bench-server bench-peers bench-router bench-rollback bench-shadow bench-shadow-detection
 
 bench-server: setup models
 	$(PY) bench/server.py
@@ -75,6 +76,10 @@ bench-router: setup models
 
 bench-shadow: setup models
 	$(PY) bench/shadow.py
+
+# About 7 minutes on 2 cores (20 rollouts in weir run): a target of its own.
+bench-shadow-detection: setup models
+	$(PY) bench/shadow.py --detection --runs 10
 
 # The CRD and the API reference are generated from operator/weir_operator/spec.py and status.py;
 # tests fail when the checked-in files are stale.

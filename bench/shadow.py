@@ -445,6 +445,262 @@ def render(report: dict[str, Any]) -> str:
 
 
 # --------------------------------------------------------------------------------------------
+# --detection: what a shadow step decides, end to end in `weir run`
+
+DETECTION_STEPS: list[dict[str, Any]] = [
+    {"shadow": {"percent": 100, "duration": "5s"}},
+    {"setWeight": 50},
+    {"pause": {"duration": "5s"}},
+]
+DETECTION_ANALYSIS: dict[str, Any] = {
+    "interval": "5s",
+    "failureThreshold": 2,
+    "minRequests": 20,
+    "agreement": {"output": "probabilities", "compare": "top1", "minRate": 0.95, "minSamples": 20},
+}
+OFFLINE_ROWS = 10_000
+
+
+def _local_run() -> ModuleType:
+    """tests/support/local_run.py (weir run in a child process, its control API, Traffic)."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    import tests.support.local_run as local_run
+
+    return local_run
+
+
+def offline_agreement(stable: Path, canary: Path, rows: int = OFFLINE_ROWS) -> float:
+    """Top-1 agreement of two iris models in in-process ONNX Runtime, on `rows` rows drawn as
+    the benchmark's Traffic draws them (tests.support.local_run.iris_row, uniform)."""
+    import random
+
+    import numpy as np
+    import onnxruntime as ort
+
+    rng = random.Random(0)
+    batch = np.array([_local_run().iris_row(rng) for _ in range(rows)], dtype=np.float32)
+    labels = []
+    for model in (stable, canary):
+        session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+        labels.append(session.run(["probabilities"], {"input": batch})[0].argmax(axis=1))
+    return float((labels[0] == labels[1]).mean())
+
+
+@dataclass
+class Rollout:
+    """One canary shipped with `set-model` and followed to its end, polled every 50 ms."""
+
+    kind: str  # "swapped" (must be rolled back) or "retrained" (must be promoted)
+    round: int
+    seconds: float = math.nan  # set-model -> RolledBack seen (swapped) / Healthy on it (retrained)
+    outcome: str = ""  # RolledBack, Promoted or Timeout
+    reason: str = ""  # the RolledBack condition's reason (AgreementFailed), or ""
+    max_weight: int = 0
+    client_requests: int = 0
+    client_failures: int = 0
+    windows: list[dict[str, Any]] = field(default_factory=list)  # agreement of each window
+
+    @property
+    def ok(self) -> bool:
+        if self.client_failures:
+            return False
+        if self.kind == "swapped":
+            return (self.outcome, self.reason, self.max_weight) == (
+                "RolledBack",
+                "AgreementFailed",
+                0,
+            )
+        return self.outcome == "Promoted"
+
+
+def follow(run: Any, rollout: Rollout, version: str, timeout: float) -> None:
+    """Poll the status until the canary `version` is rolled back or promoted."""
+    seen: set[str] = set()
+    mine = False
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        status = run.status("iris")
+        canary = status.get("canary") or {}
+        if canary.get("version") == version:
+            mine = True  # the status is this canary's from now on (not the last one's)
+            rollout.max_weight = max(rollout.max_weight, int(canary.get("weight", 0)))
+        analysis = status.get("lastAnalysis") or {}
+        agreement = analysis.get("agreement") or {}
+        at = analysis.get("at")
+        if mine and at and at not in seen and agreement.get("samples"):
+            seen.add(at)
+            rollout.windows.append({"samples": agreement["samples"], "rate": agreement.get("rate")})
+        stable = status.get("stable") or {}
+        last = (status.get("history") or [{}])[0]
+        if status.get("phase") == "RolledBack" and last.get("version") == version:
+            rollout.outcome = "RolledBack"
+            rolled = [c for c in status.get("conditions", []) if c.get("type") == "RolledBack"]
+            rollout.reason = rolled[0].get("reason", "") if rolled else ""
+        elif status.get("phase") == "Healthy" and stable.get("version") == version:
+            rollout.outcome = "Promoted"
+        if rollout.outcome:
+            rollout.seconds = time.monotonic() - started
+            return
+        time.sleep(0.05)
+    rollout.outcome = "Timeout"
+
+
+def detection(opts: argparse.Namespace, work: Path) -> dict[str, Any]:
+    lr = _local_run()
+    from weir_server import sample_models
+
+    models = {
+        name: sample_models.BUILDERS[name](work / f"{name}.onnx")
+        for name in ("iris", "iris_swapped", "iris_retrained")
+    }
+    offline = {
+        kind: offline_agreement(models["iris"], models[f"iris_{kind}"])
+        for kind in ("swapped", "retrained")
+    }
+    log(
+        f"offline top-1 agreement with iris v1 on {OFFLINE_ROWS:,} uniform rows: "
+        + ", ".join(f"{k} {v:.2%}" for k, v in offline.items())
+    )
+    rollout_spec = {"steps": DETECTION_STEPS, "analysis": DETECTION_ANALYSIS}
+    rollouts: list[Rollout] = []
+
+    def serving_v1(folder: Path) -> tuple[Any, Any]:
+        lr.write_manifests(
+            folder / "manifests",
+            lr.manifest("iris", models["iris"], "1", replicas=1, rollout=rollout_spec),
+        )
+        run = lr.LocalRun(folder / "manifests", folder / "state")
+        run.wait_up()
+        run.wait_healthy("iris", "1")
+        traffic = lr.Traffic(run.router_url, threads=2, limit_seconds=opts.runs * 120 + 60)
+        traffic.start()
+        time.sleep(1)
+        return run, traffic
+
+    def ship(run: Any, traffic: Any, kind: str, number: int) -> None:
+        rollout = Rollout(kind, number)
+        since = time.monotonic()
+        version = f"{kind}-{number}"
+        run.set_model("iris", models[f"iris_{kind}"], version)
+        follow(run, rollout, version, opts.timeout)
+        counts = traffic.counts(since=since)
+        rollout.client_requests = sum(counts.values())
+        rollout.client_failures = traffic.failures(since=since)
+        rollouts.append(rollout)
+        rates = " ".join(
+            f"{w['rate']:.0%}/{w['samples']:.0f}" for w in rollout.windows if w["rate"] is not None
+        )
+        log(
+            f"  {kind:9s} {number:2d}/{opts.runs}: {rollout.outcome} ({rollout.reason or '-'}) in "
+            f"{rollout.seconds:5.2f} s, max weight {rollout.max_weight}, "
+            f"{rollout.client_failures}/{rollout.client_requests} client requests failed; "
+            f"agreement/rows per window: {rates or '-'}" + ("" if rollout.ok else "  NOT OK")
+        )
+
+    # The swapped canaries: one weir run, a new version each round (the stable stays v1).
+    log(f"\n== iris_swapped: {opts.runs} canaries, each must be rolled back in the shadow")
+    folder = work / "swapped"
+    run, traffic = serving_v1(folder)
+    try:
+        for number in range(1, opts.runs + 1):
+            ship(run, traffic, "swapped", number)
+            time.sleep(1)
+    finally:
+        traffic.stop()
+        run.stop()
+    # The retrained canaries: each promoted, so each round starts a weir run serving v1 again.
+    log(f"\n== iris_retrained: {opts.runs} canaries, each must be promoted")
+    for number in range(1, opts.runs + 1):
+        run, traffic = serving_v1(work / f"retrained-{number}")
+        try:
+            ship(run, traffic, "retrained", number)
+        finally:
+            traffic.stop()
+            run.stop()
+    summary: dict[str, Any] = {}
+    for kind in ("swapped", "retrained"):
+        done = [r for r in rollouts if r.kind == kind]
+        times = [r.seconds for r in done if not math.isnan(r.seconds)]
+        rates = [w["rate"] for r in done for w in r.windows if w["rate"] is not None]
+        summary[kind] = {
+            "runs": len(done),
+            "ok": sum(r.ok for r in done),
+            "outcomes": {o: sum(r.outcome == o for r in done) for o in {r.outcome for r in done}},
+            "median_seconds": median(times),
+            "max_seconds": max(times, default=math.nan),
+            "min_seconds": min(times, default=math.nan),
+            "max_weight": max((r.max_weight for r in done), default=0),
+            "client_requests": sum(r.client_requests for r in done),
+            "client_failures": sum(r.client_failures for r in done),
+            "window_rate_min": min(rates, default=math.nan),
+            "window_rate_median": median(rates),
+            "offline_agreement": offline[kind],
+        }
+    return {
+        "steps": DETECTION_STEPS,
+        "analysis": DETECTION_ANALYSIS,
+        "summary": summary,
+        "rollouts": [{**r.__dict__, "ok": r.ok} for r in rollouts],
+    }
+
+
+def render_detection(report: dict[str, Any]) -> str:
+    machine = report["machine"]
+    s = report["detection"]["summary"]
+    lines = [
+        f"Run of {report['finished_at']}: `{report['command']}`",
+        "",
+        f"Machine: nproc {machine['nproc']}, {machine['cpu_model']}, {machine['memory_gib']} GiB;"
+        f" background load {machine['background_cpu']:.2f} cores before the run; Python "
+        f"{machine['python']}; commit {machine['commit']}.",
+        "",
+        "| canary | offline top-1 agreement | runs | as expected | outcomes "
+        "| set-model → end, median | max | min | max canary weight | agreement per window "
+        "(median, min) | client requests failed |",
+        "|---|--:|--:|--:|---|--:|--:|--:|--:|--:|--:|",
+    ]
+    for kind, label in (
+        ("swapped", "iris_swapped (labels swapped): → RolledBack"),
+        ("retrained", "iris_retrained: → Promoted"),
+    ):
+        row = s[kind]
+        outcomes = ", ".join(f"{k} {v}" for k, v in sorted(row["outcomes"].items()))
+        lines.append(
+            f"| {label} | {row['offline_agreement']:.2%} | {row['runs']} "
+            f"| {row['ok']}/{row['runs']} | {outcomes} | {fmt(row['median_seconds'])} s "
+            f"| {fmt(row['max_seconds'])} s | {fmt(row['min_seconds'])} s | {row['max_weight']} "
+            f"| {fmt(row['window_rate_median'] * 100, 1)} %, {fmt(row['window_rate_min'] * 100, 1)}"
+            f" % | {row['client_failures']} of {row['client_requests']:,} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main_detection(opts: argparse.Namespace, argv: Sequence[str]) -> int:
+    machine = sb.machine_info(shutil.which("wrk") or "wrk")
+    machine["background_cpu"] = round(sb.background_load(), 2)
+    started = datetime.now(UTC)
+    with tempfile.TemporaryDirectory(prefix="weir-bench-shadow-detection-") as folder:
+        result = detection(opts, Path(folder))
+    report: dict[str, Any] = {
+        "command": command_line(argv),
+        "started_at": started.isoformat(timespec="seconds"),
+        "finished_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine,
+        "detection": result,
+    }
+    out = opts.out or sb.RESULTS_DIR / f"shadow-detection-{started:%Y%m%d-%H%M%S}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    text = render_detection(report)
+    out.with_suffix(".md").write_text(text)
+    log("\n" + text)
+    log(f"raw results: {out}; table: {out.with_suffix('.md')}")
+    summary = result["summary"]
+    return 0 if all(row["ok"] == row["runs"] for row in summary.values()) else 1
+
+
+# --------------------------------------------------------------------------------------------
 # Entry point
 
 
@@ -462,6 +718,24 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="measurements of each mirrored configuration (default: %(default)s)",
     )
     parser.add_argument("--wrk", default="wrk", help="the wrk binary (default: %(default)s)")
+    parser.add_argument(
+        "--detection",
+        action="store_true",
+        help="instead: shadow steps in weir run, a wrong canary rolled back and a 98 %%-agreeing"
+        " one promoted (`make bench-shadow-detection`)",
+    )
+    parser.add_argument(
+        "--runs",
+        type=int,
+        default=10,
+        help="--detection: canaries of each kind (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=120,
+        help="--detection: seconds a canary may take to end (default: %(default)s)",
+    )
     parser.add_argument("--out", type=Path, help="raw results (default: bench/results/...)")
     return parser.parse_args(argv)
 
@@ -480,13 +754,15 @@ def _stop(signum: int, frame: FrameType | None) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     opts = parse_args(argv)
+    signal.signal(signal.SIGTERM, _stop)
+    if opts.detection:
+        return main_detection(opts, argv)
     wrk = shutil.which(opts.wrk)
     if wrk is None:
         print(sb.WRK_HELP, file=sys.stderr)
         return 2
     opts.wrk = wrk
     models = [m.strip() for m in opts.models.split(",") if m.strip()]
-    signal.signal(signal.SIGTERM, _stop)
     machine = sb.machine_info(wrk)
     machine["background_cpu"] = round(sb.background_load(), 2)
     machine["parallel_capacity"] = round(sb.parallel_capacity(), 2)

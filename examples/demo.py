@@ -1,12 +1,17 @@
-"""`make demo`: the whole product on one machine, in about a minute and a half.
+"""`make demo`: the whole product on one machine, in about two minutes.
 
 It starts `weir run` on a ModelDeployment of the iris classifier (v1), sends steady inference
-traffic through the local router, then ships two new versions the way a CI pipeline would,
-with the `weir` CLI:
-- v2, a good model: promoted through every canary step by itself;
-- v3, a bad model (slower, and failing on about one input in five): rolled back by itself.
+traffic through the local router, then ships three new versions the way a CI pipeline would,
+with the `weir` CLI. Each first answers copies of live traffic in a shadow step (weight 0: no
+client gets a canary answer), where its answers are compared with the stable's:
+- v2, a good model: agrees, then is promoted through every canary step by itself;
+- v3, a bad model (slower, and failing on about one input in five): rolled back in the shadow,
+  so no client request fails;
+- v4, fast, always 200 and wrong (its label map swapped): every latency and error check
+  passes, and it is rolled back in the shadow because its answers disagree (AgreementFailed).
 It prints the story as it happens (the rollout's own events), counts every client request,
-and draws `demo-timeline.png`: canary weight, p99 latency and error rate per track over time.
+and draws `demo-timeline.png`: canary weight and the shadow phases, agreement with the stable,
+p99 latency and error rate per track over time.
 
 Everything is local (127.0.0.1) and bounded: the traffic stops by itself, and so does the demo
 (`--timeout`). Models are built in code with onnx.helper; nothing is downloaded."""
@@ -53,12 +58,23 @@ def manifest(model: Path) -> dict[str, Any]:
             "replicas": 2,
             "rollout": {
                 "steps": [
+                    {"shadow": {"percent": 100, "duration": "5s"}},
                     {"setWeight": 20},
                     {"pause": {"duration": "5s"}},
                     {"setWeight": 50},
                     {"pause": {"duration": "5s"}},
                 ],
-                "analysis": {"interval": "5s", "failureThreshold": 2, "minRequests": 20},
+                "analysis": {
+                    "interval": "5s",
+                    "failureThreshold": 2,
+                    "minRequests": 20,
+                    "agreement": {
+                        "output": "probabilities",
+                        "compare": "top1",
+                        "minRate": 0.95,
+                        "minSamples": 20,
+                    },
+                },
             },
         },
     }
@@ -114,6 +130,7 @@ class Timeline:
 
     started: float = field(default_factory=time.monotonic)
     weight: list[tuple[float, float]] = field(default_factory=list)
+    shadow: list[tuple[float, float]] = field(default_factory=list)  # percent mirrored
     analyses: list[dict[str, Any]] = field(default_factory=list)
     marks: list[tuple[float, str]] = field(default_factory=list)
 
@@ -148,6 +165,7 @@ class Story(threading.Thread):
         status = self.client.get("/api/v1/modeldeployments/iris").json().get("status") or {}
         canary = status.get("canary") or {}
         self.timeline.weight.append((self.timeline.now(), canary.get("weight", 0)))
+        self.timeline.shadow.append((self.timeline.now(), canary.get("shadowPercent", 0)))
         analysis = status.get("lastAnalysis")
         if analysis and analysis["at"] != self.last_analysis:
             self.last_analysis = analysis["at"]
@@ -168,11 +186,34 @@ def draw(timeline: Timeline, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, (weight_axis, p99_axis, error_axis) = plt.subplots(3, 1, sharex=True, figsize=(10, 8))
+    figure, (weight_axis, agreement_axis, p99_axis, error_axis) = plt.subplots(
+        4, 1, sharex=True, figsize=(10, 10)
+    )
     times = [t for t, _ in timeline.weight]
     weight_axis.step(times, [w for _, w in timeline.weight], where="post", color="tab:orange")
     weight_axis.set_ylabel("canary weight (%)")
     weight_axis.set_ylim(-5, 105)
+    for start, end in shadow_phases(timeline):
+        for axis in (weight_axis, agreement_axis):
+            axis.axvspan(start, end, color="tab:purple", alpha=0.15, lw=0)
+    weight_axis.annotate(
+        "shaded: shadow (mirrored, weight 0)",
+        (0.99, 0.55),
+        xycoords="axes fraction",
+        ha="right",
+        fontsize=8,
+        color="tab:purple",
+    )
+    agreed = [
+        (a["t"], 100 * a["agreement"]["rate"])
+        for a in timeline.analyses
+        if (a.get("agreement") or {}).get("rate") is not None
+    ]
+    if agreed:
+        agreement_axis.plot(*zip(*agreed, strict=True), "o-", color="tab:purple")
+    agreement_axis.axhline(95, color="tab:red", linestyle="--", lw=1)
+    agreement_axis.set_ylabel("canary agrees\nwith stable (%)")
+    agreement_axis.set_ylim(-5, 105)
     for track, color in (("stable", "tab:blue"), ("canary", "tab:orange")):
         points = [(a["t"], a.get(track) or {}) for a in timeline.analyses if a.get(track)]
         p99 = [(t, m["p99Ms"]) for t, m in points if m.get("p99Ms") is not None]
@@ -186,22 +227,39 @@ def draw(timeline: Timeline, path: Path) -> None:
     error_axis.set_xlabel("seconds since the demo started")
     for axis in (p99_axis, error_axis):
         axis.legend(loc="upper left")
-    for axis in (weight_axis, p99_axis, error_axis):
+    for axis in (weight_axis, agreement_axis, p99_axis, error_axis):
         for at, _ in timeline.marks:
             axis.axvline(at, color="grey", linestyle=":")
         axis.grid(alpha=0.3)
     for at, label in timeline.marks:
         weight_axis.annotate(label, (at, 100), fontsize=8, rotation=0, ha="left", va="top")
-    figure.suptitle("weir run: v2 promoted, v3 rolled back by itself (analysis every 5 s)")
+    figure.suptitle(
+        "weir run: v2 promoted; v3 (errors) and v4 (wrong answers) rolled back in the shadow"
+    )
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
 
 
+def shadow_phases(timeline: Timeline) -> list[tuple[float, float]]:
+    """The spans of time in which a shadow step mirrored traffic."""
+    spans: list[tuple[float, float]] = []
+    start = None
+    for at, percent in timeline.shadow:
+        if percent and start is None:
+            start = at
+        elif not percent and start is not None:
+            spans.append((start, at))
+            start = None
+    if start is not None and timeline.shadow:
+        spans.append((start, timeline.shadow[-1][0]))
+    return spans
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--timeout", type=float, default=170, help="give up after this many seconds"
+        "--timeout", type=float, default=230, help="give up after this many seconds"
     )
     parser.add_argument("--output", type=Path, default=ROOT / "demo-timeline.png")
     args = parser.parse_args()
@@ -261,12 +319,14 @@ def main() -> int:
         v2 = ship(models["iris_v2"], "2", "v2")
         print(f"  -> exit code {v2} (0 = healthy on the new version)")
         canary_started = time.monotonic()
-        v3 = ship(models["iris_bad"], "3", "v3 (bad)")
+        v3 = ship(models["iris_bad"], "3", "v3 (errors)")
         print(f"  -> exit code {v3} (1 = rolled back)")
+        v4 = ship(models["iris_swapped"], "4", "v4 (wrong)")
+        print(f"  -> exit code {v4} (1 = rolled back)")
         time.sleep(3)  # traffic back on v2, for the picture
         story.poll()
-        failed_v3 = traffic.failed(since=canary_started)
-        outcome = 0 if (v2, v3) == (0, 1) else 1
+        failed_bad = traffic.failed(since=canary_started)
+        outcome = 0 if (v2, v3, v4) == (0, 1, 1) else 1
     except (TimeoutError, RuntimeError) as error:
         print(f"demo: {error}", file=sys.stderr)
     finally:
@@ -283,8 +343,8 @@ def main() -> int:
     total = sum(answers.values())
     print(f"\n{total} client requests: {answers[200]} answered, {total - answers[200]} failed")
     if outcome == 0:
-        print(f"  failed during the bad canary (v3, at most 20% of traffic, before the "
-              f"rollback): {failed_v3}; every other request succeeded")  # fmt: skip
+        print(f"  failed while v3 and v4 were canaries: {failed_bad} (both were caught in the "
+              f"shadow: no client was routed to them)")  # fmt: skip
         draw(timeline, args.output)
         shown = args.output.relative_to(ROOT) if args.output.is_relative_to(ROOT) else args.output
         print(f"timeline: {shown}")

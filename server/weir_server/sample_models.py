@@ -30,6 +30,7 @@ _ONNX_ELEMENT_TYPES = {
 }
 OPSET = 17
 SLOW_LAYERS, SLOW_WIDTH = 80, 512  # about 3 ms more per row than iris on one core here
+RETRAINED_SHIFT = 4.35  # iris_retrained: +4.35 on class 0's bias
 
 
 def _save(graph: Any, path: Path) -> Path:
@@ -45,15 +46,22 @@ def _save(graph: Any, path: Path) -> Path:
     return path
 
 
-def iris(path: Path, *, seed: int = 7, bias_shift: float = 0.0) -> Path:
+def iris(
+    path: Path,
+    *,
+    seed: int = 7,
+    bias_shift: float | tuple[float, float, float] = 0.0,
+    classes: tuple[int, ...] = (0, 1, 2),
+) -> Path:
     """A linear classifier of iris flowers: `input` FP32 [-1, 4] -> `probabilities` FP32
-    [-1, 3] and `label` INT64 [-1]. `seed` and `bias_shift` make versions that answer
-    differently."""
+    [-1, 3] and `label` INT64 [-1]. `seed` and `bias_shift` (one for every class, or one per
+    class) make versions that answer differently; `classes` reorders the outputs (a swapped
+    label map: as fast, and wrong)."""
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(seed)
-    weights = rng.normal(size=(4, 3)).astype(np.float32)
-    bias = (rng.normal(size=(3,)) + bias_shift).astype(np.float32)
+    weights = rng.normal(size=(4, 3)).astype(np.float32)[:, list(classes)]
+    bias = (rng.normal(size=(3,)) + np.asarray(bias_shift)).astype(np.float32)[list(classes)]
     graph = helper.make_graph(
         [
             helper.make_node("MatMul", ["input", "W"], ["logits_raw"]),
@@ -275,6 +283,12 @@ BUILDERS: dict[str, Callable[[Path], Path]] = {
     # The demo's and the local end-to-end tests' versions of iris (same signature): a good v2
     # that answers a little differently, and canaries that must be rolled back.
     "iris_v2": partial(iris, bias_shift=0.25),
+    # Fast, always 200, and wrong: the label map swapped (caught only by comparing answers).
+    "iris_swapped": partial(iris, classes=(1, 2, 0)),
+    # "Retrained": class 0's bias raised so that it wins on about 2 % of uniform traffic
+    # (tests.support.local_run.iris_row), where v1 answers class 1 on every row: 98 % top-1
+    # agreement with iris v1 (bench/shadow.py --detection measures it with ONNX Runtime).
+    "iris_retrained": partial(iris, bias_shift=(RETRAINED_SHIFT, 0.0, 0.0)),
     "iris_slow": partial(iris_degraded, slow_layers=SLOW_LAYERS, width=SLOW_WIDTH),
     "iris_erroring": partial(iris_degraded, fail_from=7.0),
     "iris_bad": partial(iris_degraded, slow_layers=SLOW_LAYERS, width=SLOW_WIDTH, fail_from=7.0),

@@ -294,7 +294,7 @@ def test_security_context_keys_can_be_overridden() -> None:
 
 @pytest.mark.parametrize("values", VALUES_FILES, ids=VALUES_IDS)
 def test_rbac_grants_exactly_the_operator_permissions(values: Path) -> None:
-    objects = rendered(values.name)
+    objects = operator_rbac(rendered(values.name))
     watched = effective_values(values.name)["watchNamespaces"]
     [cluster_role] = of_kind(objects, "ClusterRole")
     roles = of_kind(objects, "Role")
@@ -340,9 +340,107 @@ def test_rbac_grants_exactly_the_operator_permissions(values: Path) -> None:
     assert bound == declared
 
 
+def operator_rbac(objects: tuple[Manifest, ...]) -> list[Manifest]:
+    """The chart's objects without the roles for people (templates/user-roles.yaml)."""
+    return [o for o in objects if "serving.weir.dev/user-role" not in o["metadata"]["labels"]]
+
+
+class TestUserRoles:
+    def test_view_edit_and_rollouts_aggregate_into_kubernetes_own_roles(self) -> None:
+        roles = {
+            r["metadata"]["name"]: r
+            for r in of_kind(rendered("defaults.yaml"), "ClusterRole")
+            if "serving.weir.dev/user-role" in r["metadata"]["labels"]
+        }
+        assert set(roles) == {"weir-view", "weir-edit", "weir-rollouts"}
+
+        def aggregated(name: str) -> set[str]:
+            labels = roles[name]["metadata"]["labels"]
+            prefix = "rbac.authorization.k8s.io/aggregate-to-"
+            return {k.removeprefix(prefix) for k, v in labels.items() if k.startswith(prefix)}
+
+        assert aggregated("weir-view") == {"view", "edit", "admin"}
+        assert aggregated("weir-edit") == aggregated("weir-rollouts") == {"edit", "admin"}
+        view = set(triples(roles["weir-view"]["rules"]))
+        assert {v for _, _, v in view} == {"get", "list", "watch"}, "view only reads"
+        steer = set(triples(roles["weir-rollouts"]["rules"]))
+        assert ("serving.weir.dev", "modeldeployments", "patch") in steer
+        assert ("authentication.k8s.io", "selfsubjectreviews", "create") in steer
+        assert not any(
+            v in {"create", "delete", "update"} for g, _, v in steer if g != "authentication.k8s.io"
+        )
+        for role in roles.values():
+            kubernetes_validate.validate(role, KUBE_VERSION, strict=True)
+        bindings = of_kind(rendered("defaults.yaml"), "ClusterRoleBinding")
+        assert not any(b["roleRef"]["name"] in roles for b in bindings), "bound by you, not us"
+
+    def test_can_be_left_out(self) -> None:
+        objects = render(None, "userRoles.create=false")
+        assert not any("user-role" in str(o["metadata"]["labels"]) for o in objects)
+
+
+class TestNetworkPolicies:
+    def test_are_off_by_default(self) -> None:
+        assert of_kind(rendered("defaults.yaml"), "NetworkPolicy") == []
+
+    def test_servers_take_only_the_operator_other_servers_and_the_allowed_peers(self) -> None:
+        objects = render(
+            VALUES_DIR / "namespaced.yaml",
+            "networkPolicy.enabled=true",
+            "networkPolicy.servers.ingressFrom[0].namespaceSelector.matchLabels.team=fraud",
+            "networkPolicy.operator.apiServerCIDRs[0]=10.0.0.1/32",
+        )
+        policies = of_kind(objects, "NetworkPolicy")
+        for policy in policies:
+            kubernetes_validate.validate(policy, KUBE_VERSION, strict=True)
+        servers = {
+            p["metadata"]["namespace"]: p
+            for p in policies
+            if p["metadata"]["name"].endswith("-servers")
+        }
+        assert sorted(servers) == ["ml-serving", "team-a"], "one per watched namespace"
+        spec = servers["team-a"]["spec"]
+        assert spec["podSelector"]["matchLabels"]["app.kubernetes.io/name"] == "weir-server"
+        assert spec["policyTypes"] == ["Ingress"], (
+            "egress stays open: fetch-model reaches the store"
+        )
+        (rule,) = spec["ingress"]
+        assert rule["ports"] == [{"protocol": "TCP", "port": 8080}]
+        peers = rule["from"]
+        operator_peer = peers[0]
+        assert operator_peer["namespaceSelector"]["matchLabels"] == {
+            "kubernetes.io/metadata.name": NAMESPACE
+        }
+        assert (
+            operator_peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "operator"
+        )
+        assert peers[1] == {"podSelector": {"matchLabels": {
+            "app.kubernetes.io/name": "weir-server", "app.kubernetes.io/managed-by": "weir"}}}, "shadow mirroring"  # fmt: skip
+        assert peers[2] == {"namespaceSelector": {"matchLabels": {"team": "fraud"}}}
+        (operator,) = [p for p in policies if p["metadata"]["name"].endswith("-operator")]
+        assert operator["metadata"]["namespace"] == NAMESPACE
+        egress = operator["spec"]["egress"]
+        assert {"protocol": "UDP", "port": 53} in egress[0]["ports"], "DNS"
+        assert egress[1]["to"] == [{"ipBlock": {"cidr": "10.0.0.1/32"}}]
+        assert egress[2]["ports"] == [{"protocol": "TCP", "port": 8080}]
+        assert len(egress) == 3, "nothing else"
+
+    def test_watching_every_namespace_protects_the_ones_named(self) -> None:
+        objects = render(
+            None, "networkPolicy.enabled=true", "networkPolicy.serverNamespaces[0]=prod"
+        )
+        names = {(p["metadata"]["namespace"], p["metadata"]["name"].rsplit("-", 1)[-1])
+                 for p in of_kind(objects, "NetworkPolicy")}  # fmt: skip
+        assert names == {("prod", "servers"), (NAMESPACE, "operator")}
+
+
 def test_rbac_can_be_left_to_the_user() -> None:
-    objects = render(
-        None, "rbac.create=false", "serviceAccount.create=false", "serviceAccount.name=ops"
+    objects = operator_rbac(
+        tuple(
+            render(
+                None, "rbac.create=false", "serviceAccount.create=false", "serviceAccount.name=ops"
+            )
+        )
     )
     assert not {"ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "ServiceAccount"} & {
         o["kind"] for o in objects

@@ -137,9 +137,15 @@ def admin_client(controlplane: ControlPlane) -> Iterator[kubernetes.client.ApiCl
 
 
 def chart_rbac(**values: str) -> list[dict[str, Any]]:
-    """The chart's ServiceAccount and RBAC objects, as `helm template` renders them."""
+    """The chart's ServiceAccount and the operator's RBAC objects, as `helm template` renders
+    them (not the roles for people, templates/user-roles.yaml)."""
     sets = [arg for key, value in values.items() for arg in ("--set", f"{key}={value}")]
-    return [o for o in template(RELEASE, OPERATOR_NAMESPACE, *sets) if o["kind"] in RBAC_KINDS]
+    return [
+        o
+        for o in template(RELEASE, OPERATOR_NAMESPACE, *sets)
+        if o["kind"] in RBAC_KINDS
+        and "serving.weir.dev/user-role" not in (o["metadata"].get("labels") or {})
+    ]
 
 
 def operator_kubeconfig(

@@ -1,6 +1,7 @@
 """What a real kube-apiserver accepts and refuses of Weir's API: the CRD's schema and CEL rules
 (every examples/invalid file is refused, with the field named), the printer columns, the status
-and scale subresources, and generation. No operator runs here: this is the API alone."""
+and scale subresources, and generation; and what the operator renders for each example, as
+the API server validates it. No operator runs here: this is the API alone."""
 
 from __future__ import annotations
 
@@ -10,6 +11,10 @@ import pytest
 import yaml
 
 from tests.controlplane.conftest import Kubectl
+from weir_operator.core.render import RenderSettings, render_children, revision_of
+from weir_operator.core.shadow import render_shadow_config
+from weir_operator.core.spec import parse_model_deployment
+from weir_operator.core.status import ModelDeploymentStatus
 
 ROOT = Path(__file__).resolve().parents[2]
 VALID = sorted((ROOT / "examples").glob("*.yaml"))
@@ -43,6 +48,33 @@ def test_every_valid_example_is_accepted(admin: Kubectl, namespace: str, path: P
     stored = admin.json("get", MD, document["metadata"]["name"], "-n", namespace)
     assert stored["metadata"]["generation"] == 1
     assert stored["spec"]["model"] == document["spec"]["model"]
+
+
+@pytest.mark.parametrize("path", VALID, ids=[p.stem for p in VALID])
+def test_every_examples_children_are_accepted_by_the_api_server(
+    admin: Kubectl, namespace: str, path: Path
+) -> None:
+    """What the operator would create for each example (its Deployment with every pod setting:
+    scheduling, extended resources, env from Secrets, TLS; its Services, PDB, HPA, shadow
+    ConfigMap), checked by the API server itself (a server-side dry run: admission and
+    validation, nothing stored). HTTPRoutes need Gateway API's CRDs, which this tier installs
+    only for the gateway tests; they are checked against those in test_gateway_rollout."""
+    document = yaml.safe_load(path.read_text())
+    document["metadata"]["namespace"] = namespace
+    md = parse_model_deployment(document)
+    children = [
+        c
+        for c in render_children(md, revision_of(md.spec), md.spec.replicas)
+        if c["kind"] != "HTTPRoute"
+    ]
+    children.append(render_shadow_config(md, ModelDeploymentStatus(), RenderSettings()))
+    for child in children:
+        child["metadata"].pop("ownerReferences", None)  # no uid: the object is not stored
+    result = admin(
+        "apply", "--dry-run=server", "-n", namespace, "-f", "-",
+        stdin=yaml.safe_dump_all(children),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
 
 
 def test_kubectl_get_shows_the_printer_columns(admin: Kubectl, namespace: str) -> None:

@@ -98,8 +98,17 @@ def revision(document: dict[str, Any]) -> str:
 class Traffic:
     """Plays kube-proxy for the `iris` Service: requests to every ready pod it selects."""
 
-    def __init__(self, admin: Kubectl, namespace: str, limit_seconds: float = 200) -> None:
+    def __init__(
+        self,
+        admin: Kubectl,
+        namespace: str,
+        limit_seconds: float = 200,
+        client: httpx.Client | None = None,
+    ) -> None:
+        """`client`: how to reach the pods (default plain HTTP; an HTTPS one for TLS pods)."""
         self.admin, self.namespace = admin, namespace
+        self.client = client
+        self.scheme = "https" if client is not None else "http"
         self.answers: Counter[tuple[str, int]] = Counter()  # (revision, status) -> count
         self._stop = threading.Event()
         self._deadline = time.monotonic() + limit_seconds
@@ -119,7 +128,7 @@ class Traffic:
         ]
 
     def _run(self) -> None:
-        with httpx.Client(timeout=5) as client:
+        with self.client or httpx.Client(timeout=5) as client:
             while not self._stop.is_set() and time.monotonic() < self._deadline:
                 endpoints = self._endpoints()
                 until = time.monotonic() + 0.5
@@ -129,7 +138,7 @@ class Traffic:
                     if not address:
                         time.sleep(0.1)
                         continue
-                    url = f"http://{address}:8080/v2/models/iris/infer"
+                    url = f"{self.scheme}://{address}:8080/v2/models/iris/infer"
                     try:
                         status = client.post(url, json=BODY).status_code
                     except httpx.HTTPError:

@@ -3,7 +3,8 @@ stable's real servers read it from their mounted volume (the test kubelet refres
 volumes and resolves the `<md>-canary` Service to a ready canary pod, as a kubelet and
 kube-proxy would), copy the traffic they answer to the canary, and the direct provider reads
 their weir_shadow_* counters. A version that answers 200, fast, and wrongly is rolled back in
-the shadow, and the canary never had weight."""
+the shadow, and the canary never had weight: with the `replicas` router (no mesh) and with
+`gateway-api`."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 
 from tests.controlplane.conftest import Kubectl, eventually
+from tests.controlplane.test_gateway_rollout import GatewayStandIn, gateway_manifest
 from tests.controlplane.test_rollout import Traffic, lookup_model, manifest, revision, status_where
 from tests.support.operator_process import Operator
 
@@ -41,15 +43,18 @@ def shadowed(document: dict[str, Any]) -> dict[str, Any]:
     return shadow
 
 
+@pytest.mark.parametrize("router", ["replicas", "gateway-api"])
 def test_a_wrong_version_is_rolled_back_in_the_shadow_with_no_weight_ever(
     admin: Kubectl,
     namespace: str,
     watched: Operator,
     tables: dict[str, Path],
     tmp_path: Path,
+    router: str,
 ) -> None:
-    first = shadowed(manifest(tables["1"], "1"))
-    wrong = shadowed(manifest(wrong_lookup(tmp_path / "lookup-wrong.onnx"), "2"))
+    built = gateway_manifest if router == "gateway-api" else manifest
+    first = shadowed(built(tables["1"], "1"))
+    wrong = shadowed(built(wrong_lookup(tmp_path / "lookup-wrong.onnx"), "2"))
     admin.apply(first, namespace=namespace)
     eventually(
         lambda: status_where(admin, namespace, phase="Healthy", readyReplicas=2),
@@ -58,7 +63,10 @@ def test_a_wrong_version_is_rolled_back_in_the_shadow_with_no_weight_ever(
     )
     config = admin.json("get", "configmap", "iris-shadow", "-n", namespace)
     assert '"percent":0' in config["data"]["mirror.json"], "nothing mirrored without a canary"
-    traffic = Traffic(admin, namespace)
+    # The test plays kube-proxy for the `iris` Service, or the gateway reading the HTTPRoute.
+    traffic = (
+        GatewayStandIn(admin, namespace) if router == "gateway-api" else Traffic(admin, namespace)
+    )
     weights: set[int] = set()
     try:
         admin.apply(wrong, namespace=namespace)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -88,15 +89,21 @@ class TestWritesNeedTheToken:
     @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")
     def test_another_local_user_cannot_promote(self, running: LocalRun) -> None:
         """The issue's repro: `setpriv --reuid 65534 curl -X POST .../requests`."""
+        # The standard library only, run by the system's python: the test's own venv may sit
+        # in a folder the other user cannot read (a 0700 checkout).
         promote = (
-            "import sys, httpx; print(httpx.post(sys.argv[1], json={'action': 'promote'})"
-            ".status_code)"
+            "import sys, urllib.request, urllib.error\n"
+            'request = urllib.request.Request(sys.argv[1], data=b\'{"action": "promote"}\','
+            " headers={'Content-Type': 'application/json'})\n"
+            "try:\n    print(urllib.request.urlopen(request, timeout=10).status)\n"
+            "except urllib.error.HTTPError as error:\n    print(error.code)\n"
         )
         url = f"{running.control_url}{BASE}/iris/requests"
         nobody = ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups"]
+        python = shutil.which("python3", path="/usr/bin:/usr/local/bin") or sys.executable
         result = subprocess.run(
-            [*nobody, sys.executable, "-c", promote, url], capture_output=True, text=True,
-            timeout=60,
+            [*nobody, python, "-I", "-c", promote, url], capture_output=True, text=True,
+            timeout=60, cwd="/",
         )  # fmt: skip
         assert result.stdout.strip() == "401", result.stderr
         token_file = running.state_dir / "control-token"

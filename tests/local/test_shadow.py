@@ -30,6 +30,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "v1": sample_models.iris(folder / "v1.onnx"),
         "same": sample_models.iris(folder / "same.onnx"),  # the same weights: agrees
         "wrong": sample_models.iris(folder / "wrong.onnx", seed=99),  # fast, 200, wrong
+        "erroring": sample_models.BUILDERS["iris_erroring"](folder / "erroring.onnx"),
     }
 
 
@@ -126,3 +127,47 @@ class TestAShadowStep:
         assert compared, "no window compared answers"
         assert min(compared) == 1.0, compared
         assert status["history"][0]["outcome"] == "Promoted"
+
+
+class TestTheCanarysOwnHealthInTheShadow:
+    def test_a_canary_failing_one_request_in_five_is_rolled_back_with_no_client_failed(
+        self, local_run: LocalRun, models: dict[str, Path]
+    ) -> None:
+        traffic = serving_v1(local_run, models["v1"])
+        weights: set[int] = set()
+        try:
+            time.sleep(1)
+            local_run.set_model("iris", models["erroring"], "2")
+
+            def rolled_back() -> dict[str, Any] | None:
+                status = local_run.status("iris")
+                weights.add((status.get("canary") or {}).get("weight", 0))
+                return _if_rolled_back(status)
+
+            status = local_run.eventually(rolled_back, within=90, what="the rollback")
+        finally:
+            counts = traffic.stop()
+        assert traffic.failures() == 0, counts
+        assert weights == {0}
+        assert "error rate" in status["history"][0]["reason"], status["history"][0]
+
+    def test_with_no_traffic_a_shadow_step_holds_never_promoted_never_failed(
+        self, local_run: LocalRun, models: dict[str, Path]
+    ) -> None:
+        write_manifests(local_run.folder, iris(models["v1"], "1"))
+        local_run.wait_up()
+        local_run.wait_healthy("iris", "1")
+        local_run.set_model("iris", models["wrong"], "2")  # wrong, but nothing to compare
+
+        def paused() -> dict[str, Any] | None:
+            status = local_run.status("iris")
+            return status if status.get("phase") == "Paused" else None
+
+        local_run.eventually(paused, within=60, what="held in shadow")
+        time.sleep(6)  # several more intervals: still held
+        status = local_run.status("iris")
+        assert status["phase"] == "Paused"
+        assert (status["canary"]["weight"], status["canary"]["shadowPercent"]) == (0, 50)
+        assert status["stable"]["version"] == "1"
+        held = next(c for c in status["conditions"] if c["type"] == "Paused")
+        assert "held in shadow" in held["message"], held

@@ -11,10 +11,12 @@ the traffic a test sends reach real servers.
 
 What a container image would hold is mapped onto this machine: the image's entry point `weir`
 is `python -m weir_operator.cli`; emptyDir volumes are folders; the mount paths in a
-container's arguments point into them; `--host` becomes the pod's address."""
+container's arguments point into them; `--host` becomes the pod's address; env values from
+Secrets and ConfigMaps (valueFrom, envFrom with a prefix) are read from the API."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -124,6 +126,7 @@ class LoopbackKubelet:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="test-kubelet", daemon=True)
         self._http = httpx.Client(timeout=1.0)
+        self._https = httpx.Client(timeout=1.0, verify=False)
 
     # --- life cycle --------------------------------------------------------------------------
 
@@ -138,6 +141,7 @@ class LoopbackKubelet:
         for pod in list(self.pods.values()):
             self._kill(pod, grace=5.0)
         self._http.close()
+        self._https.close()
         self.client.close()
 
     def pod_address(self, namespace: str, name: str) -> str | None:
@@ -258,23 +262,20 @@ class LoopbackKubelet:
     # --- running containers ------------------------------------------------------------------
 
     def _sync_config_maps(self, pod: Pod) -> None:
-        """configMap volumes hold the ConfigMap's keys as files, refreshed every second (a
-        real kubelet: within its sync period); an optional one that is absent is empty. A
+        """configMap and secret volumes hold the object's keys as files, refreshed every second
+        (a real kubelet: within its sync period); an optional one that is absent is empty. A
         Service URL in them (`http://svc.ns.svc.cluster.local:80`) becomes the address of a
         ready pod the Service selects: there is no kube-proxy here."""
         if time.monotonic() - pod.volumes_synced_at < CONFIG_MAP_SECONDS:
             return
         pod.volumes_synced_at = time.monotonic()
         for volume in pod.spec.get("volumes") or []:
-            source = volume.get("configMap")
-            if source is None:
+            if "secret" in volume:
+                data = self._source_data("secret", pod.namespace, volume["secret"]["secretName"])
+            elif "configMap" in volume:
+                data = self._source_data("configmap", pod.namespace, volume["configMap"]["name"])
+            else:
                 continue
-            try:
-                data = self.core.read_namespaced_config_map(source["name"], pod.namespace).data
-            except ApiException as error:
-                if error.status != 404:
-                    raise
-                data = None
             folder = pod.volume_dir(volume["name"])
             wanted = {k: self._resolve_services(v, pod.namespace) for k, v in (data or {}).items()}
             for path in folder.iterdir():
@@ -361,8 +362,12 @@ class LoopbackKubelet:
         args = [_map_path(a, mounts) for a in [*(spec.get("command") or []), *spec.get("args", [])]]
         args = _with_host(args, pod.address)
         env = {**os.environ}
+        for source in spec.get("envFrom") or []:
+            env.update(self._env_from(pod.namespace, source))
         for variable in spec.get("env") or []:
-            env[variable["name"]] = variable.get("value", "")
+            found = self._env_value(pod.namespace, variable)
+            if found is not None:
+                env[variable["name"]] = found
         if "/tmp" in mounts:
             env["TMPDIR"] = str(mounts["/tmp"])
         log = container.log_path.open("ab")
@@ -380,12 +385,54 @@ class LoopbackKubelet:
         container.started_at = now_text()
         container.state = {"running": {"startedAt": container.started_at}}
 
+    def _source_data(self, kind: str, namespace: str, name: str) -> dict[str, str] | None:
+        """A Secret's (decoded) or a ConfigMap's data; None when there is none."""
+        try:
+            if kind == "secret":
+                found = self.core.read_namespaced_secret(name, namespace)
+                return {k: base64.b64decode(v).decode() for k, v in (found.data or {}).items()}
+            return dict(self.core.read_namespaced_config_map(name, namespace).data or {})
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+
+    def _env_value(self, namespace: str, variable: dict[str, Any]) -> str | None:
+        """A variable's value as a kubelet resolves it: `value`, or a key of a Secret or
+        ConfigMap (None: an optional key that is absent)."""
+        source = variable.get("valueFrom")
+        if source is None:
+            return str(variable.get("value", ""))
+        for kind, field_name in (("secret", "secretKeyRef"), ("configmap", "configMapKeyRef")):
+            ref = source.get(field_name)
+            if ref is None:
+                continue
+            data = self._source_data(kind, namespace, ref["name"]) or {}
+            if ref["key"] not in data and not ref.get("optional"):
+                raise ApiException(
+                    status=404, reason=f"{kind} {ref['name']} has no key {ref['key']}"
+                )
+            return data.get(ref["key"])
+        return None  # fieldRef / resourceFieldRef: not needed by Weir's pods here
+
+    def _env_from(self, namespace: str, source: dict[str, Any]) -> dict[str, str]:
+        prefix = source.get("prefix", "")
+        for kind, field_name in (("secret", "secretRef"), ("configmap", "configMapRef")):
+            ref = source.get(field_name)
+            if ref is not None:
+                data = self._source_data(kind, namespace, ref["name"]) or {}
+                return {prefix + k: v for k, v in data.items()}
+        return {}
+
     def _probe(self, pod: Pod, container: Container) -> bool:
         probe = (container.spec.get("readinessProbe") or {}).get("httpGet")
         if probe is None:
             return True
+        # HTTPS as a kubelet probes it: encrypted, the certificate not verified.
+        scheme = "https" if probe.get("scheme") == "HTTPS" else "http"
+        client = self._https if scheme == "https" else self._http
         try:
-            response = self._http.get(f"http://{pod.address}:{CONTAINER_PORT}{probe['path']}")
+            response = client.get(f"{scheme}://{pod.address}:{CONTAINER_PORT}{probe['path']}")
         except httpx.HTTPError:
             return False
         return 200 <= response.status_code < 400

@@ -195,7 +195,9 @@ class TestTables:
 
     def test_history_is_numbered_from_the_most_recent_as_undo_takes_it(self) -> None:
         lines = history_table(progressing()).splitlines()
-        assert lines[0].split() == ["#", "REVISION", "VERSION", "URI", "OUTCOME", "AT", "REASON"]
+        assert lines[0].split() == [
+            "#", "REVISION", "VERSION", "URI", "OUTCOME", "AT", "BY", "LINEAGE", "REASON"
+        ]  # fmt: skip
         assert lines[1].split() == [
             "1",
             "0000000000",
@@ -203,6 +205,8 @@ class TestTables:
             "https://models.example.com/iris-6.onnx",
             "Promoted",
             "2026-01-01T11:00:00Z",
+            "-",
+            "-",
             "reason",
             "6",
         ]
@@ -341,6 +345,17 @@ class TestStatusView:
     def test_measurements_without_data(self) -> None:
         assert measurement(None) == "no data"
         assert measurement({"requests": 0, "errorRate": 0}) == "0 req, 0.00% errors, p99 -"
+
+
+class TestWhoAndWhereFrom:
+    def test_history_says_who_asked_and_where_the_model_came_from(self) -> None:
+        entry = {**HISTORY[0], "requestedBy": "alice@example.com",
+                 "lineage": {"trainingRun": "runs:/7f3c", "metrics": {"auc": 0.94}}}  # fmt: skip
+        dataset_only = {**HISTORY[1], "lineage": {"dataset": {"uri": "s3://d/x.parquet"}}}
+        obj = md(phase="Healthy", stable=STABLE, history=[entry, dataset_only])
+        lines = history_table(obj).splitlines()
+        assert lines[1].split()[6:8] == ["alice@example.com", "runs:/7f3c"]
+        assert lines[2].split()[6:8] == ["-", "s3://d/x.parquet"]
 
 
 class TestShadowSteps:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from prometheus_client import generate_latest
 
 from weir_operator.cluster.metrics import OperatorMetrics
+from weir_operator.core.spec import Dataset, Lineage
 from weir_operator.core.status import CanaryStatus, ModelDeploymentStatus, RevisionRef
 
 
@@ -37,3 +38,31 @@ def test_revision_info_names_the_revision_of_each_track_and_forgets_the_ones_gon
 
     metrics.forget("ns", "iris")
     assert "weir_rollout_revision_info{" not in scrape(metrics)
+
+
+def test_model_info_carries_each_serving_revisions_version_and_lineage() -> None:
+    metrics = OperatorMetrics()
+    lineage = Lineage(
+        training_run="runs:/7f3c", dataset=Dataset(uri="s3://d/fraud.parquet", sha256="a" * 64)
+    )
+    stable = RevisionRef(revision="aaa", uri="file:///a", version="11")
+    canary = CanaryStatus(revision="bbb", uri="file:///b", version="12", lineage=lineage)
+    during = ModelDeploymentStatus(phase="Progressing", stable=stable, canary=canary)
+    metrics.record("ml", "fraud", ModelDeploymentStatus(), during)
+    text = scrape(metrics)
+    assert (
+        'weir_model_info{dataset="s3://d/fraud.parquet",dataset_sha256="' + "a" * 64 + '",'
+        'name="fraud",namespace="ml",revision="bbb",track="canary",training_run="runs:/7f3c",'
+        'version="12"} 1.0'
+    ) in text
+    assert 'revision="aaa",track="stable",training_run="",version="11"} 1.0' in text
+    promoted = ModelDeploymentStatus(
+        phase="Healthy",
+        stable=RevisionRef(revision="bbb", uri="file:///b", version="12", lineage=lineage),
+    )
+    metrics.record("ml", "fraud", during, promoted)
+    text = scrape(metrics)
+    assert 'revision="aaa"' not in text, "a revision that stopped serving leaves"
+    assert 'revision="bbb",track="stable",training_run="runs:/7f3c"' in text
+    metrics.forget("ml", "fraud")
+    assert "weir_model_info{" not in scrape(metrics)

@@ -16,7 +16,7 @@ from weir_operator.core.status import parse_timestamp
 NONE = "-"
 GET_COLUMNS = ("NAME", "PHASE", "STABLE", "CANARY", "WEIGHT", "READY", "AGE")
 WIDE_COLUMNS = (*GET_COLUMNS, "STEP", "ANALYSIS", "REVISION", "URI")
-HISTORY_COLUMNS = ("#", "REVISION", "VERSION", "URI", "OUTCOME", "AT", "REASON")
+HISTORY_COLUMNS = ("#", "REVISION", "VERSION", "URI", "OUTCOME", "AT", "BY", "LINEAGE", "REASON")
 STATUS_HISTORY = 3
 STATUS_EVENTS = 5
 
@@ -182,10 +182,24 @@ def history_rows(obj: Manifest) -> list[list[str]]:
                 str(entry.get("uri") or NONE),
                 str(entry.get("outcome") or NONE),
                 str(entry.get("at") or NONE),
+                str(entry.get("requestedBy") or NONE),
+                lineage_text(entry.get("lineage")),
                 str(entry.get("reason") or ""),
             ]
         )
     return rows
+
+
+def lineage_text(lineage: Any) -> str:
+    """Where a revision's model came from, in one cell: its training run, else its dataset
+    (the whole lineage is in `weir history -o json`)."""
+    if not isinstance(lineage, Mapping):
+        return NONE
+    dataset = lineage.get("dataset")
+    found = lineage.get("trainingRun") or (
+        dataset.get("uri") if isinstance(dataset, Mapping) else None
+    )
+    return str(found) if found else NONE
 
 
 def history_table(obj: Manifest) -> str:

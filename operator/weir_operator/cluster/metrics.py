@@ -7,9 +7,23 @@ from typing import get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from weir_operator.core.status import ModelDeploymentStatus, Phase
+from weir_operator.core.status import ModelDeploymentStatus, Phase, RevisionRef
 
 PHASES = get_args(Phase)
+LINEAGE_LABEL_CHARS = 256  # label values stay small; the status holds the lineage in full
+
+
+def _model_labels(ref: RevisionRef, track: str) -> tuple[str, ...]:
+    """revision, track, version and lineage of a serving revision, as label values."""
+    lineage = ref.lineage
+    dataset = lineage.dataset if lineage is not None else None
+    values = (
+        ref.version or "",
+        (lineage.training_run if lineage is not None else None) or "",
+        (dataset.uri if dataset is not None else None) or "",
+        (dataset.sha256 if dataset is not None else None) or "",
+    )
+    return (ref.revision, track, *(v[:LINEAGE_LABEL_CHARS] for v in values))
 
 
 class OperatorMetrics:
@@ -36,6 +50,15 @@ class OperatorMetrics:
             registry=self.registry,
         )
         self._revisions: dict[tuple[str, str], set[tuple[str, str, str]]] = {}
+        self.model_info = Gauge(
+            "weir_model_info",
+            "1 for each revision serving a ModelDeployment, with its model version and "
+            "lineage (spec.model.lineage: training run, dataset URI and sha256; each cut to "
+            f"{LINEAGE_LABEL_CHARS} characters).",
+            (*labels, "revision", "track", "version", "training_run", "dataset", "dataset_sha256"),
+            registry=self.registry,
+        )
+        self._models: dict[tuple[str, str], set[tuple[str, ...]]] = {}
         self.analysis = Counter(
             "weir_rollout_analysis",
             "Canary analyses, by verdict.",
@@ -79,6 +102,17 @@ class OperatorMetrics:
         for values in serving:
             self.revision_info.labels(namespace, name, *values).set(1)
         self._revisions[(namespace, name)] = serving
+        models = {
+            _model_labels(ref, track)
+            for ref, track in ((new.stable, "stable"), (new.canary, "canary"))
+            if ref is not None
+        }
+        for old_model in self._models.get((namespace, name), set()) - models:
+            with contextlib.suppress(KeyError):
+                self.model_info.remove(namespace, name, *old_model)
+        for model_labels in models:
+            self.model_info.labels(namespace, name, *model_labels).set(1)
+        self._models[(namespace, name)] = models
         result = new.last_analysis
         if result is not None and (old.last_analysis is None or old.last_analysis.at != result.at):
             self.analysis.labels(namespace, name, result.verdict).inc()
@@ -96,6 +130,10 @@ class OperatorMetrics:
         series += [
             (self.revision_info, (namespace, name, *values))
             for values in self._revisions.pop((namespace, name), set())
+        ]
+        series += [
+            (self.model_info, (namespace, name, *values))
+            for values in self._models.pop((namespace, name), set())
         ]
         for gauge, values in series:
             with contextlib.suppress(KeyError):
