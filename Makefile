@@ -77,7 +77,7 @@ bench-router: setup models
 bench-shadow: setup models
 	$(PY) bench/shadow.py
 
-# About 7 minutes on 2 cores (20 rollouts in weir run): a target of its own.
+# About 6 minutes on 2 cores (20 rollouts in weir run): a target of its own.
 bench-shadow-detection: setup models
 	$(PY) bench/shadow.py --detection --runs 10
 

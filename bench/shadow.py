@@ -41,6 +41,19 @@ with the stable for the same cores: the CPU columns say by how much.
 Usage: `make bench-shadow` (= `.venv/bin/python bench/shadow.py`: about 4 minutes on 2 cores);
 prints markdown tables and writes them, with the raw figures, to bench/results/shadow-*.{md,json}
 (git-ignored). `--help` for the knobs.
+
+`--detection` (`make bench-shadow-detection`: about 6 minutes on 2 cores) measures instead what
+a shadow step decides, end to end in `weir run` (tests/support/local_run.py: real servers,
+router and rollout engine; iris v1, one server, two client threads of uniform iris rows): steps
+`shadow 100 % for 5s, setWeight 50, pause 5s`, analysis `interval: 5s, failureThreshold: 2`,
+`agreement: top1 on probabilities, minRate 0.95, minSamples 20`. `--runs` times each (a new
+version from `set-model`, the status polled every 50 ms): `iris_swapped` (labels swapped, 0 %
+agreement; one weir run, the stable stays v1), which must reach RolledBack with reason
+AgreementFailed and canary weight 0 throughout; and `iris_retrained` (about 98 % agreement,
+measured first with in-process ONNX Runtime on 10,000 rows drawn as the traffic draws them),
+which must be promoted (a fresh weir run serving v1 each time). Every client request must
+succeed. Writes bench/results/shadow-detection-*.{md,json}; exits 1 if a run did not end as it
+must.
 """
 
 from __future__ import annotations
