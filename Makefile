@@ -10,7 +10,7 @@ IMAGE ?= weir:dev
 BASE_IMAGE ?= python:3.12-slim
 PYTEST_ARGS ?= --durations=15
 
-.PHONY: setup models test demo lint bench bench-server bench-peers bench-router bench-rollback bench-shadow bench-shadow-detection image generate controlplane clean help
+.PHONY: setup models test demo lint bench bench-server bench-peers bench-router bench-rollback bench-shadow bench-shadow-latency bench-shadow-detection image generate controlplane clean help
 
 help:
 	@echo "make demo   - weir run on this machine: a good version promoted, a bad one rolled back"
@@ -22,6 +22,7 @@ help:
 	@echo "make bench-rollback - rollback detection over 10 local rollouts (bench/results/rollback-*.json)"
 	@echo "make bench-router - latency weir run's local router adds (bench/results/router.md)"
 	@echo "make bench-shadow - what mirroring (--mirror-config) costs the stable (bench/results/shadow-*.md)"
+	@echo "make bench-shadow-latency - the stable's latency with a healthy, slow, dead and hanging canary (bench/results/shadow-latency-*.md)"
 	@echo "make bench-shadow-detection - shadow steps in weir run: a wrong canary rolled back, a 98 %-agreeing one promoted, 10 each"
 	@echo "make image  - build the container image (BASE_IMAGE=... to use a local base)"
 	@echo "make generate - regenerate crds/ and docs/api.md from the API models"
@@ -60,7 +61,7 @@ lint: setup
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports --no-cache
 
-bench: bench-server bench-peers bench-router bench-rollback bench-shadow bench-shadow-detection
+bench: bench-server bench-peers bench-router bench-rollback bench-shadow bench-shadow-latency bench-shadow-detection
 
 bench-server: setup models
 	$(PY) bench/server.py
@@ -76,6 +77,10 @@ bench-router: setup models
 
 bench-shadow: setup models
 	$(PY) bench/shadow.py
+
+# About 3.5 minutes on 2 cores (a fresh stable per kind of canary).
+bench-shadow-latency: setup models
+	$(PY) bench/shadow.py --latency --concurrency 8 --duration 3 --rounds 2
 
 # About 6 minutes on 2 cores (20 rollouts in weir run): a target of its own.
 bench-shadow-detection: setup models

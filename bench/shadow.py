@@ -54,11 +54,21 @@ measured first with in-process ONNX Runtime on 10,000 rows drawn as the traffic 
 which must be promoted (a fresh weir run serving v1 each time). Every client request must
 succeed. Writes bench/results/shadow-detection-*.{md,json}; exits 1 if a run did not end as it
 must.
+
+`--latency` (`make bench-shadow-latency` = `--latency --concurrency 8 --duration 3 --rounds 2`:
+about 3 minutes on 2 cores) measures instead the stable's client latency (p50, p99, req/s,
+failed client requests and its shadow counters) on iris with mirroring off, at 10 % and at
+100 % to each of: a healthy weir canary, a slow one (answers after SLOW_SECONDS), a dead one
+(nothing listens on its port) and a hanging one (accepts, never answers); the last three are
+FakeCanary servers in this process, or a free port. A fresh stable per kind of canary (copies
+queued for a slow one keep being sent to it after the file changes), interleaved with off as
+above. Writes bench/results/shadow-latency-*.{md,json}; exits 1 if a client request failed.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import importlib.util
 import json
@@ -69,6 +79,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -116,6 +127,20 @@ CONFIGS: dict[str, tuple[str, str, str | None, float, int | None]] = {
     "noflag": ("no `--mirror-config` at all", "noflag", None, 0, None),
 }
 MIRRORED = ("canary10", "canary100", "echo10", "echo100", "echo100u", "noflag")
+# --latency: the stable's latency with a healthy, a slow (answers after SLOW_SECONDS), a dead
+# (nothing listens) and a hanging (accepts, never answers) canary, at 10 and 100 %
+for _key, _what in (
+    ("canary", "a healthy weir canary"),
+    ("slow", "a slow canary (answers after 10 s)"),
+    ("dead", "a dead canary (nothing listens)"),
+    ("hang", "a hanging canary (accepts, never answers)"),
+):
+    for _percent in (10, 100):
+        CONFIGS.setdefault(
+            f"{_key}{_percent}", (f"{_percent} % to {_what}", "stable", _key, _percent, None)
+        )
+LATENCY_MIRRORED = tuple(f"{k}{p}" for k in ("canary", "slow", "dead", "hang") for p in (10, 100))
+SLOW_SECONDS = 10.0
 DROP_REASONS = ("rate", "queue")
 SHADOW_METRICS = {
     "mirrored": "weir_shadow_mirrored_requests_total",
@@ -162,7 +187,7 @@ def write_mirror(path: Path, config: str, urls: dict[str, str], output: str) -> 
         document = {
             "url": urls[destination],
             "percent": percent,
-            "revision": CANARY_REVISION if destination == "canary" else ECHO_REVISION,
+            "revision": ECHO_REVISION if destination == "echo" else CANARY_REVISION,
             "agreement": {"compare": "top1", "output": output},
         }
         if rate is not None:
@@ -202,6 +227,10 @@ class Cell:
     cpu: dict[str, float]  # cores busy: stable (the loaded server), canary, echo, wrk, other
     shadow: dict[str, float]  # deltas of the stable's shadow counters
     ratio: float = math.nan  # req/s over the mean of the off measurements either side
+    p50_ratio: float = math.nan  # --latency: p50 / p99 over the off ones' mean either side,
+    p99_ratio: float = math.nan  # and the difference to it
+    p50_added_ms: float = math.nan
+    p99_added_ms: float = math.nan
 
     @property
     def rps(self) -> float:
@@ -223,10 +252,11 @@ class Rig:
     script: Path
     output: str
     last_infer: float = field(default_factory=time.monotonic)
+    extra_urls: dict[str, str] = field(default_factory=dict)  # --latency: slow, dead, hang
 
     @property
     def urls(self) -> dict[str, str]:
-        return {name: server.base for name, server in self.servers.items()}
+        return {**{name: server.base for name, server in self.servers.items()}, **self.extra_urls}
 
 
 def measure(rig: Rig, config: str, round_: int, opts: argparse.Namespace) -> Cell:
@@ -243,7 +273,8 @@ def measure(rig: Rig, config: str, round_: int, opts: argparse.Namespace) -> Cel
         if status != 200:
             raise RuntimeError(f"stable answered {status}: {body[:300]!r}")
     before = shadow_counts(stable)
-    watched = {"stable": loaded, "canary": rig.servers["canary"], "echo": rig.servers["echo"]}
+    watched = {"stable": loaded}
+    watched.update({k: rig.servers[k] for k in ("canary", "echo") if k in rig.servers})
     cpu0 = {k: s.cpu_seconds() for k, s in watched.items()}
     wrk0, busy0 = sb.children_cpu_seconds(), sb.machine_busy_seconds()
     started = time.perf_counter()
@@ -310,12 +341,12 @@ def start_rig(name: str, path: Path, work: Path, stack: contextlib.ExitStack) ->
     return Rig(model, servers, mirror_file, script, output)
 
 
-def schedule(rounds: int) -> list[tuple[str, int]]:
+def schedule(rounds: int, mirrored: Sequence[str] = MIRRORED) -> list[tuple[str, int]]:
     """off, X, off, Y, ..., off: every mirrored measurement between two off ones; the order of
     the others turns by one each round."""
     order: list[tuple[str, int]] = []
     for r in range(rounds):
-        shifted = MIRRORED[r % len(MIRRORED) :] + MIRRORED[: r % len(MIRRORED)]
+        shifted = (*mirrored[r % len(mirrored) :], *mirrored[: r % len(mirrored)])
         for config in shifted:
             order += [("off", r + 1), (config, r + 1)]
     return [*order, ("off", rounds)]
@@ -361,9 +392,9 @@ def median(values: Sequence[float]) -> float:
     return values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
 
 
-def summarize(cells: list[Cell]) -> list[dict[str, Any]]:
+def summarize(cells: list[Cell], mirrored: Sequence[str] = MIRRORED) -> list[dict[str, Any]]:
     rows = []
-    for config in ("off", *MIRRORED):
+    for config in ("off", *mirrored):
         runs = [c for c in cells if c.config == config]
         if not runs:
             continue
@@ -378,6 +409,11 @@ def summarize(cells: list[Cell]) -> list[dict[str, Any]]:
                 "requests_per_s_min": min(c.rps for c in runs),
                 "requests_per_s_max": max(c.rps for c in runs),
                 "ratio_to_off": median([c.ratio for c in runs]),
+                "p50_ratio_to_off": median([c.p50_ratio for c in runs]),
+                "p99_ratio_to_off": median([c.p99_ratio for c in runs]),
+                "p50_added_ms": median([c.p50_added_ms for c in runs]),
+                "p99_added_ms": median([c.p99_added_ms for c in runs]),
+                "p99_ms_max": max(c.p99_ms for c in runs),
                 "ratio_min": min((c.ratio for c in runs), default=math.nan),
                 "ratio_max": max((c.ratio for c in runs), default=math.nan),
                 "p50_ms": median([c.p50_ms for c in runs]),
@@ -455,6 +491,213 @@ def render(report: dict[str, Any]) -> str:
     for model, rows in report["summaries"].items():
         out += ["", f"### {model}", "", *table(rows)]
     return "\n".join(out) + "\n"
+
+
+# --------------------------------------------------------------------------------------------
+# --latency: the stable's latency with a healthy, slow, dead and hanging canary
+
+
+class FakeCanary:
+    """A canary on 127.0.0.1 in a thread of this process: `slow` reads each request and answers
+    `response` after `delay` s (keep-alive); `hang` accepts connections and never reads nor
+    answers. Stopped with the process (a daemon thread)."""
+
+    def __init__(self, mode: str, response: bytes, delay: float = SLOW_SECONDS) -> None:
+        self.mode, self.response, self.delay = mode, response, delay
+        self._ready = threading.Event()
+        self.port = 0
+        threading.Thread(target=self._main, name=f"fake-{mode}", daemon=True).start()
+        if not self._ready.wait(10):
+            raise RuntimeError(f"{mode} canary did not start")
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _main(self) -> None:
+        async def serve() -> None:
+            server = await asyncio.start_server(self._handle, "127.0.0.1", 0, backlog=1024)
+            self.port = server.sockets[0].getsockname()[1]
+            self._ready.set()
+            await asyncio.Event().wait()
+
+        asyncio.run(serve())
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            if self.mode == "hang":
+                await reader.read()  # until the stable closes the connection
+                return
+            head = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+            head += f"content-length: {len(self.response)}\r\n\r\n".encode()
+            while True:
+                headers = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in headers.split(b"\r\n"):
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                await reader.readexactly(length)
+                await asyncio.sleep(self.delay)
+                writer.write(head + self.response)
+                await writer.drain()
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            pass
+        finally:
+            writer.close()
+
+
+def start_stable(rig: Rig, work: Path, stack: contextlib.ExitStack, tag: str) -> None:
+    """A fresh stable (`weir serve --mirror-config`) into rig.servers["stable"], checked."""
+    model, payload = rig.model, rig.model.payloads["json"]
+    write_mirror(rig.mirror_file, "off", rig.urls, rig.output)
+    port = sb.free_port()
+    argv = sb.weir_command(
+        model, port, ["--no-access-log", "--mirror-config", str(rig.mirror_file)]
+    )
+    server = stack.enter_context(sb.running(sb.Server(f"stable {tag}", argv, port, work)))
+    status, headers, body = sb.http(server.base + model.infer_path, payload.body, payload.headers)
+    if status != 200:
+        raise RuntimeError(f"{server.label}: got {status}: {body[:300]!r}")
+    sb.check_response(model, "json", headers, body)
+    rig.servers["stable"] = server
+
+
+def start_latency_rig(name: str, path: Path, work: Path, stack: contextlib.ExitStack) -> Rig:
+    """A healthy weir canary (`weir serve`), a slow and a hanging canary (FakeCanary) and a dead
+    one (a free port nothing listens on); the stables come later (start_stable)."""
+    model, _ = sb.prepare_model(name, path, 1, 1)
+    mirror_file = work / f"{name}-latency-mirror.json"
+    mirror_file.write_text(json.dumps({"percent": 0}))
+    payload = model.payloads["json"]
+    port = sb.free_port()
+    argv = sb.weir_command(model, port, ["--no-access-log"])
+    canary = stack.enter_context(sb.running(sb.Server(f"canary ({name})", argv, port, work)))
+    status, headers, answer = sb.http(canary.base + model.infer_path, payload.body, payload.headers)
+    if status != 200:
+        raise RuntimeError(f"{canary.label}: got {status}: {answer[:300]!r}")
+    sb.check_response(model, "json", headers, answer)
+    extra_urls = {mode: FakeCanary(mode, answer).base for mode in ("slow", "hang")}
+    extra_urls["dead"] = f"http://127.0.0.1:{sb.free_port()}"
+    log(f"  the canary answers what in-process ONNX Runtime answers; {extra_urls}")
+    script = sb.write_wrk_script(payload, work, f"{name}-latency-json")
+    output = next(iter(model.expected))
+    return Rig(model, {"canary": canary}, mirror_file, script, output, extra_urls=extra_urls)
+
+
+def run_latency(name: str, path: Path, work: Path, opts: argparse.Namespace) -> list[Cell]:
+    """One fresh stable per kind of canary: copies still queued for a slow or hanging canary
+    when the file changes are still sent to it (minutes, at SENDERS per READ_TIMEOUT), and
+    would fill the next measurement's queue."""
+    log(f"\n== {name} --latency: a healthy canary, slow / hanging / dead ones")
+    cells: list[Cell] = []
+    with contextlib.ExitStack() as stack:
+        rig = start_latency_rig(name, path, work, stack)
+        for kind in ("canary", "dead", "slow", "hang"):
+            with contextlib.ExitStack() as per_kind:
+                start_stable(rig, work, per_kind, f"for {kind} ({name})")
+                stable = rig.servers["stable"]
+                sb.run_wrk(opts.wrk, stable, rig.model.infer_path, rig.script, opts.concurrency, 1)
+                rig.last_infer = time.monotonic()
+                plan = schedule(opts.rounds, (f"{kind}10", f"{kind}100"))
+                mine: list[Cell] = []
+                for index, (config, round_) in enumerate(plan, 1):
+                    cell = measure(rig, config, round_, opts)
+                    mine.append(cell)
+                    log(
+                        f"  [{index:2d}/{len(plan)}] r{round_} {config:9s} {cell.rps:7.0f} req/s"
+                        f"  p50 {cell.p50_ms:6.2f} ms  p99 {cell.p99_ms:6.2f} ms"
+                        f"  sent {cell.shadow['mirrored']:.0f}  dropped rate"
+                        f" {cell.shadow['dropped_rate']:.0f} queue"
+                        f" {cell.shadow['dropped_queue']:.0f}  canary errors"
+                        f" {cell.shadow['errors']:.0f}  client errors {cell.errors}"
+                    )
+            for i, cell in enumerate(mine):
+                if cell.config != "off":
+                    before, after = mine[i - 1], mine[i + 1]
+                    cell.ratio = cell.rps / ((before.rps + after.rps) / 2)
+                    for q in ("p50", "p99"):
+                        off = (getattr(before, f"{q}_ms") + getattr(after, f"{q}_ms")) / 2
+                        setattr(cell, f"{q}_ratio", getattr(cell, f"{q}_ms") / off)
+                        setattr(cell, f"{q}_added_ms", getattr(cell, f"{q}_ms") - off)
+            cells += mine
+    return cells
+
+
+def latency_table(rows: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        "| stable's mirror | req/s (median) | vs off | p50 ms | vs off | added p50 ms | p99 ms "
+        "| vs off | added p99 ms | worst p99 ms | client requests failed | copies sent "
+        "| dropped: rate | dropped: queue | canary errors | CPU stable | canary |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for row in rows:
+        off = row["config"] == "off"
+        lines.append(
+            f"| {row['label']} | {row['requests_per_s']:,.0f} "
+            f"| {'1' if off else fmt(row['ratio_to_off'], 3)} | {fmt(row['p50_ms'])} "
+            f"| {'1' if off else fmt(row['p50_ratio_to_off'], 3)} "
+            f"| {'–' if off else fmt(row['p50_added_ms'], 3)} | {fmt(row['p99_ms'])} "
+            f"| {'1' if off else fmt(row['p99_ratio_to_off'], 3)} "
+            f"| {'–' if off else fmt(row['p99_added_ms'], 3)} | {fmt(row['p99_ms_max'])} "
+            f"| {row['errors']} of {row['requests']:,} "
+            f"| {row['mirrored_share'] * row['requests']:,.0f} "
+            f"| {row['dropped_rate']:,.0f} | {row['dropped_queue']:,.0f} "
+            f"| {row['canary_errors']:,.0f} | {fmt(row['cpu']['stable'])} "
+            f"| {fmt(row['cpu'].get('canary', math.nan))} |"
+        )
+    return lines
+
+
+def main_latency(opts: argparse.Namespace, argv: Sequence[str]) -> int:
+    machine = sb.machine_info(opts.wrk)
+    machine["background_cpu"] = round(sb.background_load(), 2)
+    paths = sb.ensure_models()
+    started = datetime.now(UTC)
+    try:
+        with tempfile.TemporaryDirectory(prefix="weir-bench-shadow-latency-") as folder:
+            cells = run_latency("iris", paths["iris"], Path(folder), opts)
+    finally:
+        sb.Server.stop_all()
+    rows = summarize(cells, LATENCY_MIRRORED)
+    report: dict[str, Any] = {
+        "command": command_line(argv),
+        "started_at": started.isoformat(timespec="seconds"),
+        "finished_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine,
+        "settings": {
+            "concurrency": opts.concurrency,
+            "duration": opts.duration,
+            "rounds": opts.rounds,
+            "slow_seconds": SLOW_SECONDS,
+        },
+        "summary": rows,
+        "cells": [c.to_json() for c in cells],
+    }
+    out = opts.out or sb.RESULTS_DIR / f"shadow-latency-{started:%Y%m%d-%H%M%S}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    text = "\n".join(
+        [
+            f"Run of {report['finished_at']}: `{report['command']}`",
+            "",
+            f"Machine: nproc {machine['nproc']}, {machine['cpu_model']}, "
+            f"{machine['memory_gib']} GiB; background load {machine['background_cpu']:.2f} cores "
+            f"before the run; Python {machine['python']}; {machine['wrk']}; commit "
+            f"{machine['commit']}.",
+            "",
+            f"Load: iris, JSON one row, wrk 1 thread, {opts.concurrency} keep-alive connections, "
+            f"{opts.duration} s per measurement, {opts.rounds} rounds; `vs off` and `added` = "
+            "against the mean of the off measurements just before and after (median over rounds).",
+            "",
+            *latency_table(rows),
+        ]
+    )
+    out.with_suffix(".md").write_text(text + "\n")
+    log("\n" + text)
+    log(f"raw results: {out}; table: {out.with_suffix('.md')}")
+    failed = sum(row["errors"] for row in rows)
+    return 0 if failed == 0 else 1
 
 
 # --------------------------------------------------------------------------------------------
@@ -738,6 +981,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         " one promoted (`make bench-shadow-detection`)",
     )
     parser.add_argument(
+        "--latency",
+        action="store_true",
+        help="instead: the stable's latency with a healthy, slow, dead and hanging canary at 10 and"
+        " 100 %% (iris; `make bench-shadow-latency`; give --concurrency 8 --duration 3 --rounds 2)",
+    )
+    parser.add_argument(
         "--runs",
         type=int,
         default=10,
@@ -775,6 +1024,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(sb.WRK_HELP, file=sys.stderr)
         return 2
     opts.wrk = wrk
+    if opts.latency:
+        return main_latency(opts, argv)
     models = [m.strip() for m in opts.models.split(",") if m.strip()]
     machine = sb.machine_info(wrk)
     machine["background_cpu"] = round(sb.background_load(), 2)

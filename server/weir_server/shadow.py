@@ -37,7 +37,7 @@ disagreeing requests are kept (bounded) for GET /shadow/examples: opt-in, since 
 hold personal data.
 
 Counted, by canary revision: requests mirrored, dropped, answered with an error by the canary
-(or not at all), and rows compared and agreed (one row of a batch is one sample)."""
+(or not at all), and rows compared, agreed and disagreed (one row of a batch is one sample)."""
 
 from __future__ import annotations
 
@@ -245,6 +245,10 @@ class _Counts:
             "agreed": counter(
                 "weir_shadow_agreed_samples", "Compared rows where the canary agreed."
             ),
+            "disagreed": counter(
+                "weir_shadow_disagreed_samples",
+                "Compared rows where the canary disagreed (compared - agreed).",
+            ),
         }
         self._children: dict[tuple[str, ...], Any] = {}
 
@@ -373,6 +377,10 @@ class Mirror:
                 )
                 target = None
         if target != self._target:
+            # Copies queued for the old target are not sent: a slow canary's backlog would
+            # otherwise delay (and drop) the new one's copies for minutes.
+            self._queue.clear()
+            self._queued_bytes = 0
             self._drop_pools(target)
             log.info(
                 "mirroring %s",
@@ -468,6 +476,8 @@ class Mirror:
         self.counts.inc("compared", revision, result.rows)
         if result.agreed:
             self.counts.inc("agreed", revision, result.agreed)
+        if result.rows > result.agreed:
+            self.counts.inc("disagreed", revision, result.rows - result.agreed)
         if target.examples and result.agreed < result.rows:
             self._keep_example(copy, response.body, header_length, result)
 

@@ -5,6 +5,7 @@ always gets the stable's answer, a share of the requests is copied to the canary
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import time
@@ -119,6 +120,8 @@ class TestClientsOnlyGetTheStablesAnswer:
         assert counts["compared_samples"] - start.get("compared_samples", 0) == 40
         agreed = counts.get("agreed_samples", 0) - start.get("agreed_samples", 0)
         assert agreed < 40, "another model's answers do not all agree"
+        disagreed = counts.get("disagreed_samples", 0) - start.get("disagreed_samples", 0)
+        assert agreed + disagreed == 40
 
 
 class TestTheShareMirrored:
@@ -277,6 +280,26 @@ class TestTheMirrorFile:
         missing = str(tmp_path / "missing-ca.crt")
         path.write_text(json.dumps({"url": "https://c", "percent": 5, "tls": {"ca": missing}}))
         assert Mirror(path, ("iris", "", "s1", ""), None, revision="s1").target is None
+
+    async def test_a_new_target_drops_what_was_queued_for_the_old_one(self, tmp_path: Path) -> None:
+        now = [0.0]
+        path = tmp_path / "mirror.json"
+        with socket.create_server(("127.0.0.1", 0)) as hanging:
+            hanging.listen(64)
+            url = f"http://127.0.0.1:{hanging.getsockname()[1]}"
+            path.write_text(json.dumps({"url": url, "percent": 100}))
+            mirror = Mirror(path, ("iris", "", "s1", ""), None, revision="s1", clock=lambda: now[0])
+            outputs = {"probabilities": np.zeros((1, 3), np.float32)}
+            for _ in range(40):
+                mirror.offer("/v2/models/iris/infer", b"{}", None, outputs, None)
+                now[0] += 0.02  # the cap's bucket refills: 2 copies a step at 100 a second
+            await asyncio.sleep(0.05)  # 4 senders take theirs and hang
+            assert mirror.queued > 10
+            path.write_text(json.dumps({"url": url + "0", "percent": 100}))
+            now[0] += 2.0
+            assert mirror.target is not None
+            assert mirror.queued == 0
+            await mirror.aclose()
 
     def test_empty_or_zero_mirrors_nothing(self) -> None:
         assert parse_mirror("") is None
