@@ -661,16 +661,7 @@ def main_latency(opts: argparse.Namespace, argv: Sequence[str]) -> int:
         sb.Server.stop_all()
     rows = summarize(cells, LATENCY_MIRRORED)
     report: dict[str, Any] = {
-        "command": command_line(argv),
-        "started_at": started.isoformat(timespec="seconds"),
-        "finished_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": machine,
-        "settings": {
-            "concurrency": opts.concurrency,
-            "duration": opts.duration,
-            "rounds": opts.rounds,
-            "slow_seconds": SLOW_SECONDS,
-        },
+        **report_header(argv, started, machine, opts, slow_seconds=SLOW_SECONDS),
         "summary": rows,
         "cells": [c.to_json() for c in cells],
     }
@@ -1002,6 +993,24 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def report_header(
+    argv: Sequence[str], started: datetime, machine: Any, opts: Any, **settings: Any
+) -> dict[str, Any]:
+    """What every results file opens with: the command, when, where, and the load's settings."""
+    return {
+        "command": command_line(argv),
+        "started_at": started.isoformat(timespec="seconds"),
+        "finished_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine,
+        "settings": {
+            "concurrency": opts.concurrency,
+            "duration": opts.duration,
+            "rounds": opts.rounds,
+            **settings,
+        },
+    }
+
+
 def command_line(argv: Sequence[str]) -> str:
     python = Path(sys.executable)
     with contextlib.suppress(ValueError):
@@ -1044,15 +1053,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         sb.Server.stop_all()
     report: dict[str, Any] = {
-        "command": command_line(argv),
-        "started_at": started.isoformat(timespec="seconds"),
-        "finished_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": machine,
-        "settings": {
-            "concurrency": opts.concurrency,
-            "duration": opts.duration,
-            "rounds": opts.rounds,
-        },
+        **report_header(argv, started, machine, opts),
         "summaries": {name: summarize(c) for name, c in cells.items()},
         "cells": {name: [c.to_json() for c in cs] for name, cs in cells.items()},
     }

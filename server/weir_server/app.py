@@ -177,7 +177,8 @@ class ServingState:
             else:
                 encoded = encode_response(name, version, decoded, outputs)
             status = 200
-            if self.mirror is not None:
+            if self.mirror is not None and self.mirror.target is not None:
+                # Only while a shadow step mirrors: the path and the output's name for the copy.
                 path = f"/v2/models/{model_name}" + (
                     f"/versions/{model_version}/infer" if model_version else "/infer"
                 )

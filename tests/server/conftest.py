@@ -1,4 +1,4 @@
-"""Real `weir serve` processes over the sample models, one per module that needs them."""
+"""Real `weir serve` processes over the sample models, one per module that needs them, and\nthe certificates of the TLS ones."""
 
 from __future__ import annotations
 
@@ -7,7 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.certs import Authority, ServerCert
 from tests.support.processes import ServerProcess, running_server
+
+TLS_NAME = "iris.tests.svc"  # the name TLS servers' certificates are issued for (as SNI)
 
 
 @pytest.fixture(scope="module")
@@ -21,3 +24,15 @@ def iris_server(iris_model: Path) -> Iterator[ServerProcess]:
 def all_types_server(all_types_model: Path) -> Iterator[ServerProcess]:
     with running_server(all_types_model, "--name", "types") as server:
         yield server
+
+
+@pytest.fixture(scope="module")
+def authority() -> Authority:
+    """A test CA (tests/support/certs.py)."""
+    return Authority()
+
+
+@pytest.fixture(scope="module")
+def issued(authority: Authority) -> ServerCert:
+    """A server certificate for TLS_NAME, with its key and CA."""
+    return authority.issue(TLS_NAME)

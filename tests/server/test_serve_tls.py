@@ -18,23 +18,13 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from tests.server.conftest import TLS_NAME as NAME
 from tests.support.certs import Authority, ServerCert
 from tests.support.processes import ServerProcess, free_port
 from tests.support.tls import https_client, https_url, running_tls_server
 from weir_server import exit_codes
 
-NAME = "iris.tests.svc"
 ROW = {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [5.1, 3.5, 1.4, 0.2]}]}  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def authority() -> Authority:
-    return Authority()
-
-
-@pytest.fixture(scope="module")
-def issued(authority: Authority) -> ServerCert:
-    return authority.issue(NAME)
 
 
 @pytest.fixture(scope="module")

@@ -22,6 +22,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
+from tests.server.conftest import TLS_NAME as NAME
 from tests.support.certs import Authority, ServerCert
 from tests.support.processes import ServerProcess
 from tests.support.tls import running_tls_server
@@ -47,7 +48,6 @@ from weir_operator.providers.base import PodTls
 from weir_operator.providers.servers import FAILURE_TTL, TRUST_TTL
 
 NAMESPACE, SECRET = "tests", "iris-tls"
-NAME = "iris.tests.svc"
 CANARY, STABLE = "c0ffee0000000001", "5ab1e00000000002"
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 ROW = {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [5.1, 3.5, 1.4, 0.2]}]}  # fmt: skip
@@ -73,16 +73,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest.fixture(scope="module")
-def authority() -> Authority:
-    return Authority()
-
-
-@pytest.fixture(scope="module")
-def issued(authority: Authority) -> ServerCert:
-    return authority.issue(NAME)
 
 
 @pytest.fixture(scope="module")
