@@ -23,7 +23,7 @@ help:
 	@echo "make bench-router - latency weir run's local router adds (bench/results/router.md)"
 	@echo "make bench-shadow - what mirroring (--mirror-config) costs the stable (bench/results/shadow-*.md)"
 	@echo "make bench-shadow-latency - the stable's latency with a healthy, slow, dead and hanging canary (bench/results/shadow-latency-*.md)"
-	@echo "make bench-shadow-detection - shadow steps in weir run: a wrong canary rolled back, a 98 %-agreeing one promoted, 10 each"
+	@echo "make bench-shadow-detection - shadow steps in weir run: a wrong and an erroring canary rolled back, a 98 %-agreeing one promoted, an idle stable held; 10 each"
 	@echo "make image  - build the container image (BASE_IMAGE=... to use a local base)"
 	@echo "make generate - regenerate crds/ and docs/api.md from the API models"
 
@@ -44,7 +44,9 @@ models: setup
 # progress, when Go is installed (about 17 min the first time, instant after); without Go that
 # tier is skipped (WEIR_REQUIRE_CONTROLPLANE=1 makes it fail). Without a Docker engine (a
 # `docker` client alone is not one) the container tier is skipped, and one line says why and
-# how to get one (WEIR_REQUIRE_DOCKER=1 makes it fail). Lint first: seconds, and a
+# how to get one (WEIR_REQUIRE_DOCKER=1 makes it fail). Without Debian's `prometheus` (and its
+# promtool) on PATH the real-Prometheus tier is skipped with one line
+# (WEIR_REQUIRE_PROMETHEUS=1 makes it fail). Lint first: seconds, and a
 # change that breaks ruff or mypy --strict fails here rather than in review.
 test: setup models lint
 	@if command -v go >/dev/null 2>&1; then hack/controlplane/build.sh >/dev/null; \

@@ -42,7 +42,7 @@ Usage: `make bench-shadow` (= `.venv/bin/python bench/shadow.py`: about 4 minute
 prints markdown tables and writes them, with the raw figures, to bench/results/shadow-*.{md,json}
 (git-ignored). `--help` for the knobs.
 
-`--detection` (`make bench-shadow-detection`: about 6 minutes on 2 cores) measures instead what
+`--detection` (`make bench-shadow-detection`: about 15 minutes on 2 cores) measures instead what
 a shadow step decides, end to end in `weir run` (tests/support/local_run.py: real servers,
 router and rollout engine; iris v1, one server, two client threads of uniform iris rows): steps
 `shadow 100 % for 5s, setWeight 50, pause 5s`, analysis `interval: 5s, failureThreshold: 2`,
@@ -51,9 +51,12 @@ version from `set-model`, the status polled every 50 ms): `iris_swapped` (labels
 agreement; one weir run, the stable stays v1), which must reach RolledBack with reason
 AgreementFailed and canary weight 0 throughout; and `iris_retrained` (about 98 % agreement,
 measured first with in-process ONNX Runtime on 10,000 rows drawn as the traffic draws them),
-which must be promoted (a fresh weir run serving v1 each time). Every client request must
-succeed. Writes bench/results/shadow-detection-*.{md,json}; exits 1 if a run did not end as it
-must.
+which must be promoted (a fresh weir run serving v1 each time); `iris_erroring` (HTTP 500 on
+about one row in five; one weir run), which must be rolled back in the shadow with weight 0
+throughout; and, with no traffic at all, `iris_swapped` again (one weir run), which must be
+held in the shadow (Paused, weight 0) for IDLE_SECONDS, neither promoted nor failed. Every
+client request must succeed. Writes bench/results/shadow-detection-*.{md,json}; exits 1 if a
+run did not end as it must.
 
 `--latency` (`make bench-shadow-latency` = `--latency --concurrency 8 --duration 3 --rounds 2`:
 about 3 minutes on 2 cores) measures instead the stable's client latency (p50, p99, req/s,
@@ -706,6 +709,7 @@ DETECTION_ANALYSIS: dict[str, Any] = {
     "agreement": {"output": "probabilities", "compare": "top1", "minRate": 0.95, "minSamples": 20},
 }
 OFFLINE_ROWS = 10_000
+KINDS = ("swapped", "erroring", "retrained", "idle")
 
 
 def _local_run() -> ModuleType:
@@ -738,10 +742,12 @@ def offline_agreement(stable: Path, canary: Path, rows: int = OFFLINE_ROWS) -> f
 class Rollout:
     """One canary shipped with `set-model` and followed to its end, polled every 50 ms."""
 
-    kind: str  # "swapped" (must be rolled back) or "retrained" (must be promoted)
+    # "swapped", "erroring" (must be rolled back in the shadow), "retrained" (must be
+    # promoted) or "idle" (no traffic: must be held in the shadow, neither promoted nor failed)
+    kind: str
     round: int
-    seconds: float = math.nan  # set-model -> RolledBack seen (swapped) / Healthy on it (retrained)
-    outcome: str = ""  # RolledBack, Promoted or Timeout
+    seconds: float = math.nan  # set-model -> RolledBack seen / Healthy on it / held (idle)
+    outcome: str = ""  # RolledBack, Promoted, Held (idle, watched for IDLE_SECONDS) or Timeout
     reason: str = ""  # the RolledBack condition's reason (AgreementFailed), or ""
     max_weight: int = 0
     client_requests: int = 0
@@ -758,16 +764,63 @@ class Rollout:
                 "AgreementFailed",
                 0,
             )
+        if self.kind == "erroring":
+            return (self.outcome, self.max_weight) == ("RolledBack", 0)
+        if self.kind == "idle":
+            return (self.outcome, self.max_weight) == ("Held", 0)
         return self.outcome == "Promoted"
 
 
+IDLE_SECONDS = 20.0  # an idle canary is watched this long once held: 4 analysis intervals
+
+
+def _paused_reason(status: dict[str, Any]) -> str:
+    paused = [c for c in status.get("conditions", []) if c.get("type") == "Paused"]
+    return str(paused[0].get("message", "")) if paused else ""
+
+
+def _held_in_shadow(status: dict[str, Any], version: str) -> bool | None:
+    """For an idle canary: True while it is held in its shadow step (Paused, weight 0, the
+    stable still v1), None before the status shows it, False once anything else happened to
+    it (promoted, rolled back, given weight)."""
+    canary = status.get("canary") or {}
+    if canary.get("version") != version:
+        last = (status.get("history") or [{}])[0]
+        if last.get("version") == version or (status.get("stable") or {}).get("version") == version:
+            return False
+        return None
+    if int(canary.get("weight", 0)) > 0 or status.get("phase") not in ("Paused", "Progressing"):
+        return False
+    return True if status.get("phase") == "Paused" and "shadow" in _paused_reason(status) else None
+
+
 def follow(run: Any, rollout: Rollout, version: str, timeout: float) -> None:
-    """Poll the status until the canary `version` is rolled back or promoted."""
+    """Poll the status until the canary `version` is rolled back or promoted; an idle one
+    (no traffic) is watched for IDLE_SECONDS instead, and must stay held in the shadow."""
     seen: set[str] = set()
     mine = False
     started = time.monotonic()
+    held_since: float | None = None
     while time.monotonic() - started < timeout:
         status = run.status("iris")
+        if rollout.kind == "idle":
+            held = _held_in_shadow(status, version)
+            if held is None:
+                held_since = None
+            elif held_since is None:
+                held_since = time.monotonic()
+            if held is False or (
+                held_since is not None and time.monotonic() - held_since >= IDLE_SECONDS
+            ):
+                rollout.max_weight = max(
+                    rollout.max_weight, int((status.get("canary") or {}).get("weight", 0))
+                )
+                rollout.outcome = "Held" if held else str(status.get("phase"))
+                rollout.reason = _paused_reason(status)
+                rollout.seconds = time.monotonic() - started
+                return
+            time.sleep(0.05)
+            continue
         canary = status.get("canary") or {}
         if canary.get("version") == version:
             mine = True  # the status is this canary's from now on (not the last one's)
@@ -799,12 +852,14 @@ def detection(opts: argparse.Namespace, work: Path) -> dict[str, Any]:
 
     models = {
         name: sample_models.BUILDERS[name](work / f"{name}.onnx")
-        for name in ("iris", "iris_swapped", "iris_retrained")
+        for name in ("iris", "iris_swapped", "iris_retrained", "iris_erroring")
     }
+    models["iris_idle"] = models["iris_swapped"]  # wrong, but with no traffic nothing to compare
     offline = {
         kind: offline_agreement(models["iris"], models[f"iris_{kind}"])
         for kind in ("swapped", "retrained")
     }
+    offline["idle"] = offline["swapped"]  # the same model (the erroring one fails whole batches)
     log(
         f"offline top-1 agreement with iris v1 on {OFFLINE_ROWS:,} uniform rows: "
         + ", ".join(f"{k} {v:.2%}" for k, v in offline.items())
@@ -812,7 +867,7 @@ def detection(opts: argparse.Namespace, work: Path) -> dict[str, Any]:
     rollout_spec = {"steps": DETECTION_STEPS, "analysis": DETECTION_ANALYSIS}
     rollouts: list[Rollout] = []
 
-    def serving_v1(folder: Path) -> tuple[Any, Any]:
+    def serving_v1(folder: Path, with_traffic: bool = True) -> tuple[Any, Any]:
         lr.write_manifests(
             folder / "manifests",
             lr.manifest("iris", models["iris"], "1", replicas=1, rollout=rollout_spec),
@@ -821,8 +876,9 @@ def detection(opts: argparse.Namespace, work: Path) -> dict[str, Any]:
         run.wait_up()
         run.wait_healthy("iris", "1")
         traffic = lr.Traffic(run.router_url, threads=2, limit_seconds=opts.runs * 120 + 60)
-        traffic.start()
-        time.sleep(1)
+        if with_traffic:
+            traffic.start()
+            time.sleep(1)
         return run, traffic
 
     def ship(run: Any, traffic: Any, kind: str, number: int) -> None:
@@ -839,22 +895,39 @@ def detection(opts: argparse.Namespace, work: Path) -> dict[str, Any]:
             f"{w['rate']:.0%}/{w['samples']:.0f}" for w in rollout.windows if w["rate"] is not None
         )
         log(
-            f"  {kind:9s} {number:2d}/{opts.runs}: {rollout.outcome} ({rollout.reason or '-'}) in "
+            f"  {kind:9s} {number:2d}/{opts.runs}: {rollout.outcome} "
+            f"({(rollout.reason or '-')[:60]}) in "
             f"{rollout.seconds:5.2f} s, max weight {rollout.max_weight}, "
             f"{rollout.client_failures}/{rollout.client_requests} client requests failed; "
             f"agreement/rows per window: {rates or '-'}" + ("" if rollout.ok else "  NOT OK")
         )
 
-    # The swapped canaries: one weir run, a new version each round (the stable stays v1).
-    log(f"\n== iris_swapped: {opts.runs} canaries, each must be rolled back in the shadow")
-    folder = work / "swapped"
-    run, traffic = serving_v1(folder)
+    # The swapped and the erroring canaries: one weir run each, a new version each round (the
+    # stable stays v1 after every rollback).
+    for kind, what in (
+        ("swapped", "each must be rolled back in the shadow (AgreementFailed)"),
+        ("erroring", "500 on about one row in five: each must be rolled back in the shadow"),
+    ):
+        log(f"\n== iris_{kind}: {opts.runs} canaries, {what}")
+        run, traffic = serving_v1(work / kind)
+        try:
+            for number in range(1, opts.runs + 1):
+                ship(run, traffic, kind, number)
+                time.sleep(1)
+        finally:
+            traffic.stop()
+            run.stop()
+    # Idle: no traffic at all; each canary must be held in the shadow for IDLE_SECONDS (4
+    # intervals), neither promoted nor failed, then the next version replaces it.
+    log(
+        f"\n== idle stable: {opts.runs} canaries (iris_swapped) with no traffic, each must be "
+        f"held in the shadow for {IDLE_SECONDS:.0f} s"
+    )
+    run, traffic = serving_v1(work / "idle", with_traffic=False)
     try:
         for number in range(1, opts.runs + 1):
-            ship(run, traffic, "swapped", number)
-            time.sleep(1)
+            ship(run, traffic, "idle", number)
     finally:
-        traffic.stop()
         run.stop()
     # The retrained canaries: each promoted, so each round starts a weir run serving v1 again.
     log(f"\n== iris_retrained: {opts.runs} canaries, each must be promoted")
@@ -866,7 +939,7 @@ def detection(opts: argparse.Namespace, work: Path) -> dict[str, Any]:
             traffic.stop()
             run.stop()
     summary: dict[str, Any] = {}
-    for kind in ("swapped", "retrained"):
+    for kind in KINDS:
         done = [r for r in rollouts if r.kind == kind]
         times = [r.seconds for r in done if not math.isnan(r.seconds)]
         rates = [w["rate"] for r in done for w in r.windows if w["rate"] is not None]
@@ -882,7 +955,7 @@ def detection(opts: argparse.Namespace, work: Path) -> dict[str, Any]:
             "client_failures": sum(r.client_failures for r in done),
             "window_rate_min": min(rates, default=math.nan),
             "window_rate_median": median(rates),
-            "offline_agreement": offline[kind],
+            "offline_agreement": offline.get(kind, math.nan),
         }
     return {
         "steps": DETECTION_STEPS,
@@ -909,12 +982,14 @@ def render_detection(report: dict[str, Any]) -> str:
     ]
     for kind, label in (
         ("swapped", "iris_swapped (labels swapped): → RolledBack"),
+        ("erroring", "iris_erroring (500 on ~20 % of rows): → RolledBack"),
         ("retrained", "iris_retrained: → Promoted"),
+        ("idle", f"iris_swapped, no traffic: → held {IDLE_SECONDS:.0f} s"),
     ):
         row = s[kind]
         outcomes = ", ".join(f"{k} {v}" for k, v in sorted(row["outcomes"].items()))
         lines.append(
-            f"| {label} | {row['offline_agreement']:.2%} | {row['runs']} "
+            f"| {label} | {fmt(row['offline_agreement'] * 100)} % | {row['runs']} "
             f"| {row['ok']}/{row['runs']} | {outcomes} | {fmt(row['median_seconds'])} s "
             f"| {fmt(row['max_seconds'])} s | {fmt(row['min_seconds'])} s | {row['max_weight']} "
             f"| {fmt(row['window_rate_median'] * 100, 1)} %, {fmt(row['window_rate_min'] * 100, 1)}"
