@@ -10,7 +10,7 @@ IMAGE ?= weir:dev
 BASE_IMAGE ?= python:3.12-slim
 PYTEST_ARGS ?= --durations=15
 
-.PHONY: setup models test demo lint bench bench-server bench-peers bench-router bench-rollback bench-shadow bench-shadow-latency bench-shadow-detection image generate controlplane clean help
+.PHONY: setup models test demo lint bench bench-server bench-peers bench-router bench-rollback bench-shadow bench-shadow-latency bench-shadow-detection bench-monitoring image generate controlplane clean help
 
 help:
 	@echo "make demo   - weir run on this machine: a good version promoted, a bad one rolled back"
@@ -24,6 +24,7 @@ help:
 	@echo "make bench-shadow - what mirroring (--mirror-config) costs the stable (bench/results/shadow-*.md)"
 	@echo "make bench-shadow-latency - the stable's latency with a healthy, slow, dead and hanging canary (bench/results/shadow-latency-*.md)"
 	@echo "make bench-shadow-detection - shadow steps in weir run: a wrong and an erroring canary rolled back, a 98 %-agreeing one promoted, an idle stable held; 10 each"
+	@echo "make bench-monitoring - what weir serve --reference (drift counting) costs, iris and mlp (bench/results/monitoring-*.md)"
 	@echo "make image  - build the container image (BASE_IMAGE=... to use a local base)"
 	@echo "make generate - regenerate crds/ and docs/api.md from the API models"
 
@@ -63,7 +64,7 @@ lint: setup
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports --no-cache
 
-bench: bench-server bench-peers bench-router bench-rollback bench-shadow bench-shadow-latency bench-shadow-detection
+bench: bench-server bench-peers bench-router bench-rollback bench-shadow bench-shadow-latency bench-shadow-detection bench-monitoring
 
 bench-server: setup models
 	$(PY) bench/server.py
@@ -87,6 +88,10 @@ bench-shadow-latency: setup models
 # About 6 minutes on 2 cores (20 rollouts in weir run): a target of its own.
 bench-shadow-detection: setup models
 	$(PY) bench/shadow.py --detection --runs 10
+
+# About 3 minutes on 2 cores: monitoring off and on, interleaved, iris and mlp at concurrency 16.
+bench-monitoring: setup models
+	$(PY) bench/monitoring.py
 
 # The CRD and the API reference are generated from operator/weir_operator/spec.py and status.py;
 # tests fail when the checked-in files are stale.

@@ -5,9 +5,9 @@
 # tier's time is waiting on the operator's timers, and the pure core needs CPU only for a
 # couple of minutes. So:
 #   - "timed" (in the foreground, its progress on the terminal): the tiers that measure time
-#     with real processes and real traffic (server, local runtime, control plane) or build
-#     something once per session (the image, the control plane); they never run side by side
-#     with each other.
+#     with real processes and real traffic (server, local runtime, control plane, a real
+#     Prometheus scraping real servers) or build something once per session (the image, the
+#     control plane); they never run side by side with each other.
 #   - "core + emulator" (in the background, its report printed when both are done, its log in
 #     .pytest-core-emulator.log): the pure core, then the emulator tier.
 # pytest-xdist's `--dist loadgroup` would do this, but with pytest 9 it ignores the groups
@@ -19,7 +19,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 PY=${PY:-.venv/bin/python}
 core_emulator=(tests/unit tests/emulator)
-timed=(tests/chart tests/cluster tests/container tests/controlplane tests/local tests/server)
+timed=(tests/chart tests/cluster tests/container tests/controlplane tests/local tests/prometheus tests/server)
 log=.pytest-core-emulator.log
 
 # Every folder with tests belongs to exactly one session: a new tier cannot be forgotten.

@@ -26,10 +26,12 @@ def build_parser() -> argparse.ArgumentParser:
     from weir_operator.local.run_cli import add_run_parser
     from weir_server.cli import add_serve_parser
     from weir_server.fetch import add_fetch_parser
+    from weir_server.profile import add_profile_parser
 
     add_serve_parser(subparsers)
     add_operator_parser(subparsers)
     add_fetch_parser(subparsers)
+    add_profile_parser(subparsers)
     add_client_parsers(subparsers)
     add_run_parser(subparsers)
     exit_3_on_usage_errors(parser)

@@ -7,10 +7,12 @@ implements the small `ClusterPort` (how to observe the children, apply a plan an
 events) and calls `ReconcileDriver.reconcile`; everything else, the order of the steps, which
 router's rules apply, when the probes forget a rollout, what an invalid spec becomes, and the
 one `now` of a reconcile, is here, and is the same in both. The decisions themselves are the
-pure core's (`core.reconcile`)."""
+pure core's (`core.reconcile`); the measurements are the probes' (the rollout's, and the drift
+of the stable's traffic: `probes.drift`)."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,6 +26,7 @@ from weir_operator.core.routers import RouterName
 from weir_operator.core.spec import ModelDeployment
 from weir_operator.core.status import Event, ModelDeploymentStatus
 from weir_operator.probes.autoscaler import Autoscalers
+from weir_operator.probes.drift import DriftProber
 from weir_operator.probes.rollout import RolloutProber
 
 
@@ -59,7 +62,8 @@ class ClusterPort(Protocol):
 
 
 class ReconcileDriver:
-    """One per process (operator or `weir run`): the probes and the autoscaler's memory."""
+    """One per process (operator or `weir run`): the probes and the autoscaler's memory
+    (`drift`: the drift prober; default: one on the rollout prober's providers)."""
 
     def __init__(
         self,
@@ -68,8 +72,10 @@ class ReconcileDriver:
         render: RenderSettings | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         policy: Policy | None = None,
+        drift: DriftProber | None = None,
     ) -> None:
         self.prober = prober
+        self.drift = drift or DriftProber(prober.providers)
         self.autoscalers = autoscalers
         self.render = render or RenderSettings()
         self.policy = policy or Policy()
@@ -91,6 +97,9 @@ class ReconcileDriver:
         now = self.clock()
         world = await port.observe(md)
         measured, probe_events = await self.prober.probe(md, old, list(world.pods), request, now)
+        drift = await self.drift.probe(md, old, list(world.pods), now)
+        if drift is not None:
+            measured = dataclasses.replace(measured, drift=drift)
         router = routers.router_named(port.router or md.spec.traffic.router)
         scale = await self.autoscalers.decision_for(
             md,
@@ -116,6 +125,7 @@ class ReconcileDriver:
     def forget(self, namespace: str, name: str) -> None:
         """The object is gone: drop what the probes and the autoscaler kept for it."""
         self.prober.forget(namespace, name)
+        self.drift.forget(namespace, name)
         self.autoscalers.forget(namespace, name)
 
     async def aclose(self) -> None:

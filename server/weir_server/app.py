@@ -37,6 +37,8 @@ from weir_server.codec import (
 )
 from weir_server.metrics import ServerMetrics
 from weir_server.model import LoadedModel, ModelLoadError, ModelRunError
+from weir_server.monitor import Monitor, start_monitor
+from weir_server.reference import ReferenceError as ReferenceFileError
 from weir_server.settings import SETTINGS_ENV, ServerSettings, cpu_limit, default_intra_op_threads
 from weir_server.shadow import Mirror
 from weir_server.workers import WorkerReadiness
@@ -89,6 +91,7 @@ class ServingState:
     deadlines: rsgi.BodyDeadlines = field(default_factory=lambda: rsgi.BodyDeadlines(30.0))
     workers: WorkerReadiness | None = None  # several workers: ready only when all of them are
     mirror: Mirror | None = None  # --mirror-config: copies of answered requests to a canary
+    monitor: Monitor | None = None  # --reference: drift counts of every row answered
     on_fatal: Callable[[str], None] = field(default=lambda message: os._exit(3))
 
     def __post_init__(self) -> None:
@@ -177,6 +180,8 @@ class ServingState:
             else:
                 encoded = encode_response(name, version, decoded, outputs)
             status = 200
+            if self.monitor is not None:
+                self.monitor.record(decoded.inputs, outputs)
             if self.mirror is not None and self.mirror.target is not None:
                 # Only while a shadow step mirrors: the path and the output's name for the copy.
                 path = f"/v2/models/{model_name}" + (
@@ -301,7 +306,10 @@ def create_app(
     async def load_in_background() -> None:
         try:
             loaded, seconds, inline_elements = await asyncio.to_thread(_prepare, settings, model)
-        except ModelLoadError as error:
+            if settings.reference is not None:
+                state.monitor = await asyncio.to_thread(start_monitor, settings, loaded, metrics)
+                state.monitor.start(asyncio.get_running_loop())
+        except (ModelLoadError, ReferenceFileError) as error:
             state.failure = str(error)
             log.error("cannot serve the model: %s", error)
             state.on_fatal(str(error))
@@ -564,6 +572,8 @@ class Lifecycle:
         await state.deadlines.stop()
         if state.mirror is not None:
             await state.mirror.aclose()
+        if state.monitor is not None:
+            state.monitor.stop()
         if self.access_log is not None:
             self.access_log.stop()
 

@@ -24,6 +24,7 @@ from weir_server.settings import (
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_JSON_BYTES,
     DEFAULT_MAX_REQUEST_BYTES,
+    REFERENCE_ENV,
     SETTINGS_ENV,
     ServerSettings,
 )
@@ -132,6 +133,13 @@ def add_serve_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
         "empty: no copies). Written by the operator and by weir run",
     )
     parser.add_argument(
+        "--reference",
+        metavar="FILE",
+        help="model monitoring: a reference from `weir profile` for this model (default: "
+        f"${REFERENCE_ENV}); every row answered is counted in its input feature bins, "
+        "predicted class and confidence (weir_drift_* metrics, docs/monitoring.md)",
+    )
+    parser.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
     )
     parser.set_defaults(handler=run_serve)
@@ -164,6 +172,7 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         mirror_config=args.mirror_config,
+        reference=args.reference or os.environ.get(REFERENCE_ENV) or None,
     )
 
 
@@ -178,6 +187,12 @@ def run_serve(args: argparse.Namespace) -> int:
     problem = settings.problem() or _model_path_problem(settings.model_path)
     if problem is None and settings.tls_cert is not None and settings.tls_key is not None:
         problem = tls_problem(settings.tls_cert, settings.tls_key)
+    if problem is None and settings.reference is not None:
+        # Not weir_server.monitor: prometheus-client picks its value store at import, and it
+        # must not be imported here before PROMETHEUS_MULTIPROC_DIR is set for the workers.
+        from weir_server.reference import reference_file_problem
+
+        problem = reference_file_problem(Path(settings.reference), settings.model_path)
     if problem is not None:
         _error(problem)
         return USAGE

@@ -22,7 +22,12 @@ complete and verified (written aside, then renamed), so a server never starts on
 half-downloaded or wrong model.
 
 `weir run` calls `fetch` in its own process, with a `StoreAccess` built from its secrets folder
-instead of the environment."""
+instead of the environment.
+
+With `--reference-uri` (spec.monitoring.reference), the model's monitoring reference is fetched
+the same way (same transports, credentials and sha256 check) to `reference.json` next to the
+model, and checked to be a reference made for the model just fetched, so that a wrong one fails
+here, naming both, rather than in the server."""
 
 from __future__ import annotations
 
@@ -46,6 +51,7 @@ from typing import Any, Protocol
 from weir_server.exit_codes import FAILED, OK, USAGE
 
 CHUNK = 1 << 20
+REFERENCE_FILE = "reference.json"  # --reference-uri's destination, in --dest's folder
 # What the operator sets in the fetch-model container (weir_operator.core.render).
 HEADER_NAME_ENV = "WEIR_FETCH_HEADER_NAME"
 HEADER_PREFIX_ENV = "WEIR_FETCH_HEADER_PREFIX"
@@ -480,6 +486,15 @@ def add_fetch_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
     parser.add_argument("--sha256", help="expected hex sha256; a mismatch fails")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per network read")
     parser.add_argument("--attempts", type=int, default=3, help="tries for transient failures")
+    parser.add_argument(
+        "--reference-uri",
+        metavar="URI",
+        help=f"also fetch the model's monitoring reference (weir profile) to {REFERENCE_FILE} "
+        "in --dest's folder; it must have been made for the model fetched",
+    )
+    parser.add_argument(
+        "--reference-sha256", metavar="HEX", help="expected hex sha256 of --reference-uri"
+    )
     parser.set_defaults(handler=run_fetch)
 
 
@@ -495,7 +510,47 @@ def _usage_problem(args: argparse.Namespace) -> str | None:
         return f"--sha256 must be 64 hexadecimal characters, got {args.sha256!r}"
     if args.dest.is_dir():
         return f"--dest {args.dest} is a directory; give the path of the model file"
+    reference_sha256 = args.reference_sha256
+    if reference_sha256 is not None and args.reference_uri is None:
+        return "--reference-sha256 needs --reference-uri: the reference whose sha256 it is"
+    if reference_sha256 is not None and not re.fullmatch(r"[a-fA-F0-9]{64}", reference_sha256):
+        return f"--reference-sha256 must be 64 hexadecimal characters, got {reference_sha256!r}"
+    if args.reference_uri is not None and args.dest.name == REFERENCE_FILE:
+        return f"--dest cannot be named {REFERENCE_FILE}: --reference-uri is written there"
     return None
+
+
+def fetch_reference(
+    uri: str,
+    model: Path,
+    model_sha256: str,
+    sha256: str | None = None,
+    *,
+    timeout: float = 60.0,
+    attempts: int = 3,
+    log: Log = print,
+    access: StoreAccess = NO_ACCESS,
+) -> Path:
+    """Fetch a monitoring reference to REFERENCE_FILE next to `model` (as `fetch` fetches a
+    model) and check that it is one, made for the model whose sha256 is `model_sha256`;
+    FetchError (one line) if not. Returns where it was written."""
+    from weir_server.reference import ReferenceError, load_reference
+
+    dest = model.with_name(REFERENCE_FILE)
+    fetch(uri, dest, sha256, timeout=timeout, attempts=attempts, log=log, access=access)
+    try:
+        reference = load_reference(dest)
+    except ReferenceError as error:
+        dest.unlink(missing_ok=True)
+        raise FetchError(f"the reference from {uri} cannot be used: {error}") from None
+    if reference.model.sha256 != model_sha256.lower():
+        dest.unlink(missing_ok=True)
+        raise FetchError(
+            f"the reference from {uri} was made for the model with sha256 "
+            f"{reference.model.sha256}, but the model fetched has sha256 {model_sha256}: "
+            "profile this model (weir profile) and point spec.monitoring.reference at it"
+        )
+    return dest
 
 
 def run_fetch(args: argparse.Namespace) -> int:
@@ -504,16 +559,32 @@ def run_fetch(args: argparse.Namespace) -> int:
     if (problem := _usage_problem(args)) is not None:
         print(f"weir fetch-model: error: {problem}", file=sys.stderr)
         return USAGE
+
+    def log(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    access = StoreAccess.from_env(os.environ)
     try:
-        fetch(
+        model_sha256 = fetch(
             args.uri,
             args.dest,
             args.sha256,
             timeout=args.timeout,
             attempts=args.attempts,
-            log=lambda message: print(message, file=sys.stderr, flush=True),
-            access=StoreAccess.from_env(os.environ),
+            log=log,
+            access=access,
         )
+        if args.reference_uri is not None:
+            fetch_reference(
+                args.reference_uri,
+                args.dest,
+                model_sha256,
+                args.reference_sha256,
+                timeout=args.timeout,
+                attempts=args.attempts,
+                log=log,
+                access=access,
+            )
     except FetchError as error:
         print(f"weir fetch-model: error: {error}", file=sys.stderr)
         return FAILED

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Final
 
 from prometheus_client import (
@@ -191,6 +191,8 @@ class ServerMetrics:
             self.registry = CollectorRegistry()
             per_request = _LocalRequestMetrics(labels)
             self.registry.register(per_request)
+        # Called before every scrape (the model monitor counts what it buffered).
+        self.before_scrape: list[Callable[[], None]] = []
         self.started = per_request.started
         self.finished = per_request.finished
         self.answered = per_request.answered
@@ -215,6 +217,8 @@ class ServerMetrics:
         self.answered(code, seconds)
 
     def exposition(self) -> tuple[bytes, str]:
+        for hook in self.before_scrape:
+            hook()
         if self.registry is not None:
             return generate_latest(self.registry), CONTENT_TYPE_LATEST
         registry = CollectorRegistry()

@@ -31,6 +31,14 @@ _ONNX_ELEMENT_TYPES = {
 OPSET = 17
 SLOW_LAYERS, SLOW_WIDTH = 80, 512  # about 3 ms more per row than iris on one core here
 RETRAINED_SHIFT = 4.35  # iris_retrained: +4.35 on class 0's bias
+# iris_training_data: each column normal, centred on the range tests.support.local_run.iris_row
+# draws uniformly from (sepal length 4.3-7.9, sepal width 2.0-4.4, petal length 1.0-6.9, petal
+# width 0.1-2.5), with a standard deviation of a sixth of that range (so the range is about
+# +-3 standard deviations). Drift tests shift a column by a multiple of its std.
+IRIS_FEATURE_MEAN: tuple[float, float, float, float] = (6.1, 3.2, 3.95, 1.3)
+IRIS_FEATURE_STD: tuple[float, float, float, float] = (0.6, 0.4, 0.98, 0.4)
+IRIS_TRAINING_ROWS = 10_000  # rows of examples/models/iris-train.npy and iris.reference.json
+IRIS_TRAINING_SEED = 21
 
 
 def _save(graph: Any, path: Path) -> Path:
@@ -78,6 +86,16 @@ def iris(
         initializer=[numpy_helper.from_array(weights, "W"), numpy_helper.from_array(bias, "B")],
     )
     return _save(graph, path)
+
+
+def iris_training_data(rows: int, seed: int = IRIS_TRAINING_SEED) -> np.ndarray:
+    """`rows` iris flowers as FP32 [rows, 4]: independent normal columns with IRIS_FEATURE_MEAN
+    and IRIS_FEATURE_STD (the monitoring tests' and the demo's training data: what the
+    reference is profiled on, and what in-distribution traffic is drawn from)."""
+    rng = np.random.default_rng(seed)
+    mean = np.asarray(IRIS_FEATURE_MEAN, dtype=np.float64)
+    std = np.asarray(IRIS_FEATURE_STD, dtype=np.float64)
+    return (rng.standard_normal((rows, 4)) * std + mean).astype(np.float32)
 
 
 def iris_degraded(
@@ -308,9 +326,33 @@ def build_all(folder: Path) -> dict[str, Path]:
     return built
 
 
+def build_iris_reference(folder: Path, iris_model: Path) -> dict[str, Path]:
+    """`iris-train.npy` (IRIS_TRAINING_ROWS rows of iris_training_data) and
+    `iris.reference.json`, its `weir profile` for `iris_model`; each rebuilt only when missing
+    (or, the reference, made for another iris file)."""
+    from weir_server.profile import Table, profile
+    from weir_server.reference import ReferenceError, file_sha256, load_reference, write_reference
+
+    data_path = folder / "iris-train.npy"
+    if not data_path.is_file():
+        np.save(data_path, iris_training_data(IRIS_TRAINING_ROWS))
+    reference_path = folder / "iris.reference.json"
+    try:
+        current = load_reference(reference_path).model.sha256 == file_sha256(iris_model)
+    except ReferenceError:
+        current = False
+    if not current:
+        data = np.load(data_path)
+        write_reference(profile(iris_model, Table.from_array(data, str(data_path))), reference_path)
+    return {"iris-train": data_path, "iris.reference": reference_path}
+
+
 if __name__ == "__main__":
     import sys
 
     destination = Path(sys.argv[1] if len(sys.argv) > 1 else "examples/models")
-    for name, file in build_all(destination).items():
+    models = build_all(destination)
+    for name, file in models.items():
+        print(f"{name}: {file}")
+    for name, file in build_iris_reference(destination, models["iris"]).items():
         print(f"{name}: {file}")

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Final
 
 SETTINGS_ENV: Final = "WEIR_SERVER_SETTINGS"
+REFERENCE_ENV: Final = "WEIR_REFERENCE"  # --reference, when the option is not given
 DEFAULT_MAX_REQUEST_BYTES: Final = 64 * 1024 * 1024
 # JSON bodies (and the JSON header of a binary one) are decoded by single C calls (orjson,
 # numpy) that hold the GIL: measured, 26 ms for 4 MB of nested floats, 96 ms for 8 MB and 408
@@ -58,6 +59,7 @@ class ServerSettings:
     tls_cert: str | None = None  # PEM certificate (chain) file: HTTPS on the port
     tls_key: str | None = None  # its PEM private key file
     mirror_config: str | None = None  # shadow traffic: where to copy requests (weir_server.shadow)
+    reference: str | None = None  # model monitoring: a `weir profile` file (weir_server.monitor)
     workers_dir: str | None = None  # set by the parent of several workers (weir_server.workers)
 
     @property

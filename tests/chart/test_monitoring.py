@@ -35,6 +35,7 @@ from weir_operator.core.render import SERVER_PORT, render_deployment
 from weir_operator.core.spec import parse_model_deployment
 from weir_operator.core.status import Outcome, Phase, Verdict
 from weir_operator.local.proxy import RouterMetrics
+from weir_server import sample_models
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "weir"
@@ -46,7 +47,25 @@ ALL_ON = (
     "metrics.serviceMonitor.enabled=true",
     "metrics.serviceMonitor.honorLabels=true",
 )
-ALERTS = {"WeirRollbackHappened", "WeirRolloutStuck", "WeirHighErrorRate"}
+ALERTS = {
+    "WeirRollbackHappened",
+    "WeirRolloutStuck",
+    "WeirHighErrorRate",
+    "WeirInputDrift",
+    "WeirPredictionDrift",
+    "WeirConfidenceDrop",
+    "WeirOperatorDown",
+    "WeirReconcileErrors",
+}
+# What the PrometheusRule records (the drift scores), which the alerts and the dashboard read.
+RECORDED = {
+    "weir:drift_rows:increase",
+    "weir:drift_feature_psi",
+    "weir:drift_prediction_psi",
+    "weir:drift_confidence_psi",
+    "weir:drift_confidence_mean",
+}
+MONITORING_DOC = ROOT / "docs" / "monitoring.md"
 PANEL_TYPES = {"timeseries", "stat", "table"}
 GRID_COLUMNS = 24
 
@@ -104,10 +123,13 @@ def registry_series(registry: CollectorRegistry, owner: object) -> Series:
 
 
 @pytest.fixture(scope="module")
-def server_series(iris_model: Path) -> Series:
-    """A real `weir serve`, scraped after answering a good and a bad request."""
+def server_series(iris_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Series:
+    """A real `weir serve` that monitors against a reference (its weir_drift_* series too),
+    scraped after answering a good and a bad request."""
+    built = sample_models.build_iris_reference(tmp_path_factory.mktemp("reference"), iris_model)
     env = {"WEIR_REVISION": "0123456789abcdef", "WEIR_TRACK": "canary"}
-    with running_server(iris_model, "--name", "iris", "--version", "1", env=env) as server:
+    args = ("--name", "iris", "--version", "1", "--reference", str(built["iris.reference"]))
+    with running_server(iris_model, *args, env=env) as server:
         infer = f"{server.url}/v2/models/iris/infer"
         row = {"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [5.1, 3.5, 1.4, 0.2]}
         assert httpx.post(infer, json={"inputs": [row]}).status_code == 200
@@ -141,10 +163,11 @@ def exported(server_series: Series, operator_series: Series) -> Series:
         (server_series, TARGET_LABELS),  # servers are scraped as pods
         (operator_series, TARGET_LABELS),  # the operator through its Service
         (registry_series(router.registry, router), TARGET_LABELS),
+        ({"up": frozenset()}, TARGET_LABELS),  # Prometheus' own, per scraped target
     ):
         for name, labels in source.items():
             everything[name] = labels | extra
-    return everything
+    return everything | recorded_series()
 
 
 def test_exported_series_are_read_from_the_code(
@@ -166,6 +189,14 @@ def test_exported_series_are_read_from_the_code(
         "weir_rollout_analysis_total",
     } <= operator_series.keys()
     assert operator_series["weir_rollout_phase"] == {"namespace", "name", "phase"}
+    assert {
+        "weir_drift_rows_total",
+        "weir_drift_feature_rows_total",
+        "weir_drift_feature_reference_share",
+        "weir_drift_prediction_rows_total",
+        "weir_drift_confidence_reference_mean",
+    } <= server_series.keys()
+    assert {"feature", "bin", "revision"} <= server_series["weir_drift_feature_rows_total"]
 
 
 # --- PromQL -------------------------------------------------------------------------------------
@@ -362,6 +393,32 @@ def test_dashboard_shows_what_the_issue_asks_for() -> None:
     panel_with("weir_rollout_phase", "phase")
     panel_with("weir_rollouts_total", "outcome")
     panel_with('weir_rollouts_total{namespace=~"$namespace", name=~"$model", outcome="RolledBack"}')
+    # Model monitoring: drift scores over time per feature, prediction shares, confidence.
+    panel_with("weir:drift_feature_psi")  # by feature: the recorded series keeps the label
+    panel_with("weir:drift_prediction_psi")
+    panel_with("rate(weir_drift_prediction_rows_total", "weir_drift_prediction_reference_share")
+    panel_with("weir:drift_confidence_mean", "weir_drift_confidence_reference_mean")
+
+
+def test_server_panels_find_their_modeldeployment_through_revision_info() -> None:
+    """The `model` variable holds ModelDeployment names; a server's `model` label is the served
+    model name (spec.model.name, which may differ), so server series are joined to their
+    ModelDeployment by revision through the operator's weir_rollout_revision_info."""
+    join = (
+        "on (namespace, model, revision) group_left (name{extra}) max by (namespace, model, "
+        'revision, name{extra}) (weir_rollout_revision_info{{namespace=~"$namespace", '
+        'name=~"$model"}})'
+    )
+    for where, expr in panel_queries():
+        if 'model=~"$model"' in expr:
+            raise AssertionError(f"{where} matches ModelDeployment names against model: {expr}")
+        server_series = re.findall(r"weir_(?:inference|drift)_\w+|weir:drift_\w+", expr)
+        if server_series:
+            joins = expr.count(join.format(extra="")) + expr.count(join.format(extra=", track"))
+            selectors = len(
+                re.findall(r"(?:weir_(?:inference|drift)_\w+|weir:drift_\w+)[{\[]", expr)
+            )
+            assert joins == selectors, f"{where}: {joins} joins for {selectors} server selectors"
 
 
 def test_every_dashboard_query_names_metrics_weir_exports(exported: Series) -> None:
@@ -440,7 +497,27 @@ def prometheus_rule(*sets: str) -> dict[str, Any]:
 
 
 def rules_of(rule: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {r["alert"]: r for group in rule["spec"]["groups"] for r in group["rules"]}
+    """The alerting rules by alert name."""
+    return {
+        r["alert"]: r for group in rule["spec"]["groups"] for r in group["rules"] if "alert" in r
+    }
+
+
+def records_of(rule: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The recording rules by the series they record."""
+    return {
+        r["record"]: r for group in rule["spec"]["groups"] for r in group["rules"] if "record" in r
+    }
+
+
+def recorded_series() -> Series:
+    """The series the PrometheusRule records, with the labels each keeps (its `by`)."""
+    found: dict[str, frozenset[str]] = {}
+    for name, item in records_of(prometheus_rule()).items():
+        labels = output_labels(promql_parser.parse(item["expr"]))
+        assert labels is not None, f"{name}: the result's labels are not fixed by `by (...)`"
+        found[name] = labels
+    return found
 
 
 DURATION = re.compile(r"([0-9]+(ms|s|m|h|d|w|y))+")
@@ -456,33 +533,43 @@ def test_prometheus_rule_is_structurally_valid() -> None:
     assert groups
     assert len({g["name"] for g in groups}) == len(groups)
     alerts = []
+    records = []
     for group in groups:
         assert set(group) <= {"name", "interval", "rules", "limit", "partial_response_strategy"}
         assert group["name"], group
         assert group["rules"], group
         for item in group["rules"]:
+            if "record" in item:
+                assert set(item) == {"record", "expr"}, item
+                assert re.fullmatch(r"weir:[a-z_]+(:[a-z_]+)?", item["record"]), item["record"]
+                records.append(item["record"])
+                continue
             assert set(item) == {"alert", "expr", "for", "labels", "annotations"}, item
             assert re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", item["alert"])
             assert DURATION.fullmatch(item["for"]), item["for"]
             assert item["labels"]["severity"] in {"warning", "critical"}
             assert all(isinstance(v, str) for v in item["labels"].values())
-            assert {"summary", "description"} <= set(item["annotations"])
+            assert set(item["annotations"]) == {"summary", "description", "runbook_url"}
             alerts.append(item["alert"])
     assert sorted(alerts) == sorted(ALERTS)
+    assert sorted(records) == sorted(RECORDED)
 
 
-def output_labels(node: Any) -> frozenset[str] | None:
+def output_labels(node: Any, recorded: Series | None = None) -> frozenset[str] | None:
     """The labels every series of an expression's result has, when the expression fixes them
-    (aggregations `by`); None when it keeps its input's labels unknown."""
+    (aggregations `by`, or a recorded series: `recorded` has their labels); None when it keeps
+    its input's labels unknown."""
+    if isinstance(node, promql_parser.VectorSelector) and recorded and node.name in recorded:
+        return recorded[node.name]
     if isinstance(node, promql_parser.AggregateExpr):
         modifier = node.modifier
         if modifier is not None and modifier.type == promql_parser.AggModifierType.By:
             return frozenset(modifier.labels)
         return None
     if isinstance(node, promql_parser.ParenExpr):
-        return output_labels(node.expr)
+        return output_labels(node.expr, recorded)
     if isinstance(node, promql_parser.BinaryExpr):
-        left, right = output_labels(node.lhs), output_labels(node.rhs)
+        left, right = output_labels(node.lhs, recorded), output_labels(node.rhs, recorded)
         if isinstance(node.rhs, promql_parser.NumberLiteral):
             return left
         if str(node.op).strip() == "or":
@@ -493,12 +580,16 @@ def output_labels(node: Any) -> frozenset[str] | None:
 
 def test_alert_expressions_name_metrics_weir_exports(exported: Series) -> None:
     problems = []
+    for name, item in records_of(prometheus_rule()).items():
+        problems += [
+            f"{name}: {p}\n    {item['expr']}" for p in query_problems(item["expr"], exported)
+        ]
     for name, item in rules_of(prometheus_rule()).items():
         problems += [
             f"{name}: {p}\n    {item['expr']}" for p in query_problems(item["expr"], exported)
         ]
         # Every $labels.X the annotations print is a label of the alert's series.
-        labels = output_labels(promql_parser.parse(item["expr"]))
+        labels = output_labels(promql_parser.parse(item["expr"]), recorded_series())
         assert labels is not None, f"{name}: the result's labels are not fixed by `by (...)`"
         for text in item["annotations"].values():
             for label in re.findall(r"\{\{\s*\$labels\.(\w+)\s*\}\}", text):
@@ -535,6 +626,69 @@ def test_alerts_follow_the_values() -> None:
     assert rollback["labels"] == {"severity": "warning", "team": "ml"}
     rule = prometheus_rule("prometheusRule.labels.release=kube-prometheus-stack")
     assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    drift = prometheus_rule(
+        "prometheusRule.driftWindow=30m",
+        "prometheusRule.driftThreshold=0.35",
+        "prometheusRule.driftMinSamples=2000",
+        "prometheusRule.driftFor=1h",
+        "prometheusRule.confidenceDrop=0.05",
+        "prometheusRule.operatorDownFor=2m",
+        "prometheusRule.reconcileErrorsWindow=20m",
+        "prometheusRule.reconcileErrorsThreshold=7",
+        "prometheusRule.reconcileErrorsFor=30m",
+    )
+    records, rules = records_of(drift), rules_of(drift)
+    for record in RECORDED:
+        assert "[30m]" in records[record]["expr"], record
+        assert "[10m]" not in records[record]["expr"], record
+    for alert in ("WeirInputDrift", "WeirPredictionDrift", "WeirConfidenceDrop"):
+        assert rules[alert]["for"] == "1h", alert
+        assert "weir:drift_rows:increase >= 2000" in rules[alert]["expr"], alert
+    assert "weir:drift_feature_psi > 0.35" in rules["WeirInputDrift"]["expr"]
+    assert "weir:drift_prediction_psi > 0.35" in rules["WeirPredictionDrift"]["expr"]
+    assert ") > 0.05" in rules["WeirConfidenceDrop"]["expr"]
+    assert rules["WeirOperatorDown"]["for"] == "2m"
+    errors = rules["WeirReconcileErrors"]
+    assert (errors["for"], "[20m]" in errors["expr"], errors["expr"].endswith("> 7")) == (
+        "30m",
+        True,
+        True,
+    )
+
+
+def test_operator_alerts_select_the_releases_own_metrics_service() -> None:
+    """The ServiceMonitor's job is the metrics Service's name, in the release's namespace."""
+    rules = rules_of(prometheus_rule())
+    [service] = [o for o in render(None) if o["kind"] == "Service"]
+    selector = f'job="{service["metadata"]["name"]}", namespace="{NAMESPACE}"'
+    down = rules["WeirOperatorDown"]["expr"]
+    assert down.count(f"up{{{selector}}}") == 2, down
+    assert "absent(" in down, "no target at all is down too"
+    assert selector in rules["WeirReconcileErrors"]["expr"]
+
+
+def runbook_sections() -> dict[str, str]:
+    """The sections (### NAME) of docs/monitoring.md's Runbooks, with their text."""
+    text = MONITORING_DOC.read_text()
+    runbooks = text.split("\n## Runbooks\n", 1)[1].split("\n## ", 1)[0]
+    sections: dict[str, str] = {}
+    for part in runbooks.split("\n### ")[1:]:
+        title, _, body = part.partition("\n")
+        sections[title.strip()] = body.strip()
+    return sections
+
+
+def test_every_alert_links_to_its_runbook() -> None:
+    sections = runbook_sections()
+    for base in ("https://weir.dev/docs/monitoring.md", "https://wiki.example.com/ml/weir.md"):
+        rules = rules_of(prometheus_rule(f"prometheusRule.runbookUrl={base}"))
+        for name, item in rules.items():
+            assert item["annotations"]["runbook_url"] == f"{base}#{name.lower()}", name
+    for name in ALERTS:
+        assert name in sections, f"docs/monitoring.md has no runbook section ### {name}"
+        body = sections[name]
+        for part in ("**What it means.**", "**How to look.**", "**What to do.**"):
+            assert part in body, f"runbook {name} lacks {part}"
     severity_override = rules_of(prometheus_rule("prometheusRule.alertLabels.severity=page"))
     assert {r["labels"]["severity"] for r in severity_override.values()} == {"page"}
 
@@ -585,6 +739,10 @@ def test_service_monitor_honor_labels_is_opt_in() -> None:
         (["dashboards.enabled=yes"], "dashboards.enabled"),
         (["dashboards.folder=Weir"], "Additional property folder is not allowed"),
         (["metrics.podMonitor.interval=often"], "podMonitor.interval"),
+        (["prometheusRule.driftThreshold=-1"], "driftThreshold"),
+        (["prometheusRule.confidenceDrop=2"], "confidenceDrop"),
+        (["prometheusRule.driftWindow=ten minutes"], "driftWindow"),
+        (["prometheusRule.runbookUrl=docs/monitoring.md"], "runbookUrl"),
     ],
 )
 def test_bad_monitoring_values_are_rejected(sets: list[str], message: str) -> None:
@@ -617,10 +775,20 @@ def test_notes_mention_dashboard_and_alerts(tmp_path: Path) -> None:
     assert "dashboards.enabled=true,prometheusRule.enabled=true" in off
     on = render_notes(tmp_path / "on", "dashboards.enabled=true", "prometheusRule.enabled=true")
     assert f"ConfigMap {RELEASE}-dashboards in namespace {NAMESPACE}" in on
-    assert (
-        f"PrometheusRule {RELEASE} (WeirRollbackHappened, WeirRolloutStuck, WeirHighErrorRate)"
-        in on
+    alerts = ", ".join(
+        [
+            "WeirRollbackHappened",
+            "WeirRolloutStuck",
+            "WeirHighErrorRate",
+            "WeirInputDrift",
+            "WeirPredictionDrift",
+            "WeirConfidenceDrop",
+            "WeirOperatorDown",
+            "WeirReconcileErrors",
+        ]
     )
+    assert f"PrometheusRule {RELEASE} ({alerts}); runbooks at https://" in on
+    assert "drift panels" not in on, "the rule records what the drift panels read"
     assert "metrics.serviceMonitor.honorLabels=true" in on
     honored = render_notes(
         tmp_path / "honored",
@@ -630,4 +798,5 @@ def test_notes_mention_dashboard_and_alerts(tmp_path: Path) -> None:
     )
     assert "honorLabels" not in honored
     assert f"PodMonitor {RELEASE}-servers" in honored
+    assert "set prometheusRule.enabled=true to see them" in honored
     assert "WARNING" not in on + off + honored

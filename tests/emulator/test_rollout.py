@@ -92,7 +92,7 @@ def rollout_md(
             "interval": "2s",
             "failureThreshold": failure_threshold,
             "minRequests": 10,
-            "provider": {"prometheus": {"url": url}},
+            "provider": {"prometheus": {"url": url, "scrapeInterval": "1s"}},
         },
     }
     return manifest(version=version, replicas=2, rollout=rollout)

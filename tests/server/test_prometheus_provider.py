@@ -94,7 +94,7 @@ async def prometheus() -> AsyncIterator[tuple[PrometheusStandIn, str]]:
 
 
 def deployment(url: str, queries: dict[str, str] | None = None) -> ModelDeployment:
-    prometheus: dict[str, Any] = {"url": url}
+    prometheus: dict[str, Any] = {"url": url, "scrapeInterval": "5s"}
     if queries:
         prometheus["queries"] = queries
     return parse_model_deployment(

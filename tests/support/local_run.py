@@ -124,6 +124,12 @@ class LocalRun:
     def status(self, name: str) -> dict[str, Any]:
         return dict(self.get(name).get("status") or {})
 
+    def events(self, name: str) -> list[dict[str, Any]]:
+        """The object's events, oldest first."""
+        response = self.control.get(f"/api/v1/modeldeployments/{name}/events")
+        response.raise_for_status()
+        return list(response.json()["items"])
+
     def servers(self, name: str) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = self.control.get(
             f"/api/v1/modeldeployments/{name}/servers"
@@ -256,6 +262,82 @@ class Traffic:
                         return
                 try:
                     code: int | str = client.post(url, json=infer_body(iris_row(rng))).status_code
+                except httpx.HTTPError as error:
+                    code = type(error).__name__
+                with self._lock:
+                    self.answers.append((time.monotonic(), code))
+                time.sleep(self.pause)
+
+
+@dataclass
+class DriftingTraffic:
+    """Inference traffic of batches of rows drawn from the iris training distribution
+    (weir_server.sample_models.iris_training_data's independent normal columns, with another
+    seed: in distribution, never the training rows themselves), with chosen features moved by
+    a number of their standard deviations while `shift` says so (change it at any time). One
+    thread; bounded in time and requests; every answer counted with its time."""
+
+    url: str
+    model: str = "iris"
+    rows_per_request: int = 20
+    pause: float = 0.02
+    limit_seconds: float = 180
+    max_requests: int = 30_000
+    seed: int = 5
+    shift: dict[int, float] = field(default_factory=dict)  # column -> standard deviations
+    answers: list[tuple[float, int | str]] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _worker: threading.Thread | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def start(self) -> DriftingTraffic:
+        self._worker = threading.Thread(target=self._run, daemon=True)
+        self._worker.start()
+        return self
+
+    def shifted(self, shift: dict[int, float]) -> None:
+        """From now on, move these columns by so many standard deviations ({}: none)."""
+        with self._lock:
+            self.shift = dict(shift)
+
+    def stop(self) -> Counter[int | str]:
+        self._stop.set()
+        if self._worker is not None:
+            self._worker.join(timeout=70)
+        with self._lock:
+            return Counter(code for _, code in self.answers)
+
+    def failures(self) -> int:
+        with self._lock:
+            return sum(1 for _, code in self.answers if code != 200)
+
+    def _rows(self, rng: Any) -> list[float]:
+        from weir_server.sample_models import IRIS_FEATURE_MEAN, IRIS_FEATURE_STD
+
+        with self._lock:
+            shift = dict(self.shift)
+        mean = [
+            m + shift.get(i, 0.0) * s
+            for i, (m, s) in enumerate(zip(IRIS_FEATURE_MEAN, IRIS_FEATURE_STD, strict=True))
+        ]
+        rows = rng.standard_normal((self.rows_per_request, 4)) * IRIS_FEATURE_STD + mean
+        return [float(v) for v in rows.astype("float32").reshape(-1)]
+
+    def _run(self) -> None:
+        import numpy as np
+
+        rng = np.random.default_rng(self.seed)
+        deadline = time.monotonic() + self.limit_seconds
+        url = f"{self.url}/v2/models/{self.model}/infer"
+        shape = [self.rows_per_request, 4]
+        with httpx.Client(timeout=30) as client:
+            while not self._stop.is_set() and time.monotonic() < deadline:
+                if len(self.answers) >= self.max_requests:
+                    return
+                body = {"inputs": [{"name": "input", "shape": shape, "datatype": "FP32",
+                                    "data": self._rows(rng)}]}  # fmt: skip
+                try:
+                    code: int | str = client.post(url, json=body).status_code
                 except httpx.HTTPError as error:
                     code = type(error).__name__
                 with self._lock:

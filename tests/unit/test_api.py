@@ -70,7 +70,7 @@ MAXIMAL: dict[str, Any] = {
                 "maxErrorRate": 0.1,
                 "maxP99LatencyMs": 100,
                 "maxLatencyRatio": 2,
-                "provider": {"prometheus": {"url": "http://p:9090"}},
+                "provider": {"prometheus": {"url": "http://p:9090", "scrapeInterval": "1s"}},
             },
             "progressDeadline": "5m",
             "allowSignatureChange": True,

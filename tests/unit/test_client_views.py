@@ -13,6 +13,7 @@ import pytest
 from weir_operator.client.views import (
     age,
     change_key,
+    drift_bar,
     get_table,
     history_table,
     measurement,
@@ -371,6 +372,86 @@ class TestShadowSteps:
         assert "Step:       1/2 shadow 20% for 1m" in lines
         assert "Weight:     0% (shadow: 20% mirrored)" in lines
         assert "Agreement:  31.1% of 212 compared rows agreed; 212 mirrored, 3 dropped" in lines
+
+
+DRIFT = {
+    "at": "2026-01-01T12:00:20Z",
+    "window": "10m",
+    "revision": STABLE["revision"],
+    "samples": 1200,
+    "features": [
+        {"name": "input[2]", "score": 1.84},
+        {"name": "input[0]", "score": 0.07},
+        {"name": "input[1]", "score": 0.0},
+    ],
+    "prediction": {"output": "probabilities", "score": 0.31},
+    "confidence": {"output": "probabilities", "mean": 0.62, "reference": 0.87, "score": 0.4},
+    "drifting": True,
+}
+DRIFTING = {
+    "type": "Drifting",
+    "status": "True",
+    "reason": "DriftDetected",
+    "message": "input drift: input[2] PSI 1.84, input[0] 0.07 (threshold 0.2) over 1200 rows",
+    "lastTransitionTime": "2026-01-01T12:00:20Z",
+}
+
+
+def monitored(**status: Any) -> dict[str, Any]:
+    obj = md(version="7", phase="Healthy", stable=STABLE, **status)
+    obj["spec"]["monitoring"] = {
+        "reference": {"uri": "https://models.example.com/iris-7.reference.json"},
+        "drift": {"threshold": 0.2},
+    }
+    return obj
+
+
+class TestDrift:
+    def test_a_bar_per_feature_highest_first_with_the_threshold_marked(self) -> None:
+        lines = status_view(monitored(drift=DRIFT, conditions=[DRIFTING]), NOW).splitlines()
+        start = lines.index(
+            "Drift:      True (DriftDetected): input drift: input[2] PSI 1.84, input[0] 0.07 "
+            "(threshold 0.2) over 1200 rows"
+        )
+        assert lines[start + 1] == (
+            f"            window 10m ended 10s ago: 1200 rows, stable {STABLE['revision'][:10]}; "
+            "PSI, threshold 0.2 at |"
+        )
+        section = lines[start + 2 : start + 8]
+        assert section[0].split() == ["FEATURE", "PSI", "SCORE"]
+        assert [row.split()[0] for row in section[1:5]] == [
+            "input[2]", "input[0]", "input[1]", "probabilities"
+        ]  # fmt: skip
+        assert section[1].endswith("1.84")
+        assert "#|#" in section[1]
+        assert ">" in section[1]
+        assert "|" in section[3]
+        assert "#" not in section[3]
+        assert section[5] == "  confidence of probabilities: mean 0.620, reference 0.870"
+
+    def test_bars_are_scaled_to_the_threshold(self) -> None:
+        assert drift_bar(0.0, 0.2, width=10) == "     |    "
+        assert drift_bar(0.12, 0.2, width=10) == "###  |    "
+        assert drift_bar(0.2, 0.2, width=10) == "#####|    "
+        assert drift_bar(0.32, 0.2, width=10) == "#####|##  "
+        assert drift_bar(5.0, 0.2, width=10) == "#####|###>"
+
+    def test_before_the_first_window_only_the_verdict_is_shown(self) -> None:
+        waiting = {**DRIFTING, "status": "Unknown", "reason": "NotEnoughData",
+                   "message": "measuring the first 10m window"}  # fmt: skip
+        lines = status_view(monitored(conditions=[waiting]), NOW).splitlines()
+        assert "Drift:      Unknown (NotEnoughData): measuring the first 10m window" in lines
+        assert not any(line.startswith("  FEATURE") for line in lines)
+
+    def test_without_monitoring_there_is_no_drift_section(self) -> None:
+        assert not any(
+            line.startswith("Drift:") for line in status_view(progressing(), NOW).splitlines()
+        )
+
+    def test_json_has_status_drift(self) -> None:
+        record = status_record(monitored(drift=DRIFT, conditions=[DRIFTING]))
+        assert record["drift"] == DRIFT
+        json.dumps(record)
 
 
 class TestJsonRecords:

@@ -7,7 +7,15 @@ from prometheus_client import generate_latest
 
 from weir_operator.cluster.metrics import OperatorMetrics
 from weir_operator.core.spec import Dataset, Lineage
-from weir_operator.core.status import CanaryStatus, ModelDeploymentStatus, RevisionRef
+from weir_operator.core.status import (
+    CanaryStatus,
+    ConfidenceDrift,
+    DriftStatus,
+    FeatureScore,
+    ModelDeploymentStatus,
+    PredictionDrift,
+    RevisionRef,
+)
 
 
 def scrape(metrics: OperatorMetrics) -> str:
@@ -66,3 +74,37 @@ def test_model_info_carries_each_serving_revisions_version_and_lineage() -> None
     assert 'revision="bbb",track="stable",training_run="runs:/7f3c"' in text
     metrics.forget("ml", "fraud")
     assert "weir_model_info{" not in scrape(metrics)
+
+
+def test_drift_scores_per_feature_prediction_and_confidence_and_none_left_stale() -> None:
+    metrics = OperatorMetrics()
+    stable = RevisionRef(revision="aaa", uri="file:///a")
+    drift = DriftStatus(
+        at="2026-01-01T12:00:00Z",
+        window="10m",
+        samples=900,
+        features=[
+            FeatureScore(name="input[2]", score=1.84),
+            FeatureScore(name="input[0]", score=0.07),
+        ],
+        prediction=PredictionDrift(output="probabilities", score=0.31),
+        confidence=ConfidenceDrift(output="probabilities", mean=0.6, reference=0.9, score=0.4),
+    )
+    measured = ModelDeploymentStatus(phase="Healthy", stable=stable, drift=drift)
+    metrics.record("ns", "iris", ModelDeploymentStatus(), measured)
+    text = scrape(metrics)
+    score = 'weir_model_drift_score{feature="%s",name="iris",namespace="ns"} %s'
+    assert score % ("input[2]", "1.84") in text
+    assert score % ("input[0]", "0.07") in text
+    assert score % ("probabilities", "0.31") in text
+    assert score % ("probabilities:confidence", "0.4") in text
+
+    fewer = drift.model_copy(update={"features": drift.features[:1], "prediction": None})
+    metrics.record("ns", "iris", measured, measured.model_copy(update={"drift": fewer}))
+    text = scrape(metrics)
+    assert 'feature="input[0]"' not in text
+    assert 'feature="probabilities"' not in text
+    assert score % ("input[2]", "1.84") in text
+
+    metrics.forget("ns", "iris")
+    assert "weir_model_drift_score{" not in scrape(metrics)

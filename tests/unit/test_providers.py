@@ -77,7 +77,9 @@ async def test_each_deployment_gets_the_provider_its_spec_names() -> None:
     providers = Providers()
     try:
         assert isinstance(providers.for_deployment(deployment()), DirectProvider)
-        prometheus = deployment({"provider": {"prometheus": {"url": "http://p:9090"}}})
+        prometheus = deployment(
+            {"provider": {"prometheus": {"url": "http://p:9090", "scrapeInterval": "1s"}}}
+        )
         assert isinstance(providers.for_deployment(prometheus), PrometheusProvider)
         # One direct provider for all: it is what remembers the previous scrapes.
         assert providers.for_deployment(deployment()) is providers.direct
@@ -89,7 +91,9 @@ class TestPromQL:
     def test_the_default_queries_select_the_revision_by_namespace_model_and_revision(
         self,
     ) -> None:
-        md = deployment({"provider": {"prometheus": {"url": "http://p:9090"}}})
+        md = deployment(
+            {"provider": {"prometheus": {"url": "http://p:9090", "scrapeInterval": "1s"}}}
+        )
         selector = 'namespace="ml",model="iris",revision="abc123"'
         assert queries_for(md, "abc123") == {
             "requests": f"sum(increase(weir_inference_requests_total{{{selector}}}[10s]))",
@@ -103,7 +107,10 @@ class TestPromQL:
         }
 
     def test_the_served_model_name_is_used_when_the_spec_sets_one(self) -> None:
-        md = deployment({"provider": {"prometheus": {"url": "http://p:9090"}}}, name="flowers")
+        md = deployment(
+            {"provider": {"prometheus": {"url": "http://p:9090", "scrapeInterval": "1s"}}},
+            name="flowers",
+        )
         assert 'model="flowers"' in queries_for(md, "r")["requests"]
 
     def test_a_template_replaces_only_its_own_query_with_every_placeholder_filled(

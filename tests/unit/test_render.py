@@ -440,3 +440,85 @@ class TestProductionPodSettings:
         assert revision_of(parse_model_deployment(with_identity(document)).spec) == (
             revision_of(md.spec)
         )
+
+
+class TestMonitoringReference:
+    """spec.monitoring.reference: fetched next to the model by the same init container, with
+    the model's credentials, and loaded by the server (docs/monitoring.md, section 2)."""
+
+    def test_the_init_container_fetches_the_reference_next_to_the_model(self) -> None:
+        md = example("iris-monitoring.yaml")
+        reference = md.spec.monitoring.reference if md.spec.monitoring else None
+        assert reference is not None
+        _, fetch, server = pod_of(md)
+        args = fetch["args"]
+        assert args[args.index("--dest") + 1] == "/models/model.onnx"
+        assert args[args.index("--reference-uri") + 1] == reference.uri
+        assert args[args.index("--reference-sha256") + 1] == reference.sha256
+        assert server["args"][-2:] == ["--reference", "/models/reference.json"]
+
+    def test_without_one_nothing_is_fetched_or_loaded(self) -> None:
+        _, fetch, server = pod_of(example("iris.yaml"))
+        assert "--reference-uri" not in fetch["args"]
+        assert "--reference" not in server["args"]
+
+    def test_a_reference_without_a_sha256_is_fetched_unchecked(self) -> None:
+        md = with_monitoring({"reference": {"uri": "https://m.example.com/iris.reference.json"}})
+        _, fetch, _ = pod_of(md)
+        assert "--reference-sha256" not in fetch["args"]
+
+    def test_it_is_fetched_with_the_models_credentials(self) -> None:
+        document = yaml.safe_load((ROOT / "examples/iris-private-s3.yaml").read_text())
+        document["spec"]["monitoring"] = {"reference": {"uri": "s3://models/iris.reference.json"}}
+        md = parse_model_deployment(with_identity(document))
+        _, fetch, _ = pod_of(md)
+        assert fetch["args"][fetch["args"].index("--reference-uri") + 1] == (
+            "s3://models/iris.reference.json"
+        )
+        assert "AWS_ACCESS_KEY_ID" in {e["name"] for e in fetch["env"]}
+
+    def test_a_pvc_reference_on_the_models_claim_is_read_through_the_same_mount(self) -> None:
+        document = yaml.safe_load((ROOT / "examples/iris-autoscaling.yaml").read_text())
+        document["spec"]["monitoring"] = {"reference": {"uri": "pvc://models/iris/reference.json"}}
+        template, fetch, _ = pod_of(parse_model_deployment(with_identity(document)))
+        assert fetch["args"][fetch["args"].index("--reference-uri") + 1] == (
+            "file:///source/iris/reference.json"
+        )
+        assert [v["name"] for v in template["spec"]["volumes"]].count("model-source") == 1
+
+    def test_a_pvc_reference_on_another_claim_gets_its_own_read_only_mount(self) -> None:
+        md = with_monitoring({"reference": {"uri": "pvc://profiles/iris/reference.json"}})
+        template, fetch, _ = pod_of(md)
+        assert fetch["args"][fetch["args"].index("--reference-uri") + 1] == (
+            "file:///reference-source/iris/reference.json"
+        )
+        assert {
+            "name": "reference-source",
+            "persistentVolumeClaim": {"claimName": "profiles", "readOnly": True},
+        } in template["spec"]["volumes"]
+        assert {
+            "name": "reference-source", "mountPath": "/reference-source", "readOnly": True
+        } in fetch["volumeMounts"]  # fmt: skip
+
+    def test_the_reference_is_part_of_the_revision_and_the_drift_settings_are_not(self) -> None:
+        plain = example("iris.yaml")
+        base = revision_of(plain.spec)
+        judged_only = with_monitoring({"drift": {"window": "1m", "threshold": 0.3}})
+        assert revision_of(judged_only.spec) == base, "no reference: the servers are as before"
+        one = with_monitoring({"reference": {"uri": "https://m.example.com/a.reference.json"}})
+        other = with_monitoring({"reference": {"uri": "https://m.example.com/b.reference.json"}})
+        assert len({base, revision_of(one.spec), revision_of(other.spec)}) == 3
+        retuned = with_monitoring(
+            {
+                "reference": {"uri": "https://m.example.com/a.reference.json"},
+                "drift": {"window": "1m", "minSamples": 50},
+                "features": ["input[0]"],
+            }
+        )
+        assert revision_of(retuned.spec) == revision_of(one.spec)
+
+
+def with_monitoring(monitoring: dict[str, Any]) -> ModelDeployment:
+    document = yaml.safe_load((ROOT / "examples/iris.yaml").read_text())
+    document["spec"]["monitoring"] = monitoring
+    return parse_model_deployment(with_identity(document))

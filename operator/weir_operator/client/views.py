@@ -19,6 +19,9 @@ WIDE_COLUMNS = (*GET_COLUMNS, "STEP", "ANALYSIS", "REVISION", "URI")
 HISTORY_COLUMNS = ("#", "REVISION", "VERSION", "URI", "OUTCOME", "AT", "BY", "LINEAGE", "REASON")
 STATUS_HISTORY = 3
 STATUS_EVENTS = 5
+DRIFT_BAR = 24  # characters of a drift bar; the threshold is marked in its middle
+DRIFT_FEATURES = 12  # features shown (status.drift has them all, highest first)
+DEFAULT_DRIFT_THRESHOLD = 0.2
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -121,6 +124,81 @@ def disagreement_text(example: Mapping[str, Any]) -> str:
         f"stable {_short(example.get('stable'), 40)}, canary {_short(example.get('canary'), 40)}"
         f"; request {_short(example.get('request'))}"
     )
+
+
+def drift_bar(score: float, threshold: float, width: int = DRIFT_BAR) -> str:
+    """A score as a bar of `#` with the threshold marked `|` in the middle; `>` at the end
+    of a bar past twice the threshold."""
+    mark = width // 2
+    filled = min(width, round(score / threshold * mark)) if threshold > 0 else 0
+    cells = ["#" if i < filled else " " for i in range(width)]
+    cells[mark] = "|"
+    if threshold > 0 and score > 2 * threshold:
+        cells[-1] = ">"
+    return "".join(cells)
+
+
+def _drift_threshold(obj: Manifest) -> float:
+    found = parsed(obj)
+    if isinstance(found, SpecError) or found.spec.monitoring is None:
+        return DEFAULT_DRIFT_THRESHOLD
+    return found.spec.monitoring.drift.threshold
+
+
+def drift_lines(obj: Manifest, now: datetime) -> list[str]:
+    """The drift section of `weir status`: the Drifting verdict, the window, and a bar per
+    feature (highest first), for the prediction and for the confidence; none without
+    status.drift or a Drifting condition."""
+    status = status_of(obj)
+    drift = status.get("drift")
+    drifting = next(
+        (
+            c
+            for c in status.get("conditions") or []
+            if isinstance(c, Mapping) and c.get("type") == "Drifting"
+        ),
+        None,
+    )
+    if not isinstance(drift, Mapping) and drifting is None:
+        return []
+    lines: list[str] = []
+    if drifting is not None:
+        said = f": {drifting['message']}" if drifting.get("message") else ""
+        verdict = f"{drifting.get('status')} ({drifting.get('reason')}){said}"
+    else:
+        verdict = NONE
+    lines.append(f"{'Drift:':<12}{verdict}")
+    if not isinstance(drift, Mapping):
+        return lines
+    threshold = _drift_threshold(obj)
+    samples = float(drift.get("samples") or 0)
+    where = f", stable {str(drift['revision'])[:10]}" if drift.get("revision") else ""
+    lines.append(
+        " " * 12 + f"window {drift.get('window')} ended {age(drift.get('at'), now)} ago: "
+        f"{samples:.0f} rows{where}; PSI, threshold {threshold:g} at |"
+    )  # fmt: skip
+    rows: list[list[str]] = []
+    for feature in [f for f in drift.get("features") or [] if isinstance(f, Mapping)][
+        :DRIFT_FEATURES
+    ]:
+        score = float(feature.get("score") or 0)
+        rows.append([str(feature.get("name")), drift_bar(score, threshold), f"{score:.3g}"])
+    prediction = drift.get("prediction")
+    if isinstance(prediction, Mapping):
+        score = float(prediction.get("score") or 0)
+        label = f"{prediction.get('output') or 'prediction'} (predictions)"
+        rows.append([label, drift_bar(score, threshold), f"{score:.3g}"])
+    if rows:
+        lines += ["  " + line for line in table(("FEATURE", "PSI", "SCORE"), rows).splitlines()]
+    confidence = drift.get("confidence")
+    if isinstance(confidence, Mapping) and isinstance(confidence.get("mean"), int | float):
+        reference = confidence.get("reference")
+        against = f", reference {reference:.3f}" if isinstance(reference, int | float) else ""
+        lines.append(
+            f"  confidence of {confidence.get('output') or 'the output'}: mean "
+            f"{confidence['mean']:.3f}{against}"
+        )
+    return lines
 
 
 def _ready(status: Mapping[str, Any]) -> str:
@@ -246,7 +324,8 @@ def _autoscaler_line(autoscaler: Mapping[str, Any], now: datetime) -> str:
 
 def status_view(obj: Manifest, now: datetime, events: Sequence[Manifest] = ()) -> str:
     """The compact human view of `weir status`: phase, revisions, step, weight, the last
-    analysis, the last request, conditions, recent history and (when given) events."""
+    analysis, drift (spec.monitoring), the last request, conditions, recent history and (when
+    given) events."""
     status, meta = status_of(obj), obj.get("metadata") or {}
     lines: list[str] = []
 
@@ -300,6 +379,7 @@ def status_view(obj: Manifest, now: datetime, events: Sequence[Manifest] = ()) -
             for example in (agreement.get("examples") or [])[-3:]:
                 if isinstance(example, Mapping):
                     lines.append(" " * 12 + disagreement_text(example))
+    lines += drift_lines(obj, now)
     request = status.get("lastRequest")
     if isinstance(request, Mapping):
         verdict = "accepted" if request.get("accepted") else "refused"

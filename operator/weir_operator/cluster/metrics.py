@@ -1,4 +1,5 @@
-"""The operator's Prometheus metrics (`weir_rollout_*`, `weir_rollouts_total`, reconcile health)."""
+"""The operator's Prometheus metrics (`weir_rollout_*`, `weir_rollouts_total`, reconcile health,
+`weir_model_drift_score`)."""
 
 from __future__ import annotations
 
@@ -71,6 +72,15 @@ class OperatorMetrics:
             (*labels, "outcome"),
             registry=self.registry,
         )
+        self.drift_score = Gauge(
+            "weir_model_drift_score",
+            "PSI of the stable revision's last drift window against its reference "
+            "(status.drift): per input feature, per output for its predictions (feature "
+            "<output>) and its confidence (feature <output>:confidence).",
+            (*labels, "feature"),
+            registry=self.registry,
+        )
+        self._drift: dict[tuple[str, str], set[str]] = {}
         self.reconcile_errors = Counter(
             "weir_reconcile_errors",
             "Reconciles that failed (and will be retried), by reason.",
@@ -113,6 +123,7 @@ class OperatorMetrics:
         for model_labels in models:
             self.model_info.labels(namespace, name, *model_labels).set(1)
         self._models[(namespace, name)] = models
+        self._record_drift(namespace, name, new)
         result = new.last_analysis
         if result is not None and (old.last_analysis is None or old.last_analysis.at != result.at):
             self.analysis.labels(namespace, name, result.verdict).inc()
@@ -120,6 +131,15 @@ class OperatorMetrics:
         for entry in new.history:
             if (entry.revision, entry.at, entry.outcome) not in seen:
                 self.rollouts.labels(namespace, name, entry.outcome).inc()
+
+    def _record_drift(self, namespace: str, name: str, new: ModelDeploymentStatus) -> None:
+        scores = drift_scores(new)
+        for gone in self._drift.get((namespace, name), set()) - scores.keys():
+            with contextlib.suppress(KeyError):
+                self.drift_score.remove(namespace, name, gone)
+        for feature, score in scores.items():
+            self.drift_score.labels(namespace, name, feature).set(score)
+        self._drift[(namespace, name)] = set(scores)
 
     def forget(self, namespace: str, name: str) -> None:
         """Drop the series of a deleted ModelDeployment."""
@@ -135,6 +155,24 @@ class OperatorMetrics:
             (self.model_info, (namespace, name, *values))
             for values in self._models.pop((namespace, name), set())
         ]
+        series += [
+            (self.drift_score, (namespace, name, feature))
+            for feature in self._drift.pop((namespace, name), set())
+        ]
         for gauge, values in series:
             with contextlib.suppress(KeyError):
                 gauge.remove(*values)
+
+
+def drift_scores(status: ModelDeploymentStatus) -> dict[str, float]:
+    """weir_model_drift_score's values by its feature label, from status.drift."""
+    drift = status.drift
+    if drift is None:
+        return {}
+    scores = {f.name: f.score for f in drift.features}
+    if drift.prediction is not None and drift.prediction.output:
+        scores[drift.prediction.output] = drift.prediction.score
+    confidence = drift.confidence
+    if confidence is not None and confidence.output and confidence.score is not None:
+        scores[f"{confidence.output}:confidence"] = confidence.score
+    return scores

@@ -13,7 +13,9 @@ turns what was observed into its input (`_rollout_input`) and its actions into c
 (`_children`: ScaleTracks and SetCanaryWeight become replica counts, Services, the router's
 objects), deletions (`_deletions`: a revision with no role loses its Deployment DRAIN_SECONDS
 after the rollout ended, once the stable is fully ready; a router left behind loses its
-objects) and the status fields shells read (`_status`)."""
+objects) and the status fields shells read (`_status`). A drift window measured of the stable's
+traffic goes into status.drift and the Drifting condition, with its events
+(`core.drift.with_drift`)."""
 
 from __future__ import annotations
 
@@ -22,8 +24,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from weir_operator.core import render, rollout, routers, shadow
+from weir_operator.core import drift, render, rollout, routers, shadow
 from weir_operator.core.autoscaling import ScaleDecision
+from weir_operator.core.drift import DriftResult
 from weir_operator.core.gates import GateResult
 from weir_operator.core.render import Manifest, RenderSettings
 from weir_operator.core.requests import Request
@@ -71,11 +74,13 @@ class Observed:
 class Measurements:
     """What the probes measured for the rollout (probes/rollout.py): each revision's
     pre-traffic gates by name (core/gates; None = not known yet), the analysis window that just
-    ended (None when none was due), and the pending request from the annotation."""
+    ended (None when none was due), and the pending request from the annotation; and the drift
+    of the stable's traffic (probes/drift.py) when a window of spec.monitoring ended."""
 
     gates: dict[str, dict[str, GateResult | None]] = field(default_factory=dict)
     analysis: AnalysisResult | None = None
     request: Request | None = None
+    drift: DriftResult | None = None
 
 
 NO_MEASUREMENTS = Measurements()
@@ -130,11 +135,14 @@ def reconcile(
     previous = routers.router_named(status.router) if status.router else routed_by
     delete += [(kind, md.name) for kind in sorted(previous.owned_kinds - routed_by.owned_kinds)]
     new_status = _status(md, status, decided, observed, scale, hpa, autoscale, routed_by, now)
+    new_status, drift_events = drift.with_drift(
+        md.spec.monitoring, status, new_status, measured.drift, now, md.metadata.generation
+    )
     return Plan(
         apply=children,
         delete=delete,
         status=new_status.model_copy(update={"url": render.service_url(md, settings)}),
-        events=list(decision.events),
+        events=[*decision.events, *drift_events],
         restore=restore.revision if restore else None,
         ended=status.canary is not None and decided.canary is None,
     )

@@ -47,7 +47,11 @@ FETCH_HEADER_PREFIX_ENV = "WEIR_FETCH_HEADER_PREFIX"
 FETCH_HEADER_VALUE_ENV = "WEIR_FETCH_HEADER_VALUE"
 MODEL_DIR = "/models"
 MODEL_FILE = f"{MODEL_DIR}/model.onnx"
+# spec.monitoring.reference, fetched next to the model (fetch-model --reference-uri writes it
+# into the model file's folder under this name).
+REFERENCE_FILE = f"{MODEL_DIR}/reference.json"
 PVC_MOUNT = "/source"
+REFERENCE_PVC_MOUNT = "/reference-source"  # a reference on another claim than the model's
 RUN_AS = 10001
 PRE_STOP_SECONDS = 5
 DRAIN_SECONDS = 30
@@ -63,10 +67,15 @@ class RenderSettings:
 
 
 def revision_of(spec: ModelDeploymentSpec) -> str:
-    """The revision: a hash of what defines the serving pods (spec.model + spec.server; the
-    model's lineage says where it came from, not how it is served, and is left out)."""
+    """The revision: a hash of what defines the serving pods (spec.model + spec.server, and
+    spec.monitoring.reference when there is one: the servers load it, so a new reference rolls
+    out like a new model; the model's lineage says where it came from, not how it is served,
+    and is left out)."""
     model = {k: v for k, v in spec.model.to_manifest().items() if k != "lineage"}
-    defining = {"model": model, "server": spec.server.to_manifest()}
+    defining: dict[str, Any] = {"model": model, "server": spec.server.to_manifest()}
+    reference = spec.monitoring.reference if spec.monitoring is not None else None
+    if reference is not None:
+        defining["reference"] = reference.to_manifest()
     canonical = json.dumps(defining, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
@@ -219,16 +228,46 @@ def _scheduling(md: ModelDeployment, revision: str) -> dict[str, Any]:
 
 def _fetch_source(md: ModelDeployment) -> tuple[str, list[Manifest], list[Manifest]]:
     """The URI the init container reads, and the volume (and mount) a pvc:// URI needs."""
-    uri = md.spec.model.uri
+    return _claim_source(md.spec.model.uri, "model-source", PVC_MOUNT)
+
+
+def _claim_source(
+    uri: str, volume_name: str, mount_path: str
+) -> tuple[str, list[Manifest], list[Manifest]]:
     if not uri.startswith("pvc://"):
         return uri, [], []
     claim, _, path = uri.removeprefix("pvc://").partition("/")
     volume = {
-        "name": "model-source",
+        "name": volume_name,
         "persistentVolumeClaim": {"claimName": claim, "readOnly": True},
     }
-    mount = {"name": "model-source", "mountPath": PVC_MOUNT, "readOnly": True}
-    return f"file://{PVC_MOUNT}/{path}", [volume], [mount]
+    mount = {"name": volume_name, "mountPath": mount_path, "readOnly": True}
+    return f"file://{mount_path}/{path}", [volume], [mount]
+
+
+def _reference_source(md: ModelDeployment) -> tuple[list[str], list[Manifest], list[Manifest]]:
+    """fetch-model's arguments for spec.monitoring.reference (none without one), and the
+    volume (and mount) a pvc:// reference needs when the model's claim is not the same."""
+    monitoring = md.spec.monitoring
+    reference = monitoring.reference if monitoring is not None else None
+    if reference is None:
+        return [], [], []
+    uri = reference.uri
+    volumes: list[Manifest] = []
+    mounts: list[Manifest] = []
+    model_claim = _claim_of(md.spec.model.uri)
+    if model_claim is not None and model_claim == _claim_of(uri):
+        uri = f"file://{PVC_MOUNT}/{uri.removeprefix('pvc://').partition('/')[2]}"
+    else:
+        uri, volumes, mounts = _claim_source(uri, "reference-source", REFERENCE_PVC_MOUNT)
+    args = ["--reference-uri", uri]
+    if reference.sha256:
+        args += ["--reference-sha256", reference.sha256]
+    return args, volumes, mounts
+
+
+def _claim_of(uri: str) -> str | None:
+    return uri.removeprefix("pvc://").partition("/")[0] if uri.startswith("pvc://") else None
 
 
 def _server_args(md: ModelDeployment) -> list[str]:
@@ -246,6 +285,9 @@ def _server_args(md: ModelDeployment) -> list[str]:
     if server.tls is not None:
         args += ["--tls-cert", f"{TLS_DIR}/tls.crt", "--tls-key", f"{TLS_DIR}/tls.key"]
     args += ["--mirror-config", f"{SHADOW_DIR}/{MIRROR_FILE}"]
+    monitoring = md.spec.monitoring
+    if monitoring is not None and monitoring.reference is not None:
+        args += ["--reference", REFERENCE_FILE]
     return args
 
 
@@ -262,6 +304,10 @@ def render_deployment(
     fetch_args = ["fetch-model", "--uri", fetch_uri, "--dest", MODEL_FILE]
     if md.spec.model.sha256:
         fetch_args += ["--sha256", md.spec.model.sha256]
+    reference_args, reference_volumes, reference_mounts = _reference_source(md)
+    fetch_args += reference_args
+    source_volumes += reference_volumes
+    source_mounts += reference_mounts
     server = md.spec.server
     user_env = [_env_var(e) for e in server.env]
     env_from = [e.to_manifest() for e in server.env_from]

@@ -577,6 +577,15 @@ class PrometheusProvider(ApiModel):
     url: str = Field(
         pattern=r"^https?://[^\s]+$", max_length=2048, description="Prometheus base URL."
     )
+    scrape_interval: Duration = Field(
+        "30s",
+        description=(
+            "How often that Prometheus scrapes the servers (the interval of your PodMonitor or "
+            "scrape config; 30s is the Prometheus Operator's default). analysis.interval must "
+            "be at least twice this: a shorter range holds fewer than two samples, increase() "
+            "over it is empty, and every analysis would be Inconclusive, holding the rollout."
+        ),
+    )
     queries: PrometheusQueries | None = Field(None, description=PrometheusQueries.__doc__)
 
 
@@ -633,8 +642,25 @@ class Agreement(ApiModel):
     )
 
 
+INTERVAL_TRAP_MESSAGE = (
+    "analysis.interval must be at least twice provider.prometheus.scrapeInterval (30s unless "
+    "set): a shorter range holds fewer than two scrapes, so every analysis would be "
+    "Inconclusive and hold the rollout forever"
+)
+
+
 class Analysis(ApiModel):
     """How the canary is judged at every interval, against thresholds and against stable."""
+
+    cel_rules = (
+        CelRule(
+            "!has(self.provider.prometheus) || duration(self.interval) >= "
+            "duration(self.provider.prometheus.scrapeInterval) + "
+            "duration(self.provider.prometheus.scrapeInterval)",
+            INTERVAL_TRAP_MESSAGE,
+            ".interval",
+        ),
+    )
 
     interval: Duration = Field("10s", description="How often the canary is analysed.")
     failure_threshold: int = Field(
@@ -723,6 +749,95 @@ class Rollout(ApiModel):
     )
 
 
+FEATURE_NAME_MAX = 256
+MONITORED_FEATURES_MAX = 32
+
+
+class MonitoringReference(ApiModel):
+    """The reference profile the servers count against (`weir profile MODEL.onnx --data
+    TRAIN -o reference.json`): per input feature its bins and expected shares, per output its
+    class shares and confidence. Fetched next to the model by the same init container, with
+    spec.model.auth (the same store), and checked like the model. Part of the revision: a new
+    reference rolls out like a new model."""
+
+    uri: str = Field(
+        pattern=URI_PATTERN,
+        max_length=2048,
+        description=(
+            "Where reference.json is: https://host/path (or http://), s3://bucket/key, "
+            "pvc://CLAIM/PATH or file:///ABS (local runtime and tests only)."
+        ),
+    )
+    sha256: str | None = Field(
+        None,
+        pattern=SHA256_PATTERN,
+        description="Hex sha256 of the file; checked before it is used. A mismatch fails the "
+        "revision.",
+    )
+
+
+class DriftSettings(ApiModel):
+    """How the stable revision's traffic is judged against the reference: PSI per input
+    feature and per output's predicted classes over each window, and the mean confidence
+    against the reference's (docs/monitoring.md)."""
+
+    window: Duration = Field(
+        "10m", description="How much traffic each measurement covers, and how often it is made."
+    )
+    threshold: float = Field(
+        0.2,
+        gt=0,
+        le=100,
+        description=(
+            "A feature's or the prediction's PSI above this is drift (0.1: a small shift, "
+            "0.2: a significant one)."
+        ),
+    )
+    min_samples: int = Field(
+        500,
+        ge=1,
+        le=1000000000,
+        description=(
+            "Fewer rows served in a window give no verdict (Drifting Unknown, NotEnoughData): "
+            "no data is not drift."
+        ),
+    )
+    max_confidence_drop: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description=(
+            "Drift when the mean top-1 probability is lower than the reference's by more than this."
+        ),
+    )
+    output: str | None = Field(
+        None,
+        min_length=1,
+        max_length=FEATURE_NAME_MAX,
+        description=(
+            "The output whose predictions and confidence are judged; default: the one whose "
+            "predictions drifted most (the metrics do not say which output is the first)."
+        ),
+    )
+
+
+class Monitoring(ApiModel):
+    """Model monitoring: the servers count each row they serve into the reference's bins
+    (weir_drift_* metrics) and Weir judges the stable revision's traffic once per window
+    (status.drift and the Drifting condition)."""
+
+    reference: MonitoringReference | None = Field(None, description=MonitoringReference.__doc__)
+    features: list[Annotated[str, Field(min_length=1, max_length=FEATURE_NAME_MAX)]] = Field(
+        default_factory=list,
+        max_length=MONITORED_FEATURES_MAX,
+        description=(
+            "Input features judged, by name (input[2]: column 2 of input); default: every "
+            "feature of the reference."
+        ),
+    )
+    drift: DriftSettings = Field(default_factory=DriftSettings, description=DriftSettings.__doc__)
+
+
 class ModelDeploymentSpec(ApiModel):
     """Desired state: the model, how its servers run, scale and take traffic, and how new
     versions roll out."""
@@ -744,6 +859,7 @@ class ModelDeploymentSpec(ApiModel):
     autoscaling: Autoscaling | None = Field(None, description=Autoscaling.__doc__)
     traffic: Traffic = Field(default_factory=Traffic, description=Traffic.__doc__)
     rollout: Rollout = Field(default_factory=Rollout, description=Rollout.__doc__)
+    monitoring: Monitoring | None = Field(None, description=Monitoring.__doc__)
 
 
 class ObjectMeta(BaseModel):

@@ -22,6 +22,7 @@ Outcome = Literal["Promoted", "RolledBack", "Aborted", "Failed"]
 RequestAction = Literal["promote", "promote-full", "abort", "retry", "undo"]
 
 HISTORY_LIMIT = 10
+DRIFT_FEATURES_SHOWN = 64  # status.drift.features: the highest scores (all are judged)
 
 
 def timestamp(now: datetime) -> str:
@@ -202,6 +203,55 @@ class AnalysisResult(StatusModel):
     )
 
 
+class FeatureScore(StatusModel):
+    """One input feature's drift in the last window."""
+
+    name: str = Field(description="The feature, e.g. input[2] (column 2 of input).")
+    score: float = Field(description="PSI of its bins against the reference's shares.")
+
+
+class PredictionDrift(StatusModel):
+    """The drift of the predicted classes in the last window."""
+
+    output: str | None = Field(None, description="The output judged.")
+    score: float = Field(description="PSI of the predicted classes against the reference's.")
+
+
+class ConfidenceDrift(StatusModel):
+    """The model's certainty in the last window: the mean top-1 probability."""
+
+    output: str | None = Field(None, description="The output judged.")
+    mean: float = Field(description="Mean top-1 probability of the rows served.")
+    reference: float | None = Field(None, description="The reference's mean top-1 probability.")
+    score: float | None = Field(None, description="PSI of the confidence bins.")
+
+
+class DriftStatus(StatusModel):
+    """The last drift measurement of the stable revision's traffic (spec.monitoring)."""
+
+    at: str = Field(description="When the window ended (RFC 3339).")
+    window: str = Field(description="The window measured (spec.monitoring.drift.window).")
+    revision: str | None = Field(None, description="The stable revision measured.")
+    samples: float = Field(0, description="Rows served in the window.")
+    features: list[FeatureScore] = Field(
+        default_factory=list,
+        max_length=DRIFT_FEATURES_SHOWN,
+        description=(
+            f"PSI per input feature, highest first (the first {DRIFT_FEATURES_SHOWN}); empty "
+            "under minSamples rows."
+        ),
+    )
+    prediction: PredictionDrift | None = Field(None, description=PredictionDrift.__doc__)
+    confidence: ConfidenceDrift | None = Field(None, description=ConfidenceDrift.__doc__)
+    drifting: bool | None = Field(
+        None,
+        description=(
+            "The verdict of the last window that had one (minSamples rows): it stays through "
+            "windows without a verdict, so DriftCleared is told only after DriftDetected."
+        ),
+    )
+
+
 class Condition(StatusModel):
     """A condition, shaped like metav1.Condition."""
 
@@ -304,6 +354,9 @@ class ModelDeploymentStatus(StatusModel):
     last_analysis: AnalysisResult | None = Field(
         None, description="The last analysis of the canary."
     )
+    drift: DriftStatus | None = Field(
+        None, description="The last drift measurement (spec.monitoring.reference)."
+    )
     last_request: RequestRecord | None = Field(
         None, description="The last promote/abort/retry/undo request handled."
     )
@@ -349,14 +402,17 @@ def find_condition(conditions: list[Condition], kind: str) -> Condition | None:
 def condition(
     previous: list[Condition],
     kind: str,
-    ok: bool,
+    ok: bool | None,
     reason: str,
     message: str,
     at: str,
     generation: int | None,
 ) -> Condition:
-    """A condition; its lastTransitionTime moves only when its status changes."""
-    value: Literal["True", "False"] = "True" if ok else "False"
+    """A condition (`ok` None: Unknown); its lastTransitionTime moves only when its status
+    changes."""
+    value: Literal["True", "False", "Unknown"] = (
+        "Unknown" if ok is None else "True" if ok else "False"
+    )
     old = find_condition(previous, kind)
     since = old.last_transition_time if old is not None and old.status == value else at
     return Condition(

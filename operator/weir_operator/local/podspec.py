@@ -16,7 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from weir_operator.core.render import MIRROR_FILE, MODEL_FILE, PVC_MOUNT, REVISION_LABEL, SHADOW_DIR
+from weir_operator.core.render import (
+    MIRROR_FILE,
+    MODEL_FILE,
+    REFERENCE_FILE,
+    REVISION_LABEL,
+    SHADOW_DIR,
+)
 from weir_operator.core.spec import ModelDeploymentSpec
 
 LOCAL_SCHEMES = ("file://", "http://", "https://", "s3://")
@@ -42,6 +48,9 @@ class ModelSource:
     sha256: str | None
     env: tuple[tuple[str, str], ...] = ()  # the fetch-model container's plain values
     secrets: tuple[SecretKeyEnv, ...] = ()  # and those from Secrets, read when fetching
+    # spec.monitoring.reference (fetch-model --reference-uri): fetched next to the model.
+    reference_uri: str | None = None
+    reference_sha256: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,8 +80,17 @@ class ServerTemplate:
                 if self.mirror_file is not None and path == f"{SHADOW_DIR}/{MIRROR_FILE}":
                     out += [argument, str(self.mirror_file)]
                 continue
-            out.append(str(model_path) if argument == MODEL_FILE else argument)
+            if argument == MODEL_FILE:
+                argument = str(model_path)
+            elif argument == REFERENCE_FILE:
+                argument = str(reference_path(model_path))
+            out.append(argument)
         return [*out, "--host", "127.0.0.1", "--port", str(port)]
+
+
+def reference_path(model_path: Path) -> Path:
+    """Where a revision's reference is fetched: next to its model (as fetch-model does)."""
+    return model_path.parent / Path(REFERENCE_FILE).name
 
 
 # spec.server fields that mean nothing for processes on this machine (by their API names).
@@ -125,11 +143,11 @@ def server_template(
         raise LaunchError("the Deployment has no fetch-model or server container")
     fetch_args = list(fetch.get("args") or [])
     uri = _flag(fetch_args, "--uri")
-    if uri is None or not uri.startswith(LOCAL_SCHEMES) or _claims(pod, fetch):
-        raise LaunchError(
-            f"model URI {_source_uri(pod, fetch, uri)!r} cannot be fetched by weir run "
-            "(it reads file:///ABS, http://, https:// and s3:// URIs)"
-        )
+    reference_uri = _flag(fetch_args, "--reference-uri")  # spec.monitoring.reference
+    if uri is None or not _fetchable(pod, fetch, uri):
+        raise _unfetchable("model", pod, fetch, uri)
+    if reference_uri is not None and not _fetchable(pod, fetch, reference_uri):
+        raise _unfetchable("reference", pod, fetch, reference_uri)
     env = tuple(
         (str(v["name"]), str(v.get("value", "")))
         for v in server.get("env") or []
@@ -139,7 +157,13 @@ def server_template(
     graceful = float(_flag(list(serve_args), "--graceful-timeout") or 30)
     return ServerTemplate(
         revision=revision,
-        source=ModelSource(uri, _flag(fetch_args, "--sha256"), *_fetch_env(fetch)),
+        source=ModelSource(
+            uri,
+            _flag(fetch_args, "--sha256"),
+            *_fetch_env(fetch),
+            reference_uri=reference_uri,
+            reference_sha256=_flag(fetch_args, "--reference-sha256"),
+        ),
         serve_args=serve_args,
         env=env,
         graceful_seconds=graceful,
@@ -147,22 +171,38 @@ def server_template(
     )
 
 
-def _claims(pod: Mapping[str, Any], container: Mapping[str, Any]) -> list[str]:
-    """The PersistentVolumeClaims the container mounts (a pvc:// model's source)."""
+def _claims(pod: Mapping[str, Any], container: Mapping[str, Any]) -> dict[str, str]:
+    """The PersistentVolumeClaims the container mounts (a pvc:// model's or reference's
+    source), by where they are mounted."""
     volumes = {v.get("name"): v for v in pod.get("volumes") or []}
-    found = []
+    found = {}
     for mount in container.get("volumeMounts") or []:
         claim = (volumes.get(mount.get("name")) or {}).get("persistentVolumeClaim")
         if claim:
-            found.append(str(claim.get("claimName", "")))
+            found[str(mount.get("mountPath", ""))] = str(claim.get("claimName", ""))
     return found
 
 
+def _fetchable(pod: Mapping[str, Any], container: Mapping[str, Any], uri: str) -> bool:
+    """weir run reads the URI: a local scheme, and not a claim's (pvc://) mount."""
+    on_claim = any(uri.startswith(f"file://{path}/") for path in _claims(pod, container))
+    return uri.startswith(LOCAL_SCHEMES) and not on_claim
+
+
+def _unfetchable(
+    what: str, pod: Mapping[str, Any], container: Mapping[str, Any], uri: str | None
+) -> LaunchError:
+    return LaunchError(
+        f"{what} URI {_source_uri(pod, container, uri)!r} cannot be fetched by weir run "
+        "(it reads file:///ABS, http://, https:// and s3:// URIs)"
+    )
+
+
 def _source_uri(pod: Mapping[str, Any], container: Mapping[str, Any], uri: str | None) -> str:
-    """The URI as the spec wrote it: pvc://CLAIM/PATH arrives as file:// under PVC_MOUNT."""
-    claims = _claims(pod, container)
-    if claims and uri is not None and uri.startswith(f"file://{PVC_MOUNT}/"):
-        return f"pvc://{claims[0]}/{uri.removeprefix(f'file://{PVC_MOUNT}/')}"
+    """The URI as the spec wrote it: pvc://CLAIM/PATH arrives as file:// under its mount."""
+    for path, claim in _claims(pod, container).items():
+        if uri is not None and uri.startswith(f"file://{path}/"):
+            return f"pvc://{claim}/{uri.removeprefix(f'file://{path}/')}"
     return str(uri)
 
 

@@ -1,7 +1,8 @@
 """The local runtime's kubelet: `weir serve` child processes for each revision's Deployment.
 
 Why it exists: `weir run` must run the same Deployments the operator renders, with what a
-kubelet gives them: the model fetched once per revision (sha256 checked; credentials from the
+kubelet gives them: the model fetched once per revision (with spec.monitoring.reference next to
+it, as fetch-model does; sha256 checked; credentials from the
 secrets folder, `weir_operator.local.secret_files`), one server process
 per replica on a free 127.0.0.1 port, readiness from the server's own `/v2/health/ready`,
 restarts with back-off when a server dies, and a drain on scale-down (out of the router first,
@@ -36,7 +37,7 @@ from weir_operator.core.render import REVISION_LABEL
 from weir_operator.core.status import timestamp
 from weir_operator.local.podspec import ServerTemplate
 from weir_operator.local.secret_files import MISSING_REASON, SecretMissing, signature, store_access
-from weir_server.fetch import FetchError, fetch
+from weir_server.fetch import FetchError, fetch, fetch_reference
 
 log = logging.getLogger("weir.run")
 
@@ -316,9 +317,20 @@ class ServerPool:
         async def run() -> None:
             try:
                 access = store_access(source, self._secrets_dir)
-                await asyncio.to_thread(
+                digest = await asyncio.to_thread(
                     fetch, source.uri, dest, source.sha256, attempts=1, log=log.info, access=access
                 )
+                if source.reference_uri is not None:  # spec.monitoring.reference, next to it
+                    await asyncio.to_thread(
+                        fetch_reference,
+                        source.reference_uri,
+                        dest,
+                        digest,
+                        source.reference_sha256,
+                        attempts=1,
+                        log=log.info,
+                        access=access,
+                    )
             except SecretMissing as error:
                 failed(MISSING_REASON, error)
             except (FetchError, OSError) as error:

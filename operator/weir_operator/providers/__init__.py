@@ -5,7 +5,9 @@ One implementation per file (as Flagger does): `direct` scrapes every server pod
 keeps the previous scrape in memory; `prometheus` asks a Prometheus server with PromQL. Both
 answer the same question through `MetricsProvider.measure`: what did each revision serve in the
 window that ends now? A provider that cannot tell raises `ProviderError`, which the verdict
-turns into Inconclusive (hold), never into Pass or Fail.
+turns into Inconclusive (hold), never into Pass or Fail. Both are also drift sources
+(`DriftSource.drift_window`, model monitoring): what the stable's servers counted against the
+model's reference in the window that ends now (the direct one in `direct_drift.py`).
 
 Use one `Providers` for the operator's lifetime: the direct provider's memory of the previous
 scrapes is what makes windows, and is rebuilt from nothing after a restart (so the first window
@@ -21,6 +23,7 @@ from weir_operator.core.spec import ModelDeployment
 from weir_operator.core.status import AnalysisResult
 from weir_operator.core.verdict import judge
 from weir_operator.providers.base import (
+    DriftSource,
     MetricsProvider,
     PodTarget,
     ProviderError,
@@ -28,11 +31,14 @@ from weir_operator.providers.base import (
     pod_target,
 )
 from weir_operator.providers.direct import DirectProvider
+from weir_operator.providers.direct_drift import DirectDriftSource
 from weir_operator.providers.prometheus import PrometheusProvider
 from weir_operator.providers.servers import ServerClients, TrustError, TrustSource
 
 __all__ = [
+    "DirectDriftSource",
     "DirectProvider",
+    "DriftSource",
     "MetricsProvider",
     "PodTarget",
     "PrometheusProvider",
@@ -61,11 +67,19 @@ class Providers:
         self.servers = ServerClients(self._client, trust, transport)
         self.direct = DirectProvider(self._client, servers=self.servers)
         self.prometheus = PrometheusProvider(self._client)
+        # Its memory is not the rollout's: `forget` (a rollout ended) leaves it alone.
+        self.direct_drift = DirectDriftSource(self.servers)
 
     def for_deployment(self, md: ModelDeployment) -> MetricsProvider:
         if md.spec.rollout.analysis.provider.prometheus is not None:
             return self.prometheus
         return self.direct
+
+    def drift_source(self, md: ModelDeployment) -> DriftSource:
+        """Where the drift of the stable's traffic is read: the provider the analysis uses."""
+        if md.spec.rollout.analysis.provider.prometheus is not None:
+            return self.prometheus
+        return self.direct_drift
 
     def forget(self, namespace: str, name: str) -> None:
         self.direct.forget(namespace, name)

@@ -1,5 +1,6 @@
 """The shapes every metric provider shares: what to measure (revisions and their pods), the
-`MetricsProvider` protocol, and the error that makes a window Inconclusive."""
+`MetricsProvider` protocol (canary analysis), the `DriftSource` protocol (model monitoring),
+and the error that makes a window Inconclusive."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any, Protocol
 import httpx
 
 from weir_operator.core.analysis import TrackWindow
+from weir_operator.core.drift import WindowCounts
 from weir_operator.core.render import (
     SERVER_PORT,
     TLS_SECRET_ANNOTATION,
@@ -115,4 +117,18 @@ class MetricsProvider(Protocol):
 
     def forget(self, namespace: str, name: str) -> None:
         """Drop what is kept about a ModelDeployment (deleted, or its rollout finished)."""
+        ...
+
+
+class DriftSource(Protocol):
+    """What the stable revision's servers counted against the model's reference (the
+    weir_drift_* series) in the window that ends now, summed over its pods."""
+
+    async def drift_window(
+        self, md: ModelDeployment, stable: RevisionTarget, window_seconds: float
+    ) -> WindowCounts | None:
+        """The counts of the last `window_seconds` (core.drift.window_from_samples makes them
+        from samples); None when there is no window yet, only a baseline (the direct
+        provider's first scrape of these pods). Raises ProviderError when the servers' counts
+        cannot be had."""
         ...

@@ -103,27 +103,15 @@ class DirectProvider:
     async def _scrape(self, revision: str, pod: PodTarget) -> PodSample | str:
         """The pod's sample, or why it could not be had."""
         url = pod.url("/metrics")
+        async with self._limit:
+            text = await scrape_text(self._servers, pod, self._timeout)
+        taken_at = self._clock()
+        if isinstance(text, ScrapeFailed):
+            return str(text)
         try:
-            async with self._limit:
-                try:
-                    response = await self._servers.get(pod, "/metrics", timeout=self._timeout)
-                except STALE_CONNECTION:
-                    # A pooled keep-alive connection the server closed as it was reused (a
-                    # scrape interval equal to the server's keep-alive timeout races it): a
-                    # GET is safe to send again, on a new connection.
-                    response = await self._servers.get(pod, "/metrics", timeout=self._timeout)
-            taken_at = self._clock()
-            if response.status_code != 200:
-                return f"cannot scrape pod {pod.name} ({url}): HTTP {response.status_code}"
-            if len(response.content) > MAX_SCRAPE_BYTES:
-                return f"cannot scrape pod {pod.name} ({url}): over {MAX_SCRAPE_BYTES} bytes"
-            sample = parse_scrape(response.text, pod=pod.name, taken_at=taken_at)
-        except httpx.HTTPError as error:
-            return f"cannot scrape pod {pod.name} ({url}): {type(error).__name__} {error}".strip()
+            sample = parse_scrape(text, pod=pod.name, taken_at=taken_at)
         except ScrapeError as error:
             return str(error)
-        except TrustError as error:
-            return f"cannot scrape pod {pod.name}: {error}"
         if sample.revision and sample.revision != revision:
             return (
                 f"pod {pod.name} ({url}) serves revision {sample.revision}, not {revision}: "
@@ -132,3 +120,32 @@ class DirectProvider:
         if not sample.revision:  # a server started without WEIR_REVISION
             sample = dataclasses.replace(sample, revision=revision)
         return sample
+
+
+class ScrapeFailed(str):
+    """Why a pod's /metrics could not be had (a str, to be said as it is)."""
+
+
+async def scrape_text(
+    servers: ServerClients, pod: PodTarget, limits: httpx.Timeout = SCRAPE_TIMEOUT
+) -> str | ScrapeFailed:
+    """The text of a pod's /metrics, over HTTPS verified when it speaks it; or why not."""
+    url = pod.url("/metrics")
+    try:
+        try:
+            response = await servers.get(pod, "/metrics", timeout=limits)
+        except STALE_CONNECTION:
+            # A pooled keep-alive connection the server closed as it was reused (a scrape
+            # interval equal to the server's keep-alive timeout races it): a GET is safe to
+            # send again, on a new connection.
+            response = await servers.get(pod, "/metrics", timeout=limits)
+    except httpx.HTTPError as error:
+        why = f"cannot scrape pod {pod.name} ({url}): {type(error).__name__} {error}"
+        return ScrapeFailed(why.strip())
+    except TrustError as error:
+        return ScrapeFailed(f"cannot scrape pod {pod.name}: {error}")
+    if response.status_code != 200:
+        return ScrapeFailed(f"cannot scrape pod {pod.name} ({url}): HTTP {response.status_code}")
+    if len(response.content) > MAX_SCRAPE_BYTES:
+        return ScrapeFailed(f"cannot scrape pod {pod.name} ({url}): over {MAX_SCRAPE_BYTES} bytes")
+    return response.text

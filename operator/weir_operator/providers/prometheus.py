@@ -7,7 +7,11 @@ Three instant queries per revision (requests, 5xx answers, p99 in seconds), from
 The placeholders are filled with label values that cannot hold a quote (a revision is hex,
 names are DNS labels or model names), so a template cannot be broken out of. Prometheus keeps
 the history, so nothing is remembered here; any failure (unreachable, HTTP error, PromQL
-error, a result that is not one number) is a ProviderError: Inconclusive, never a guess."""
+error, a result that is not one number) is a ProviderError: Inconclusive, never a guess.
+
+It is also a drift source (`drift_window`): the increase of each weir_drift_* counter over the
+window, per bin, and the reference gauges, for the stable revision (DRIFT_QUERIES, the series
+of docs/monitoring.md section 2), turned into core.drift's WindowCounts."""
 
 from __future__ import annotations
 
@@ -18,7 +22,9 @@ from typing import Any, Final
 
 import httpx
 
+from weir_operator.core import drift
 from weir_operator.core.analysis import SHADOW_SAMPLES, ShadowCounts, TrackWindow
+from weir_operator.core.drift import Sample, WindowCounts, window_from_samples
 from weir_operator.core.spec import ModelDeployment, duration_seconds
 from weir_operator.providers.base import QUERY_TIMEOUT, ProviderError, RevisionTarget
 
@@ -46,6 +52,41 @@ SHADOW_QUERIES: Final = {
 (weir_server.shadow's counters, by canary revision), one query per counter."""
 
 
+# (series, grouped by) for each weir_drift_* series: counters as their increase over the window,
+# the reference's gauges as they are now (every pod of a revision has the same reference, so
+# the largest is taken).
+_DRIFT_SERIES: Final = (
+    (drift.ROWS, ()),
+    (drift.FEATURE_ROWS, ("feature", "bin")),
+    (drift.FEATURE_SHARE, ("feature", "bin")),
+    (drift.PREDICTION_ROWS, ("output", "class")),
+    (drift.PREDICTION_SHARE, ("output", "class")),
+    (drift.CONFIDENCE_ROWS, ("output", "bin")),
+    (drift.CONFIDENCE_SHARE, ("output", "bin")),
+    (drift.CONFIDENCE_SUM, ("output",)),
+    (drift.CONFIDENCE_MEAN, ("output",)),
+)
+_DRIFT_COUNTERS: Final = {
+    drift.ROWS,
+    drift.FEATURE_ROWS,
+    drift.PREDICTION_ROWS,
+    drift.CONFIDENCE_ROWS,
+    drift.CONFIDENCE_SUM,
+}
+
+
+def _drift_query(metric: str, by: tuple[str, ...]) -> str:
+    grouping = f"by ({', '.join(by)}) " if by else ""
+    if metric in _DRIFT_COUNTERS:
+        return f"sum {grouping}(increase({metric}{{{_SELECTOR}}}[{{{{window}}}}]))"
+    return f"max {grouping}({metric}{{{_SELECTOR}}})"
+
+
+DRIFT_QUERIES: Final = {metric: _drift_query(metric, by) for metric, by in _DRIFT_SERIES}
+"""PromQL templates by weir_drift_* series: {{window}} is the drift window as a PromQL range,
+the other placeholders are render_query's."""
+
+
 def promql_duration(seconds: float) -> str:
     """A PromQL range: whole seconds as `10s`, anything finer in milliseconds."""
     if seconds == int(seconds):
@@ -53,9 +94,12 @@ def promql_duration(seconds: float) -> str:
     return f"{round(seconds * 1000)}ms"
 
 
-def render_query(template: str, md: ModelDeployment, revision: str, canary: str = "") -> str:
+def render_query(
+    template: str, md: ModelDeployment, revision: str, canary: str = "", window: float = 0.0
+) -> str:
     """A template with its placeholders filled for one revision of a ModelDeployment."""
     values = {
+        "window": promql_duration(window),
         "revision": revision,
         "canary": canary,
         "namespace": md.namespace,
@@ -131,6 +175,35 @@ class PrometheusProvider:
     def forget(self, namespace: str, name: str) -> None:
         """Nothing is kept: Prometheus holds the history."""
 
+    async def drift_window(
+        self, md: ModelDeployment, stable: RevisionTarget, window_seconds: float
+    ) -> WindowCounts | None:
+        """What the stable revision's servers counted in the last `window_seconds`, as
+        Prometheus has it: never None (Prometheus keeps the history, so every window has a
+        start). A revision whose series Prometheus does not have gives an empty window
+        (NoReference: its servers export none, or are not scraped)."""
+        provider = md.spec.rollout.analysis.provider.prometheus
+        if provider is None:
+            raise ProviderError("the ModelDeployment does not name a Prometheus server")
+        if window_seconds <= 0:
+            raise ProviderError(f"a drift window of {window_seconds} s is no window")
+        metrics = list(DRIFT_QUERIES)
+        results = await asyncio.gather(
+            *(
+                self._vector(
+                    provider.url,
+                    render_query(DRIFT_QUERIES[m], md, stable.revision, window=window_seconds),
+                )
+                for m in metrics
+            )
+        )
+        samples: list[Sample] = [
+            (metric, labels, value)
+            for metric, series in zip(metrics, results, strict=True)
+            for labels, value in series
+        ]
+        return window_from_samples(samples)
+
     async def _window(self, url: str, md: ModelDeployment, revision: str) -> TrackWindow:
         queries = queries_for(md, revision)
         requests, errors, p99 = await asyncio.gather(
@@ -152,6 +225,14 @@ class PrometheusProvider:
 
     async def _value(self, url: str, query: str) -> float | None:
         """The one number an instant query returns; None for an empty result."""
+        return _one_number(await self._query(url, query), query)
+
+    async def _vector(self, url: str, query: str) -> list[tuple[dict[str, str], float]]:
+        """Every series an instant query returns, as (labels, value)."""
+        return _series(await self._query(url, query), query)
+
+    async def _query(self, url: str, query: str) -> Any:
+        """The `data` of a successful instant query."""
         endpoint = url.rstrip("/") + "/api/v1/query"
         try:
             response = await self._client.get(
@@ -175,7 +256,20 @@ class PrometheusProvider:
                 f"Prometheus at {url} answered HTTP {response.status_code}: {detail} "
                 f"(query: {query})"
             )
-        return _one_number(body.get("data"), query)
+        return body.get("data")
+
+
+def _series(data: Any, query: str) -> list[tuple[dict[str, str], float]]:
+    if isinstance(data, dict) and data.get("resultType") == "vector":
+        result: Any = data.get("result")
+        try:
+            return [
+                ({str(k): str(v) for k, v in item["metric"].items()}, float(item["value"][1]))
+                for item in result
+            ]
+        except (TypeError, KeyError, IndexError, ValueError, AttributeError):
+            pass
+    raise ProviderError(f"query returned no vector of samples (query: {query})")
 
 
 def _one_number(data: Any, query: str) -> float | None:
