@@ -9,9 +9,14 @@ client gets a canary answer), where its answers are compared with the stable's:
   so no client request fails;
 - v4, fast, always 200 and wrong (its label map swapped): every latency and error check
   passes, and it is rolled back in the shadow because its answers disagree (AgreementFailed).
+Each good version ships with its own monitoring reference (`weir profile` of the model on the
+traffic's training data, then `weir set-model --reference-uri`), and Weir judges the stable's
+traffic against it every 5 s. Last comes drift: the clients' petal lengths (input[2]) move by
+2.5 standard deviations, the Drifting condition turns True naming input[2]; the traffic moves
+back, and it clears.
 It prints the story as it happens (the rollout's own events), counts every client request,
 and draws `demo-timeline.png`: canary weight and the shadow phases, agreement with the stable,
-p99 latency and error rate per track over time.
+p99 latency and error rate per track, and each input feature's drift score, over time.
 
 Everything is local (127.0.0.1) and bounded: the traffic stops by itself, and so does the demo
 (`--timeout`). Models are built in code with onnx.helper; nothing is downloaded."""
@@ -48,7 +53,38 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def manifest(model: Path) -> dict[str, Any]:
+# The clients' flowers: each feature uniform in the iris data set's range (sepal length, sepal
+# width, petal length, petal width). The "training data" the references are profiled on is
+# drawn the same way, so the traffic is in distribution until the drift scene moves it.
+FEATURE_LOW = (4.3, 2.0, 1.0, 0.1)
+FEATURE_HIGH = (7.9, 4.4, 6.9, 2.5)
+TRAINING_ROWS = 5000
+SHIFTED_FEATURE = 2  # petal length: input[2]
+SHIFT_SDS = 2.5
+DRIFT_WINDOW = "5s"
+DRIFT_THRESHOLD = 0.2
+
+
+def feature_sd(feature: int) -> float:
+    """The standard deviation of a uniform feature."""
+    return (FEATURE_HIGH[feature] - FEATURE_LOW[feature]) / 12**0.5
+
+
+def write_training_data(path: Path) -> Path:
+    """TRAINING_ROWS flowers drawn as the clients draw them, as .npy (what `weir profile`
+    reads), seeded so that every demo profiles the same data."""
+    import numpy as np
+
+    rng = random.Random(2026)
+    rows = [
+        [rng.uniform(low, high) for low, high in zip(FEATURE_LOW, FEATURE_HIGH, strict=True)]
+        for _ in range(TRAINING_ROWS)
+    ]
+    np.save(path, np.asarray(rows, dtype=np.float32))
+    return path
+
+
+def manifest(model: Path, reference: Path) -> dict[str, Any]:
     return {
         "apiVersion": "serving.weir.dev/v1alpha1",
         "kind": "ModelDeployment",
@@ -76,6 +112,15 @@ def manifest(model: Path) -> dict[str, Any]:
                     },
                 },
             },
+            "monitoring": {
+                "reference": {"uri": reference.as_uri()},
+                "drift": {
+                    "window": DRIFT_WINDOW,
+                    "threshold": DRIFT_THRESHOLD,
+                    "minSamples": 200,
+                    "output": "probabilities",
+                },
+            },
         },
     }
 
@@ -89,6 +134,7 @@ class Traffic:
     pause: float = 0.01
     limit_seconds: float = 240
     answers: list[tuple[float, int | str]] = field(default_factory=list)
+    shift: tuple[int, float] | None = None  # (feature, added to it): the drift scene
     _stop: threading.Event = field(default_factory=threading.Event)
 
     def start(self) -> Traffic:
@@ -108,11 +154,11 @@ class Traffic:
         with httpx.Client(timeout=30) as client:
             while not self._stop.is_set() and time.monotonic() < deadline:
                 row = [
-                    rng.uniform(4.3, 7.9),
-                    rng.uniform(2.0, 4.4),
-                    rng.uniform(1.0, 6.9),
-                    rng.uniform(0.1, 2.5),
+                    rng.uniform(low, high)
+                    for low, high in zip(FEATURE_LOW, FEATURE_HIGH, strict=True)
                 ]
+                if (shift := self.shift) is not None:
+                    row[shift[0]] += shift[1]
                 body = {
                     "inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": row}]
                 }
@@ -133,6 +179,9 @@ class Timeline:
     shadow: list[tuple[float, float]] = field(default_factory=list)  # percent mirrored
     analyses: list[dict[str, Any]] = field(default_factory=list)
     marks: list[tuple[float, str]] = field(default_factory=list)
+    drift: list[tuple[float, dict[str, float]]] = field(default_factory=list)  # scores by name
+    drifting: list[tuple[float, str]] = field(default_factory=list)  # the condition's status
+    shifted: list[tuple[float, float]] = field(default_factory=list)  # when the traffic moved
 
     def now(self) -> float:
         return time.monotonic() - self.started
@@ -147,6 +196,7 @@ class Story(threading.Thread):
         self.timeline = timeline
         self.seen = 0
         self.last_analysis = ""
+        self.last_drift = ""
         self.stop_event = threading.Event()
 
     def run(self) -> None:
@@ -166,18 +216,38 @@ class Story(threading.Thread):
         canary = status.get("canary") or {}
         self.timeline.weight.append((self.timeline.now(), canary.get("weight", 0)))
         self.timeline.shadow.append((self.timeline.now(), canary.get("shadowPercent", 0)))
+        drift = status.get("drift") or {}
+        if drift.get("at") and drift["at"] != self.last_drift:
+            self.last_drift = drift["at"]
+            scores = {f["name"]: f["score"] for f in drift.get("features") or []}
+            self.timeline.drift.append((self.timeline.now(), scores))
+        drifting = next(
+            (c for c in status.get("conditions") or [] if c.get("type") == "Drifting"), None
+        )
+        if drifting is not None:
+            self.timeline.drifting.append((self.timeline.now(), drifting["status"]))
         analysis = status.get("lastAnalysis")
         if analysis and analysis["at"] != self.last_analysis:
             self.last_analysis = analysis["at"]
             self.timeline.analyses.append({"t": self.timeline.now(), **analysis})
 
 
-def weir(*args: str, control: str) -> int:
-    """Run a `weir` CLI command against the local runtime, showing it as a person would type it."""
+def weir(*args: str, control: str | None) -> int:
+    """Run a `weir` CLI command (against the local runtime at `control`, if given), showing it
+    as a person would type it."""
     shown = " ".join(a if " " not in a else repr(a) for a in args)
     print(f"\n$ weir {shown}")
-    command = [sys.executable, "-m", "weir_operator.cli", *args, "--local", control]
-    return subprocess.call(command)
+    local = ["--local", control] if control is not None else []
+    return subprocess.call([sys.executable, "-m", "weir_operator.cli", *args, *local])
+
+
+def profiled(model: Path, data: Path) -> Path:
+    """`weir profile`: the model's monitoring reference, next to the demo's state."""
+    reference = WORK / f"{model.stem}.reference.json"
+    shown = [str(p.relative_to(ROOT)) for p in (model, data, reference)]
+    if weir("profile", shown[0], "--data", shown[1], "-o", shown[2], control=None) != 0:
+        raise RuntimeError(f"weir profile failed on {model.name}")
+    return reference
 
 
 def draw(timeline: Timeline, path: Path) -> None:
@@ -186,8 +256,8 @@ def draw(timeline: Timeline, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, (weight_axis, agreement_axis, p99_axis, error_axis) = plt.subplots(
-        4, 1, sharex=True, figsize=(10, 10)
+    figure, (weight_axis, agreement_axis, p99_axis, error_axis, drift_axis) = plt.subplots(
+        5, 1, sharex=True, figsize=(10, 12.5)
     )
     times = [t for t, _ in timeline.weight]
     weight_axis.step(times, [w for _, w in timeline.weight], where="post", color="tab:orange")
@@ -224,21 +294,53 @@ def draw(timeline: Timeline, path: Path) -> None:
             error_axis.plot(*zip(*errors, strict=True), "o-", color=color, label=track)
     p99_axis.set_ylabel("p99 latency (ms)")
     error_axis.set_ylabel("error rate (%)")
-    error_axis.set_xlabel("seconds since the demo started")
+    draw_drift(drift_axis, timeline)
+    drift_axis.set_xlabel("seconds since the demo started")
     for axis in (p99_axis, error_axis):
         axis.legend(loc="upper left")
-    for axis in (weight_axis, agreement_axis, p99_axis, error_axis):
+    for axis in (weight_axis, agreement_axis, p99_axis, error_axis, drift_axis):
         for at, _ in timeline.marks:
             axis.axvline(at, color="grey", linestyle=":")
         axis.grid(alpha=0.3)
     for at, label in timeline.marks:
         weight_axis.annotate(label, (at, 100), fontsize=8, rotation=0, ha="left", va="top")
     figure.suptitle(
-        "weir run: v2 promoted; v3 (errors) and v4 (wrong answers) rolled back in the shadow"
+        "weir run: v2 promoted; v3 (errors) and v4 (wrong answers) rolled back in the shadow;\n"
+        f"input[{SHIFTED_FEATURE}] drifts, is detected and clears"
     )
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
+
+
+def draw_drift(axis: Any, timeline: Timeline) -> None:
+    """Each input feature's PSI per drift window (log scale), the threshold, the time the
+    traffic was shifted (shaded) and the time the Drifting condition was True (red band)."""
+    names = sorted({name for _, scores in timeline.drift for name in scores})
+    for name in names:
+        points = [(t, max(s[name], 1e-4)) for t, s in timeline.drift if name in s]
+        if points:
+            axis.plot(*zip(*points, strict=True), "o-", ms=3, label=name)
+    axis.axhline(DRIFT_THRESHOLD, color="tab:red", linestyle="--", lw=1)
+    axis.set_yscale("log")
+    axis.set_ylabel(f"input drift\n(PSI per {DRIFT_WINDOW})")
+    for start, end in timeline.shifted:
+        axis.axvspan(start, end, color="tab:green", alpha=0.15, lw=0)
+    start = None
+    for at, verdict in [*timeline.drifting, (timeline.now(), "end")]:
+        if verdict == "True" and start is None:
+            start = at
+        elif verdict != "True" and start is not None:
+            axis.axvspan(start, at, ymin=0.93, ymax=1.0, color="tab:red", alpha=0.6, lw=0)
+            start = None
+    axis.annotate(
+        "green: traffic shifted; red band: Drifting True",
+        (0.01, 0.82),
+        xycoords="axes fraction",
+        fontsize=8,
+    )
+    if names:
+        axis.legend(loc="upper right", fontsize=8, ncol=len(names))
 
 
 def shadow_phases(timeline: Timeline) -> list[tuple[float, float]]:
@@ -259,15 +361,23 @@ def shadow_phases(timeline: Timeline) -> list[tuple[float, float]]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--timeout", type=float, default=230, help="give up after this many seconds"
+        "--timeout", type=float, default=270, help="give up after this many seconds"
     )
     parser.add_argument("--output", type=Path, default=ROOT / "demo-timeline.png")
     args = parser.parse_args()
 
     models = build_all(ROOT / "examples" / "models")
     WORK.mkdir(exist_ok=True)
+    training = write_training_data(WORK / "training-data.npy")
+    print("A CI pipeline profiles each model on its training data: the reference Weir's servers")
+    print("count against, and the operator judges the traffic's drift by.")
+    try:
+        reference = profiled(models["iris"], training)
+    except RuntimeError as error:
+        print(f"demo: {error}", file=sys.stderr)
+        return 1
     spec_file = WORK / "iris.yaml"
-    spec_file.write_text(yaml.safe_dump(manifest(models["iris"]), sort_keys=False))
+    spec_file.write_text(yaml.safe_dump(manifest(models["iris"], reference), sort_keys=False))
     port, control_port = free_port(), free_port()
     control = f"http://127.0.0.1:{control_port}"
     print(
@@ -307,26 +417,33 @@ def main() -> int:
         traffic.start()
         time.sleep(3)
 
-        def ship(model: Path, version: str, label: str) -> int:
-            """What a CI pipeline does: set the model, then wait for Weir's verdict."""
+        def ship(model: Path, version: str, label: str, profile: bool = True) -> int:
+            """What a CI pipeline does: profile the model, set it with its reference (one
+            revision), then wait for Weir's verdict."""
             timeline.marks.append((timeline.now(), label))
+            new = ["--reference-uri", profiled(model, training).as_uri()] if profile else []
             weir(
-                "set-model", "iris", "--uri", model.as_uri(), "--version", version, control=control
-            )
+                "set-model", "iris", "--uri", model.as_uri(), "--version", version, *new,
+                control=control,
+            )  # fmt: skip
             left = f"{max(deadline - time.monotonic(), 1):.0f}s"
             return weir("status", "iris", "--wait", "--timeout", left, control=control)
 
         v2 = ship(models["iris_v2"], "2", "v2")
         print(f"  -> exit code {v2} (0 = healthy on the new version)")
         canary_started = time.monotonic()
-        v3 = ship(models["iris_bad"], "3", "v3 (errors)")
+        # v3 fails on some rows of its own training data, so `weir profile` refuses it; a
+        # careless pipeline ships it anyway, keeping v2's reference (Weir warns, and judges).
+        v3 = ship(models["iris_bad"], "3", "v3 (errors)", profile=False)
         print(f"  -> exit code {v3} (1 = rolled back)")
         v4 = ship(models["iris_swapped"], "4", "v4 (wrong)")
         print(f"  -> exit code {v4} (1 = rolled back)")
-        time.sleep(3)  # traffic back on v2, for the picture
-        story.poll()
         failed_bad = traffic.failed(since=canary_started)
-        outcome = 0 if (v2, v3, v4) == (0, 1, 1) else 1
+        drift = drift_scene(control, traffic, timeline, deadline)
+        story.poll()
+        if not drift:
+            print(f"demo: the drift was not named input[{SHIFTED_FEATURE}] first", file=sys.stderr)
+        outcome = 0 if (v2, v3, v4, drift) == (0, 1, 1, True) else 1
     except (TimeoutError, RuntimeError) as error:
         print(f"demo: {error}", file=sys.stderr)
     finally:
@@ -355,6 +472,54 @@ def main() -> int:
             file=sys.stderr,
         )
     return outcome
+
+
+def drifting_status(client: httpx.Client) -> tuple[str, str]:
+    """The Drifting condition's status and message, ("", "") before there is one."""
+    status = client.get("/api/v1/modeldeployments/iris").json().get("status") or {}
+    found = next((c for c in status.get("conditions") or [] if c.get("type") == "Drifting"), {})
+    return str(found.get("status", "")), str(found.get("message", ""))
+
+
+def wait_drifting(client: httpx.Client, want: str, deadline: float) -> str:
+    """Poll until the Drifting condition is `want`; its message."""
+    while time.monotonic() < deadline:
+        try:
+            verdict, message = drifting_status(client)
+        except (httpx.HTTPError, ValueError):
+            verdict, message = "", ""
+        if verdict == want:
+            return message
+        time.sleep(0.5)
+    raise TimeoutError(f"the Drifting condition did not turn {want} in time")
+
+
+def drift_scene(control: str, traffic: Traffic, timeline: Timeline, deadline: float) -> bool:
+    """The clients' input[SHIFTED_FEATURE] moves by SHIFT_SDS standard deviations until Weir
+    says Drifting True, then moves back until it says False. True when the first feature the
+    detection names is the shifted one."""
+    offset = SHIFT_SDS * feature_sd(SHIFTED_FEATURE)
+    window = float(DRIFT_WINDOW.removesuffix("s"))
+    with httpx.Client(base_url=control, timeout=5) as client:
+        wait_drifting(client, "False", deadline)  # v2 in distribution, judged
+        print(
+            f"\nThe clients' petal length (input[{SHIFTED_FEATURE}]) moves by {SHIFT_SDS:g} "
+            f"standard deviations (+{offset:.1f} cm); Weir judges every {DRIFT_WINDOW}:"
+        )
+        started = timeline.now()
+        timeline.marks.append((started, "drift"))
+        traffic.shift = (SHIFTED_FEATURE, offset)
+        message = wait_drifting(client, "True", deadline)
+        detected = timeline.now()
+        print(f"  Drifting True {detected - started:.1f} s after the traffic moved")
+        time.sleep(max(0.0, started + 2 * window - timeline.now()))  # two windows of it
+        traffic.shift = None
+        back = timeline.now()
+        timeline.shifted.append((started, back))
+        print("  the traffic moves back")
+        wait_drifting(client, "False", deadline)
+        print(f"  Drifting False {timeline.now() - back:.1f} s after the traffic is back")
+    return message.startswith(f"input drift: input[{SHIFTED_FEATURE}] ")
 
 
 def wait_healthy(control: str, runtime: subprocess.Popen[bytes], deadline: float) -> None:

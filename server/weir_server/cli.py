@@ -192,7 +192,7 @@ def run_serve(args: argparse.Namespace) -> int:
         # must not be imported here before PROMETHEUS_MULTIPROC_DIR is set for the workers.
         from weir_server.reference import reference_file_problem
 
-        problem = reference_file_problem(Path(settings.reference), settings.model_path)
+        problem = reference_file_problem(Path(settings.reference))
     if problem is not None:
         _error(problem)
         return USAGE

@@ -76,6 +76,11 @@ CONFIDENCE_MEAN: Final = "weir_drift_confidence_reference_mean"
 CONFIDENCE_MEAN_HELP: Final = "The reference's mean top-1 probability."
 INFO: Final = "weir_drift_reference_info"
 INFO_HELP: Final = "1, labelled with the sha256 of the reference file the server counts against."
+MODEL_MATCH: Final = "weir_drift_reference_model_match"
+MODEL_MATCH_HELP: Final = (
+    "1 if the reference was made for the model served (by the model file's sha256), else 0: "
+    "the inputs are still compared, the outputs against another model's."
+)
 
 IntArray = npt.NDArray[np.int64]
 
@@ -93,11 +98,10 @@ _SHARES: Final = {
 
 
 def reference_problem(
-    reference: Reference, source: str, signature: ModelSignature, model_path: Path, sha256: str
+    reference: Reference, source: str, signature: ModelSignature, model_path: Path
 ) -> str | None:
-    """Why `reference` cannot be counted against this model (one line), or None."""
-    if (mismatch := model_mismatch(reference, source, model_path, sha256)) is not None:
-        return mismatch
+    """Why `reference` cannot be counted against this model (one line), or None. A reference
+    made for another model file (another sha256) can: `model_mismatch` says so, as a warning."""
     if not signature.inputs:
         return f"the model {model_path} has no inputs to monitor"
     spec = signature.inputs[0]
@@ -149,15 +153,14 @@ def reference_problem(
 
 
 def load_checked(path: Path, signature: ModelSignature, model_path: Path) -> tuple[Reference, str]:
-    """The reference at `path` and the file's sha256, checked against the model (its file's
-    sha256 and signature); ReferenceError (one line) if it cannot be counted against it."""
+    """The reference at `path` and the file's sha256, checked against the model's signature;
+    ReferenceError (one line) if it cannot be counted against it."""
     reference = load_reference(path)
     try:
-        model_sha256 = file_sha256(model_path)
         reference_sha256 = file_sha256(path)
     except OSError as error:
         raise ReferenceError(f"cannot read {error.filename}: {error.strerror or error}") from None
-    problem = reference_problem(reference, str(path), signature, model_path, model_sha256)
+    problem = reference_problem(reference, str(path), signature, model_path)
     if problem is not None:
         raise ReferenceError(problem)
     return reference, reference_sha256
@@ -169,8 +172,16 @@ def start_monitor(settings: ServerSettings, model: LoadedModel, metrics: ServerM
     assert settings.reference is not None
     path = Path(settings.reference)
     reference, sha256 = load_checked(path, model.signature, model.path)
+    try:
+        mismatch = model_mismatch(reference, str(path), model.path, file_sha256(model.path))
+    except OSError as error:
+        raise ReferenceError(f"cannot read {error.filename}: {error.strerror or error}") from None
+    if mismatch is not None:
+        log.warning("%s (counting anyway: the outputs are compared with another model's)", mismatch)
     labels = (settings.model_name, settings.model_version or "", settings.revision, settings.track)
-    monitor = Monitor(reference, sha256, labels, metrics.registry, model.signature)
+    monitor = Monitor(
+        reference, sha256, labels, metrics.registry, model.signature, for_model=mismatch is None
+    )
     metrics.before_scrape.append(monitor.flush)
     log.info(
         "monitoring against reference %s (sha256 %s): %d features, %d outputs",
@@ -214,9 +225,11 @@ class Monitor:
         labels: tuple[str, ...],
         registry: CollectorRegistry | None,
         signature: ModelSignature,
+        for_model: bool = True,
     ) -> None:
         self.reference = reference
         self.reference_sha256 = reference_sha256
+        self.for_model = for_model  # the reference was made for the model served
         self._labels = labels
         self._input = reference.model.input
         spec = signature.input(self._input)
@@ -503,6 +516,9 @@ class _Exporter(Collector):
         info = GaugeMetricFamily(INFO, INFO_HELP, labels=[*LABELS, "sha256"])
         info.add_metric([*labels, monitor.reference_sha256], 1)
         yield info
+        match = GaugeMetricFamily(MODEL_MATCH, MODEL_MATCH_HELP, labels=list(LABELS))
+        match.add_metric(list(labels), 1 if monitor.for_model else 0)
+        yield match
 
 
 class _SharedCounters:
@@ -539,6 +555,9 @@ class _SharedCounters:
         Gauge(INFO, INFO_HELP, (*LABELS, "sha256"), multiprocess_mode="max", registry=None).labels(
             *labels, monitor.reference_sha256
         ).set(1)
+        Gauge(MODEL_MATCH, MODEL_MATCH_HELP, LABELS, multiprocess_mode="min", registry=None).labels(
+            *labels
+        ).set(1 if monitor.for_model else 0)
 
     def add(self, counted: IntArray, rows: int, confidence_sums: npt.NDArray[np.float64]) -> None:
         self._rows.inc(rows)

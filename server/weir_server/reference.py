@@ -413,18 +413,15 @@ def model_mismatch(reference: Reference, source: str, model_path: Path, sha256: 
     )
 
 
-def reference_file_problem(path: Path, model_path: Path) -> str | None:
+def reference_file_problem(path: Path) -> str | None:
     """What `weir serve --reference` checks before it starts (one line): the file is a
-    reference, made for this model file (by sha256). The server checks the rest against the
-    model's signature once the model is loaded (weir_server.monitor.load_checked)."""
+    reference. The server checks it against the model's signature once the model is loaded,
+    and warns when it was made for another model file (weir_server.monitor.start_monitor)."""
     try:
-        reference = load_reference(path)
-        sha256 = file_sha256(model_path)
+        load_reference(path)
     except ReferenceError as error:
         return str(error)
-    except OSError as error:
-        return f"cannot read {model_path}: {error.strerror or error}"
-    return model_mismatch(reference, str(path), model_path, sha256)
+    return None
 
 
 # -- feature names ------------------------------------------------------------------------

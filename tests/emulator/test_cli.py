@@ -186,26 +186,28 @@ async def test_get_shows_the_table_from_the_status(
     assert yaml.safe_load(out)["status"]["canary"]["weight"] == 50
 
 
+async def set_model_of(
+    emulator_api: EmulatorApi, kubeconfig: Path, original: dict[str, Any], *args: str
+) -> tuple[str, dict[str, Any]]:
+    """`weir set-model iris --uri .../iris-8.onnx ARGS` on `original`: its output and the
+    object it left."""
+    await emulator_api.create(
+        MD, {**original, "metadata": {"name": "iris", "namespace": "default"}}
+    )
+    uri = "https://models.example.com/iris-8.onnx"
+    code, out, err = await weir(kubeconfig, "set-model", "iris", "--uri", uri, *args)
+    assert (code, err) == (0, "")
+    found = await emulator_api.get(MD, "default", "iris")
+    assert found is not None
+    return out, found
+
+
 async def test_set_model_merge_patches_the_model_keeping_its_name(
     emulator_api: EmulatorApi, kubeconfig: Path
 ) -> None:
     original = manifest()
     original["spec"]["model"]["sha256"] = SHA
-    await emulator_api.create(
-        MD, {**original, "metadata": {"name": "iris", "namespace": "default"}}
-    )
-    code, out, err = await weir(
-        kubeconfig,
-        "set-model",
-        "iris",
-        "--uri",
-        "https://models.example.com/iris-8.onnx",
-        "--version",
-        "8",
-    )
-    assert (code, err) == (0, "")
-    found = await emulator_api.get(MD, "default", "iris")
-    assert found is not None
+    out, found = await set_model_of(emulator_api, kubeconfig, original, "--version", "8")
     # replaced: the old sha256 is gone, the served name stays
     assert found["spec"]["model"] == {
         "uri": "https://models.example.com/iris-8.onnx",
@@ -222,6 +224,28 @@ async def test_set_model_merge_patches_the_model_keeping_its_name(
     )
     assert code == 3
     assert 'modeldeployment "nope" not found in namespace "default"' in err
+
+
+async def test_set_model_with_a_reference_patches_both_keeping_the_drift_settings(
+    emulator_api: EmulatorApi, kubeconfig: Path
+) -> None:
+    original = manifest()
+    original["spec"]["monitoring"] = {
+        "reference": {"uri": "https://models.example.com/iris-7.reference.json", "sha256": SHA},
+        "drift": {"window": "2m"},
+    }
+    reference = "https://models.example.com/iris-8.reference.json"
+    out, found = await set_model_of(
+        emulator_api, kubeconfig, original, "--reference-uri", reference
+    )
+    # the reference replaced (its old sha256 gone), the drift settings kept, one generation
+    assert found["spec"]["monitoring"] == {
+        "reference": {"uri": "https://models.example.com/iris-8.reference.json"},
+        "drift": {"window": "2m"},
+    }
+    assert found["spec"]["model"]["uri"] == "https://models.example.com/iris-8.onnx"
+    assert found["metadata"]["generation"] == 2
+    assert "with the reference https://models.example.com/iris-8.reference.json" in out
 
 
 async def test_a_request_is_written_as_the_annotation_and_its_answer_awaited(

@@ -2,7 +2,9 @@
 real server processes count every row they answer, in the bins of the reference, with the
 usual labels; every bin's series is there at 0 from the start next to the reference's shares;
 a scrape sees every row answered before it, with one worker or several; a reference made for
-another model is refused at start with one line. Also `weir fetch-model --reference-uri`."""
+another model is served with one warning and exported as weir_drift_reference_model_match 0;
+one that does not fit the model is refused at start with one line. Also `weir fetch-model
+--reference-uri`."""
 
 from __future__ import annotations
 
@@ -216,6 +218,7 @@ class TestAtStart:
             assert mean == output.confidence.mean
         info = {**LABELS, "sha256": file_sha256(reference_file)}
         assert found[("weir_drift_reference_info", frozenset(info.items()))] == 1
+        assert found[("weir_drift_reference_model_match", frozenset(LABELS.items()))] == 1
         # and nothing else: the label output has its "other" class, probabilities none
         bins = sum(len(f.shares) for f in reference.features)
         assert len([k for k in found if k[0] == "weir_drift_feature_rows_total"]) == bins
@@ -327,21 +330,32 @@ def serve_exit(model: Path, *args: str, env: dict[str, str] | None = None) -> tu
     return code, server.log()
 
 
-class TestARefusedReference:
-    def test_made_for_another_model_is_one_line_naming_both(
-        self, iris_model: Path, tmp_path: Path
+class TestAReferenceForAnotherModel:
+    @pytest.mark.parametrize("workers", ["1", "2"])
+    def test_is_served_and_counted_with_one_warning_a_worker_and_a_0_match(
+        self, iris_model: Path, tmp_path: Path, workers: str
     ) -> None:
         other = sample_models.BUILDERS["iris_v2"](tmp_path / "iris_v2.onnx")
         path = tmp_path / "v2.reference.json"
         write_reference(profile(other, Table.from_array(traffic(100, 6), "t")), path)
-        code, output = serve_exit(iris_model, "--reference", str(path))
-        assert code == exit_codes.USAGE
-        assert "Traceback" not in output
-        (line,) = output.splitlines()
-        assert line.startswith("weir serve: error: reference ")
-        assert file_sha256(other) in line
-        assert file_sha256(iris_model) in line
+        args = ("--name", "iris", "--version", "7", "--reference", str(path), "--workers", workers)
+        with running_server(iris_model, *args, "--no-access-log", env=ENV) as server:
+            for i in range(0, 20, 2):  # a new connection each time: every worker answers
+                infer_json(server, traffic(2, i))
+            deadline = time.monotonic() + 10  # other workers flush within monitor.FLUSH_SECONDS
+            while value(found := scrape(server), "weir_drift_rows_total") < 20:
+                assert time.monotonic() < deadline, "every row is still counted"
+                time.sleep(0.2)
+            assert found[("weir_drift_reference_model_match", frozenset(LABELS.items()))] == 0
+            warnings = [line for line in server.log().splitlines() if "made for the model" in line]
+        assert 1 <= len(warnings) <= int(workers), warnings
+        assert "Traceback" not in server.log()
+        assert file_sha256(other) in warnings[0]
+        assert file_sha256(iris_model) in warnings[0]
+        assert "counting anyway" in warnings[0]
 
+
+class TestARefusedReference:
     def test_that_is_no_reference_is_one_line_naming_the_field(
         self, iris_model: Path, tmp_path: Path, reference_file: Path
     ) -> None:
@@ -546,7 +560,7 @@ class TestFetchModelWithItsReference:
         assert f"but {'0' * 64} was expected" in result.stderr.splitlines()[-1]
         assert not (tmp_path / "reference.json").exists()
 
-    def test_a_reference_for_another_model_is_refused_naming_both(
+    def test_a_reference_for_another_model_is_kept_with_a_warning_naming_both(
         self, reference_file: Path, tmp_path: Path
     ) -> None:
         other = sample_models.BUILDERS["iris_v2"](tmp_path / "v2.onnx")
@@ -554,11 +568,11 @@ class TestFetchModelWithItsReference:
             "--uri", f"file://{other}", "--dest", str(tmp_path / "m" / "model.onnx"),
             "--reference-uri", f"file://{reference_file}",
         )  # fmt: skip
-        assert result.returncode == exit_codes.FAILED
-        last = result.stderr.splitlines()[-1]
-        assert last.startswith("weir fetch-model: error: the reference from file://")
-        assert file_sha256(other) in last
-        assert not (tmp_path / "m" / "reference.json").exists()
+        assert result.returncode == exit_codes.OK, result.stderr
+        (warning,) = [line for line in result.stderr.splitlines() if "warning" in line]
+        assert warning.startswith("fetch-model: warning: the reference from file://")
+        assert file_sha256(other) in warning
+        assert (tmp_path / "m" / "reference.json").read_bytes() == reference_file.read_bytes()
 
     def test_a_sha256_without_a_uri_is_a_usage_error(self, tmp_path: Path) -> None:
         result = self.weir(

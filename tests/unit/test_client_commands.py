@@ -129,11 +129,16 @@ class FakeBackend:
             results.append(Applied(name, result))
         return results
 
-    def set_model(self, name: str, model: Manifest) -> Manifest:
+    def set_model(self, name: str, model: Manifest, reference: Manifest | None = None) -> Manifest:
         obj = self._object(name)
         self.models.append((name, model))
         kept = {"name": obj["spec"]["model"]["name"]} if obj["spec"]["model"].get("name") else {}
         obj["spec"]["model"] = {**model, **kept}
+        if reference is not None:
+            obj["spec"]["monitoring"] = {
+                **obj["spec"].get("monitoring", {}),
+                "reference": reference,
+            }
         obj["metadata"]["generation"] += 1
         return copy.deepcopy(obj)
 
@@ -283,6 +288,57 @@ def test_set_model_validates_before_sending(uri: str, sha256: str | None, proble
     backend = FakeBackend(md())
     with pytest.raises(commands.UsageError, match=problem):
         commands.set_model(backend, io.StringIO(), "iris", uri, sha256)
+    assert backend.models == []
+
+
+def test_set_model_with_a_reference_changes_both_in_one_revision() -> None:
+    backend = FakeBackend(md("7"))
+    before = revision_of(parse_model_deployment(backend.objects["iris"]).spec)
+    generation = backend.objects["iris"]["metadata"]["generation"]
+    out, _ = streams()
+    reference = "https://models.example.com/iris-9.reference.json"
+    assert (
+        commands.set_model(
+            backend,
+            out,
+            "iris",
+            "https://models.example.com/iris-9.onnx",
+            version="9",
+            reference_uri=reference,
+            reference_sha256=SHA,
+        )
+        == 0
+    )
+    spec = parse_model_deployment(backend.objects["iris"]).spec
+    assert spec.monitoring is not None
+    assert spec.monitoring.reference is not None
+    assert (spec.monitoring.reference.uri, spec.monitoring.reference.sha256) == (reference, SHA)
+    assert backend.objects["iris"]["metadata"]["generation"] == generation + 1, "one change"
+    assert revision_of(spec) != before
+    assert f"with the reference {reference}" in out.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("reference_uri", "reference_sha256", "problem"),
+    [
+        ("ftp://x/r.json", None, "spec.monitoring.reference.uri: must be an https://"),
+        ("https://x/r.json", "12", "spec.monitoring.reference.sha256: must be 64 hexadecimal"),
+        (None, SHA, "--reference-sha256 needs --reference-uri"),
+    ],
+)
+def test_set_model_validates_the_reference_before_sending(
+    reference_uri: str | None, reference_sha256: str | None, problem: str
+) -> None:
+    backend = FakeBackend(md())
+    with pytest.raises(commands.UsageError, match=problem):
+        commands.set_model(
+            backend,
+            io.StringIO(),
+            "iris",
+            "https://x/m.onnx",
+            reference_uri=reference_uri,
+            reference_sha256=reference_sha256,
+        )
     assert backend.models == []
 
 

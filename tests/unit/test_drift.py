@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -196,6 +197,14 @@ class TestWindowFromSamples:
             ("weir_drift_feature_reference_share", {"feature": "x", "bin": "0"}, 0.6),
         ]
         assert window_from_samples(samples).features["x"].expected == (0.6,)
+
+    def test_a_reference_for_another_model_on_any_pod_is_said(self) -> None:
+        matching = [*scrape(10, {"x": [5, 5, 0, 0]}), ("weir_drift_reference_model_match", {}, 1)]
+        other = [("weir_drift_reference_model_match", {"pod": "b"}, 0.0)]
+        assert window_from_samples(matching).reference_for_model is True
+        assert window_from_samples(matching + other).reference_for_model is False
+        assert window_from_samples(scrape(10, {"x": [5, 5, 0, 0]})).reference_for_model is None
+        assert merge([window_from_samples(matching + other)]).reference_for_model is False
 
     def test_bins_go_by_index_then_other_last(self) -> None:
         samples = [
@@ -405,6 +414,19 @@ class TestJudge:
     ) -> None:
         window = window_from_samples(scrape(rows, {"x": counts}, confidence=(0.1, 0.9)))
         assert judge(window, MONITORING, NOW).status == "Unknown"
+
+    def test_a_reference_for_another_model_is_judged_and_the_message_says_so(self) -> None:
+        window = replace(shifted(), reference_for_model=False)
+        result = judge(window, MONITORING, NOW, "r1")
+        assert (result.status, result.reason) == ("True", "DriftDetected")
+        assert result.message.endswith(
+            "over 1000 rows; the reference was made for another model than the one served (its "
+            "outputs are compared with that model's): profile this one with weir profile"
+        )
+        quiet = judge(replace(shifted(rows=10), reference_for_model=False), MONITORING, NOW)
+        assert quiet.reason == "NotEnoughData"
+        assert "made for another model" in quiet.message
+        assert "another model" not in judge(shifted(), MONITORING, NOW).message
 
     def test_servers_without_a_reference_are_no_reference(self) -> None:
         result = judge(WindowCounts(rows=0), MONITORING, NOW)

@@ -156,3 +156,18 @@ class TestRequireSha256Policy:
 
     def test_by_default_no_sha256_is_required(self) -> None:
         assert refusals(Policy(), md("1").spec) == []
+
+    def test_a_reference_without_sha256_is_refused_too_naming_it(self) -> None:
+        pinned = md("1").spec.model.model_copy(update={"sha256": "a" * 64})
+        document = {
+            **md("1").spec.model_dump(by_alias=True, exclude_none=True),
+            "model": pinned.model_dump(by_alias=True, exclude_none=True),
+            "monitoring": {"reference": {"uri": "https://m.example.com/iris-1.reference.json"}},
+        }
+        spec = type(md("1").spec).model_validate(document)
+        (problem,) = refusals(Policy(require_sha256=True), spec)
+        assert problem.startswith("spec.monitoring.reference.sha256: ")
+        assert "--require-sha256" in problem
+        document["monitoring"]["reference"]["sha256"] = "b" * 64
+        assert refusals(Policy(require_sha256=True), type(spec).model_validate(document)) == []
+        assert refusals(Policy(), spec) == []

@@ -118,6 +118,18 @@ class TestTheStore:
         assert [e["reason"] for e in entry.events] == ["WeightChanged"]
         assert entry.memory == {"autoscaler": {}}
 
+    def test_set_model_with_a_reference_keeps_the_rest_of_monitoring(self, state: StateDir) -> None:
+        store = Store(state)
+        document = iris("1")
+        document["spec"]["monitoring"] = {"drift": {"window": "2m"}}
+        store.apply(document, "api")
+        reference = {"uri": "file:///models/iris-2.reference.json"}
+        store.set_model("iris", {"uri": "file:///models/iris-2.onnx"}, reference)
+        spec = store.entry("iris").object["spec"]
+        assert spec["model"]["uri"] == "file:///models/iris-2.onnx"
+        assert spec["monitoring"] == {"drift": {"window": "2m"}, "reference": reference}
+        assert store.entry("iris").object["metadata"]["generation"] == 2
+
     def test_a_delete_removes_the_file(self, state: StateDir) -> None:
         store = Store(state)
         store.apply(iris(), "api")

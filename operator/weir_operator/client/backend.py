@@ -69,8 +69,9 @@ class Backend(Protocol):
         """Create or update validated manifests (namespace already set), in order."""
         ...
 
-    def set_model(self, name: str, model: Manifest) -> Manifest:
-        """Replace spec.model (`uri`, `sha256`?, `version`?; the served name is kept)."""
+    def set_model(self, name: str, model: Manifest, reference: Manifest | None = None) -> Manifest:
+        """Replace spec.model (`uri`, `sha256`?, `version`?; the served name is kept), and
+        with `reference` (`uri`, `sha256`?) spec.monitoring.reference, in one change."""
         ...
 
     def request(self, name: str, action: str, revision: str | None) -> str:

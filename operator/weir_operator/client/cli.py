@@ -109,6 +109,15 @@ def add_client_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentP
     )
     parser.add_argument("--sha256", help="hex sha256 of the file (checked before it is served)")
     parser.add_argument("--version", dest="model_version", help="version label, e.g. 7")
+    parser.add_argument(
+        "--reference-uri",
+        metavar="URI",
+        help="also set spec.monitoring.reference (weir profile of this model), in the same "
+        "revision",
+    )
+    parser.add_argument(
+        "--reference-sha256", metavar="HEX", help="hex sha256 of --reference-uri's file"
+    )
 
     for action, text in ACTIONS.items():
         parser = add(action, text)
@@ -219,7 +228,14 @@ def _dispatch(
             )
         if command == "set-model":
             return commands.set_model(
-                backend, out, args.name, args.uri, args.sha256, args.model_version
+                backend,
+                out,
+                args.name,
+                args.uri,
+                args.sha256,
+                args.model_version,
+                reference_uri=args.reference_uri,
+                reference_sha256=args.reference_sha256,
             )
         if command == "history":
             return commands.history(backend, out, err, args.name, args.output)

@@ -43,7 +43,7 @@ from weir_operator.client.views import (
     status_record,
     status_view,
 )
-from weir_operator.core.spec import GROUP, ModelSource, describe_errors
+from weir_operator.core.spec import GROUP, ModelSource, MonitoringReference, describe_errors
 
 STATUS_TIMEOUT = 15 * 60.0
 REQUEST_TIMEOUT = 30.0
@@ -120,16 +120,35 @@ def history(backend: Backend, out: TextIO, err: TextIO, name: str, output: str =
 # -- set-model ----------------------------------------------------------------------------------
 
 
-def model_source(uri: str, sha256: str | None, version: str | None) -> Manifest:
-    """The new spec.model's fields, validated as the API validates them."""
-    fields = {"uri": uri, "sha256": sha256, "version": version}
+def _validated(
+    kind: type[ModelSource] | type[MonitoringReference], path: str, fields: dict[str, str | None]
+) -> Manifest:
+    """The fields given, validated as the API validates `path` (spec.model, ...)."""
     given = {key: value for key, value in fields.items() if value is not None}
     try:
-        ModelSource.model_validate(given)
+        kind.model_validate(given)
     except ValidationError as error:
-        problems = [f"spec.model.{problem}" for problem in describe_errors(error)]
-        raise UsageError("invalid model: " + "; ".join(problems)) from None
+        problems = [f"{path}.{problem}" for problem in describe_errors(error)]
+        raise UsageError(f"invalid {path.rsplit('.', 1)[-1]}: " + "; ".join(problems)) from None
     return given
+
+
+def model_source(uri: str, sha256: str | None, version: str | None) -> Manifest:
+    """The new spec.model's fields, validated as the API validates them."""
+    return _validated(ModelSource, "spec.model", {"uri": uri, "sha256": sha256, "version": version})
+
+
+def reference_source(uri: str | None, sha256: str | None) -> Manifest | None:
+    """The new spec.monitoring.reference, validated as the API validates it; None without one."""
+    if uri is None:
+        if sha256 is not None:
+            raise UsageError(
+                "--reference-sha256 needs --reference-uri: the file whose sha256 it is"
+            )
+        return None
+    return _validated(
+        MonitoringReference, "spec.monitoring.reference", {"uri": uri, "sha256": sha256}
+    )
 
 
 def set_model(
@@ -139,13 +158,20 @@ def set_model(
     uri: str,
     sha256: str | None = None,
     version: str | None = None,
+    *,
+    reference_uri: str | None = None,
+    reference_sha256: str | None = None,
 ) -> int:
-    """`weir set-model`: replace spec.model (its served name kept); a rollout starts."""
+    """`weir set-model`: replace spec.model (its served name kept), and with `reference_uri`
+    spec.monitoring.reference too, in one change; a rollout starts."""
     model = model_source(uri, sha256, version)
+    reference = reference_source(reference_uri, reference_sha256)
     before = desired_revision(backend.get(name))
-    updated = backend.set_model(name, model)
+    updated = backend.set_model(name, model, reference)
     after = desired_revision(updated)
     label = f"{uri}" + (f" (version {version})" if version else "")
+    if reference is not None:
+        label += f" with the reference {reference['uri']}"
     if after is not None and after == before:
         print(
             f"{name}: spec.model already is {label}: revision {after[:10]}, nothing to roll out",

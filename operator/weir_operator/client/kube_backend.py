@@ -287,10 +287,14 @@ class KubeBackend:
             results.append(Applied(name, "configured"))
         return results
 
-    def set_model(self, name: str, model: Manifest) -> Manifest:
-        # A merge patch: the keys not given are removed (null), spec.model.name is kept.
-        fields = {key: model.get(key) for key in ("uri", "sha256", "version")}
-        return self._patch(name, self.namespace, {"spec": {"model": fields}})
+    def set_model(self, name: str, model: Manifest, reference: Manifest | None = None) -> Manifest:
+        # A merge patch: the keys not given are removed (null), spec.model.name is kept, and
+        # so are the other fields of spec.monitoring.
+        spec: Manifest = {"model": {key: model.get(key) for key in ("uri", "sha256", "version")}}
+        if reference is not None:
+            fields = {key: reference.get(key) for key in ("uri", "sha256")}
+            spec["monitoring"] = {"reference": fields}
+        return self._patch(name, self.namespace, {"spec": spec})
 
     def whoami(self) -> str | None:
         """Who the API server says this client is (SelfSubjectReview, authentication.k8s.io/v1,

@@ -110,8 +110,11 @@ class LocalBackend:
             Applied(str(i.get("name")), str(i.get("result"))) for i in answer.get("items") or []
         ]
 
-    def set_model(self, name: str, model: Manifest) -> Manifest:
+    def set_model(self, name: str, model: Manifest, reference: Manifest | None = None) -> Manifest:
         body = {key: model[key] for key in ("uri", "sha256", "version") if model.get(key)}
+        if reference is not None:
+            given = ("uri", "sha256")
+            body["reference"] = {key: reference[key] for key in given if reference.get(key)}
         found: Manifest = self._call("PATCH", self._path(name, "/model"), body, name=name)
         return found
 

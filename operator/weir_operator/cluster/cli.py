@@ -37,8 +37,9 @@ def add_operator_parser(subparsers: argparse._SubParsersAction[argparse.Argument
     parser.add_argument(
         "--require-sha256",
         action="store_true",
-        help="serve only models whose spec.model.sha256 is set; any other ModelDeployment is "
-        "Failed (InvalidSpec) and its serving stable is left as it is",
+        help="serve only models whose spec.model.sha256 is set (and monitoring references "
+        "whose spec.monitoring.reference.sha256 is); any other ModelDeployment is Failed "
+        "(InvalidSpec) and its serving stable is left as it is",
     )
     parser.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Literal
 
@@ -47,6 +47,7 @@ CONFIDENCE_ROWS = "weir_drift_confidence_rows_total"
 CONFIDENCE_SHARE = "weir_drift_confidence_reference_share"
 CONFIDENCE_SUM = "weir_drift_confidence_sum_total"
 CONFIDENCE_MEAN = "weir_drift_confidence_reference_mean"
+MODEL_MATCH = "weir_drift_reference_model_match"  # 0: the reference is another model's
 OTHER_BIN = "other"
 
 # Counter families: (sample name, the label naming the histogram, the label naming the bin).
@@ -122,6 +123,9 @@ class WindowCounts:
     confidence_bins: Mapping[str, Histogram] = field(default_factory=dict)
     confidence_sum: Mapping[str, float] = field(default_factory=dict)
     confidence_reference_mean: Mapping[str, float] = field(default_factory=dict)
+    # False when a server counts against a reference made for another model file; None when
+    # the servers do not say (older ones).
+    reference_for_model: bool | None = None
 
     @property
     def empty(self) -> bool:
@@ -168,6 +172,7 @@ def window_from_samples(samples: Iterable[Sample]) -> WindowCounts:
     shares: dict[str, dict[str, dict[str, float]]] = {k: {} for k, _, _ in _SHARES.values()}
     sums: dict[str, float] = {}
     means: dict[str, float] = {}
+    for_model: bool | None = None
     for metric, labels, value in samples:
         name = _name(metric)
         if not math.isfinite(value):
@@ -188,6 +193,8 @@ def window_from_samples(samples: Iterable[Sample]) -> WindowCounts:
         elif name == CONFIDENCE_MEAN:
             output = labels.get("output", "")
             means[output] = max(means.get(output, value), value)
+        elif name == MODEL_MATCH:
+            for_model = (for_model is not False) and value >= 1
 
     def histograms(kind: str) -> dict[str, Histogram]:
         found: dict[str, Histogram] = {}
@@ -206,6 +213,7 @@ def window_from_samples(samples: Iterable[Sample]) -> WindowCounts:
         confidence_bins=histograms("confidence_bins"),
         confidence_sum=sums,
         confidence_reference_mean=means,
+        reference_for_model=for_model,
     )
 
 
@@ -228,6 +236,8 @@ def samples_of(window: WindowCounts) -> Iterator[Sample]:
         yield CONFIDENCE_SUM, {"output": output}, total
     for output, mean in window.confidence_reference_mean.items():
         yield CONFIDENCE_MEAN, {"output": output}, mean
+    if window.reference_for_model is not None:
+        yield MODEL_MATCH, {}, 1.0 if window.reference_for_model else 0.0
 
 
 def merge(windows: Iterable[WindowCounts]) -> WindowCounts:
@@ -306,11 +316,32 @@ def _confidence_output(window: WindowCounts, wanted: str | None, judged: str | N
     return next(iter(sorted(window.confidence_bins)), None)
 
 
+OTHER_MODEL = (
+    "the reference was made for another model than the one served (its outputs are compared "
+    "with that model's): profile this one with weir profile"
+)
+
+
 def judge(
     window: WindowCounts,
     spec: Monitoring,
     now: datetime,
     revision: str | None = None,
+) -> DriftResult:
+    """The verdict on one window of the stable revision (`revision`) ending `now` (`_verdict`),
+    its message ending with OTHER_MODEL when a server counts against a reference made for
+    another model: still judged, as the inputs are the training data's, not the model's."""
+    result = _verdict(window, spec, now, revision)
+    if window.reference_for_model is not False:
+        return result
+    return replace(result, message=f"{result.message}; {OTHER_MODEL}")
+
+
+def _verdict(
+    window: WindowCounts,
+    spec: Monitoring,
+    now: datetime,
+    revision: str | None,
 ) -> DriftResult:
     """The verdict on one window of the stable revision (`revision`) ending `now`: True when
     a feature's PSI or the prediction's exceeds the threshold, or the mean confidence is lower

@@ -16,7 +16,9 @@ from weir_operator.core.spec import ModelDeploymentSpec
 
 @dataclass(frozen=True, slots=True)
 class Policy:
-    require_sha256: bool = False  # every spec.model must name its sha256
+    # every spec.model, and every spec.monitoring.reference (fetched and trusted the same
+    # way: a reference swapped in a bucket would silence drift), must name its sha256
+    require_sha256: bool = False
 
 
 def refusals(policy: Policy, spec: ModelDeploymentSpec) -> list[str]:
@@ -26,5 +28,12 @@ def refusals(policy: Policy, spec: ModelDeploymentSpec) -> list[str]:
         problems.append(
             "spec.model.sha256: this operator serves only models with a sha256 "
             "(--require-sha256); add the model file's sha256 (sha256sum FILE)"
+        )
+    monitoring = spec.monitoring
+    reference = monitoring.reference if monitoring is not None else None
+    if policy.require_sha256 and reference is not None and reference.sha256 is None:
+        problems.append(
+            "spec.monitoring.reference.sha256: this operator serves only references with a "
+            "sha256 (--require-sha256); add the reference file's sha256 (sha256sum FILE)"
         )
     return problems

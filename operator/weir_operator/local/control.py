@@ -226,10 +226,19 @@ def create_control_app(runtime: LocalRuntime, token: str) -> ControlGuard:
         store.entry(name)
         body = await _body(request)
         if not isinstance(body, dict) or not isinstance(body.get("uri"), str):
-            return _error(400, "the body needs a string uri (and optionally sha256, version)")
+            return _error(
+                400, "the body needs a string uri (and optionally sha256, version, reference)"
+            )
         model = {k: body.get(k) for k in ("uri", "sha256", "version")}
+        reference = body.get("reference")
+        if reference is not None and (
+            not isinstance(reference, dict) or not isinstance(reference.get("uri"), str)
+        ):
+            return _error(400, "reference needs a string uri (and optionally sha256)")
+        if reference is not None:
+            reference = {k: reference[k] for k in ("uri", "sha256") if reference.get(k)}
         try:
-            return _json(store.set_model(name, model))
+            return _json(store.set_model(name, model, reference))
         except SpecError as error:
             return _error(422, "invalid model", error.problems)
 

@@ -190,8 +190,12 @@ class Store:
         del self._entries[name]
         self._persist(name)
 
-    def set_model(self, name: str, model: dict[str, Any]) -> dict[str, Any]:
-        """Replace spec.model (keeping its served name): the change a rollout starts from."""
+    def set_model(
+        self, name: str, model: dict[str, Any], reference: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Replace spec.model (keeping its served name), and with `reference`
+        spec.monitoring.reference (keeping the rest of spec.monitoring): the change a rollout
+        starts from."""
         found = self.entry(name)
         kept = (
             {"name": found.object["spec"]["model"]["name"]}
@@ -200,6 +204,8 @@ class Store:
         )
         new_model = {**kept, **{k: v for k, v in model.items() if v is not None}}
         spec = {**found.object["spec"], "model": new_model}
+        if reference is not None:
+            spec["monitoring"] = {**(spec.get("monitoring") or {}), "reference": reference}
         self.apply({**found.object, "spec": spec}, found.source)
         return self.get(name)
 

@@ -54,7 +54,7 @@ SHADOW_QUERIES: Final = {
 
 # (series, grouped by) for each weir_drift_* series: counters as their increase over the window,
 # the reference's gauges as they are now (every pod of a revision has the same reference, so
-# the largest is taken).
+# the largest is taken; of the model match, the least).
 _DRIFT_SERIES: Final = (
     (drift.ROWS, ()),
     (drift.FEATURE_ROWS, ("feature", "bin")),
@@ -65,6 +65,7 @@ _DRIFT_SERIES: Final = (
     (drift.CONFIDENCE_SHARE, ("output", "bin")),
     (drift.CONFIDENCE_SUM, ("output",)),
     (drift.CONFIDENCE_MEAN, ("output",)),
+    (drift.MODEL_MATCH, ()),
 )
 _DRIFT_COUNTERS: Final = {
     drift.ROWS,
@@ -79,6 +80,8 @@ def _drift_query(metric: str, by: tuple[str, ...]) -> str:
     grouping = f"by ({', '.join(by)}) " if by else ""
     if metric in _DRIFT_COUNTERS:
         return f"sum {grouping}(increase({metric}{{{_SELECTOR}}}[{{{{window}}}}]))"
+    if metric == drift.MODEL_MATCH:  # 0 on any pod: some count against another model's
+        return f"min({metric}{{{_SELECTOR}}})"
     return f"max {grouping}({metric}{{{_SELECTOR}}})"
 
 
