@@ -10,7 +10,7 @@ import pytest
 from tests.support.local_run import LocalRun
 from weir_server import sample_models
 
-VERSIONS = ("iris", "iris_v2", "iris_slow", "iris_erroring", "iris_bad")
+VERSIONS = ("iris", "iris_v2", "iris_slow", "iris_erroring", "iris_bad", "iris_swapped")
 
 
 @pytest.fixture(scope="session")

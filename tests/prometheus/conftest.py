@@ -149,6 +149,7 @@ def deployment(version: Version, prometheus_url: str) -> dict[str, Any]:
         "interval": ANALYSIS_INTERVAL,
         "failureThreshold": 2,
         "minRequests": 10,
+        "maxPredictionDrift": 0.2,  # the canary's predicted classes by PromQL, too
         "provider": {"prometheus": {"url": prometheus_url, "scrapeInterval": SCRAPE_INTERVAL}},
     }
     return {

@@ -37,6 +37,8 @@ SHADOW_SAMPLES: Final = {
     "weir_shadow_compared_samples_total": "compared",
     "weir_shadow_agreed_samples_total": "agreed",
 }
+# weir_server.monitor's predicted classes (with spec.monitoring.reference), by output and class.
+PREDICTION_SAMPLE: Final = "weir_drift_prediction_rows_total"
 P99: Final = 0.99
 INF: Final = math.inf
 
@@ -82,6 +84,13 @@ class ShadowCounts:
 Shadow = Mapping[str, ShadowCounts]
 """Shadow counts by the canary revision the copies went to."""
 
+Predictions = Mapping[tuple[str, str], float]
+"""Rows predicted, by (output, class) (cumulative in a sample, the difference in a window)."""
+
+
+def _minus(later: Predictions, earlier: Predictions) -> dict[tuple[str, str], float]:
+    return {key: max(value - earlier.get(key, 0.0), 0.0) for key, value in later.items()}
+
 
 @dataclass(frozen=True, slots=True)
 class PodSample:
@@ -95,6 +104,7 @@ class PodSample:
     buckets: Buckets = field(default_factory=dict)
     busy: float = 0.0  # seconds spent answering (the latency histogram's sum)
     shadow: Shadow = field(default_factory=dict)  # a stable's copies, by canary revision
+    predictions: Predictions = field(default_factory=dict)  # with a monitoring reference
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +120,7 @@ class PodWindow:
     restarted: bool  # counters went down: the pod restarted, counts are since its restart
     busy: float = 0.0  # seconds spent answering: busy / seconds is the mean concurrency
     shadow: Shadow = field(default_factory=dict)
+    predictions: Predictions = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +139,13 @@ class TrackWindow:
     seconds: float = 0.0
     buckets: Buckets = field(default_factory=dict)
     shadow: Shadow = field(default_factory=dict)  # what this (stable) revision mirrored
+    # What this revision predicted, by (output, class): only servers with a monitoring
+    # reference count it (empty otherwise).
+    predictions: Predictions = field(default_factory=dict)
+
+    def predicted(self, output: str) -> dict[str, float]:
+        """Rows predicted as each class of `output` in the window."""
+        return {c: rows for (o, c), rows in self.predictions.items() if o == output}
 
     @property
     def error_rate(self) -> float | None:
@@ -152,11 +170,15 @@ def parse_scrape(text: str, *, pod: str, taken_at: float) -> PodSample:
     requests = errors = busy = 0.0
     buckets: dict[float, float] = {}
     shadow: dict[str, dict[str, float]] = {}
+    predictions: dict[tuple[str, str], float] = {}
     revisions: set[str] = set()
     try:
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
-                if sample.name in SHADOW_SAMPLES:
+                if sample.name == PREDICTION_SAMPLE:
+                    key = (sample.labels.get("output", ""), sample.labels.get("class", ""))
+                    predictions[key] = predictions.get(key, 0.0) + sample.value
+                elif sample.name in SHADOW_SAMPLES:
                     counts = shadow.setdefault(sample.labels.get(CANARY_REVISION_LABEL, ""), {})
                     what = SHADOW_SAMPLES[sample.name]
                     counts[what] = counts.get(what, 0.0) + sample.value
@@ -181,7 +203,9 @@ def parse_scrape(text: str, *, pod: str, taken_at: float) -> PodSample:
     if len(revisions) > 1:
         raise ScrapeError(f"pod {pod} exports several revisions: {', '.join(sorted(revisions))}")
     mirrored = {r: ShadowCounts(**counts) for r, counts in shadow.items()}
-    return PodSample(pod, revisions.pop(), taken_at, requests, errors, buckets, busy, mirrored)
+    return PodSample(
+        pod, revisions.pop(), taken_at, requests, errors, buckets, busy, mirrored, predictions
+    )
 
 
 def _went_down(previous: PodSample, current: PodSample) -> bool:
@@ -195,6 +219,8 @@ def _went_down(previous: PodSample, current: PodSample) -> bool:
         current.shadow.get(r, ShadowCounts()).went_down_from(counts)
         for r, counts in previous.shadow.items()
     ):
+        return True
+    if any(current.predictions.get(k, 0.0) < rows for k, rows in previous.predictions.items()):
         return True
     return any(current.buckets[le] < count for le, count in previous.buckets.items())
 
@@ -222,6 +248,7 @@ def pod_window(previous: PodSample, current: PodSample) -> PodWindow:
             restarted=True,
             busy=current.busy,
             shadow=dict(current.shadow),
+            predictions=dict(current.predictions),
         )
     return PodWindow(
         current.pod,
@@ -236,6 +263,7 @@ def pod_window(previous: PodSample, current: PodSample) -> PodWindow:
             r: counts.minus(previous.shadow.get(r, ShadowCounts()))
             for r, counts in current.shadow.items()
         },
+        predictions=_minus(current.predictions, previous.predictions),
     )
 
 
@@ -250,9 +278,12 @@ def track_window(revision: str, windows: Iterable[PodWindow], new_pods: int = 0)
     buckets = {le: math.fsum(w.buckets[le] for w in mine) for le in sorted(bounds or ())}
     quantile = histogram_quantile(P99, buckets)
     shadow: dict[str, ShadowCounts] = {}
+    predictions: dict[tuple[str, str], float] = {}
     for window in mine:
         for canary, counts in window.shadow.items():
             shadow[canary] = shadow.get(canary, ShadowCounts()).plus(counts)
+        for key, rows in window.predictions.items():
+            predictions[key] = predictions.get(key, 0.0) + rows
     return TrackWindow(
         revision=revision,
         requests=math.fsum(w.requests for w in mine),
@@ -264,6 +295,7 @@ def track_window(revision: str, windows: Iterable[PodWindow], new_pods: int = 0)
         seconds=max((w.seconds for w in mine), default=0.0),
         buckets=buckets,
         shadow=shadow,
+        predictions=predictions,
     )
 
 

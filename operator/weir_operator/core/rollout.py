@@ -555,10 +555,14 @@ class _Decider:
         elif result.verdict == "Fail":
             failed, threshold = canary.failed_checks + 1, self.analysis.failure_threshold
             self._update(failed_checks=failed, inconclusive_checks=0)
-            # The canary's answers were wrong (a shadow step's comparison): said as such.
+            # The canary's answers were wrong (a shadow step's comparison, or its mix of
+            # predicted classes against the stable's): said as such.
             reason = "AnalysisFailed"
-            if any(c.name == "agreement" and c.outcome == "Fail" for c in result.checks):
+            failed_checks = {c.name for c in result.checks if c.outcome == "Fail"}
+            if "agreement" in failed_checks:
                 reason = "AgreementFailed"
+            elif "predictionDrift" in failed_checks:
+                reason = "PredictionDriftFailed"
             where = (
                 f"in shadow ({canary.shadow_percent}% mirrored)"
                 if canary.shadow_percent > 0

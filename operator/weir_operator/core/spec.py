@@ -707,6 +707,18 @@ class Analysis(ApiModel):
         description=MetricsProvider.__doc__,
     )
     agreement: Agreement | None = Field(None, description=Agreement.__doc__)
+    max_prediction_drift: float | None = Field(
+        None,
+        ge=0,
+        le=100,
+        description=(
+            "Highest PSI of the canary's predicted classes against the stable's, in the same "
+            "interval, on the same traffic (weight or mirror): a canary that answers fast and "
+            "200 but predicts another mix of classes fails. Both count their predictions only "
+            "with spec.monitoring.reference (its output classes); 0.2 is a large shift. Unset: "
+            "not checked."
+        ),
+    )
 
 
 def _default_steps() -> list[Step]:
@@ -848,6 +860,13 @@ class ModelDeploymentSpec(ApiModel):
             "has(self.server.resources.requests.cpu)",
             "autoscaling on cpu needs server.resources.requests.cpu",
             ".autoscaling.metric",
+        ),
+        CelRule(
+            "!has(self.rollout.analysis.maxPredictionDrift) || "
+            "(has(self.monitoring) && has(self.monitoring.reference))",
+            "needs spec.monitoring.reference: the servers count their predictions only against "
+            "a reference (weir profile)",
+            ".rollout.analysis.maxPredictionDrift",
         ),
     )
 

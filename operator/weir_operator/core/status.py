@@ -171,7 +171,9 @@ class CheckResult(StatusModel):
     """One analysis check on the last window (core/checks)."""
 
     name: str = Field(
-        description="errorRate, p99Latency, errorRateVsStable, latencyVsStable, agreement."
+        description=(
+            "errorRate, p99Latency, errorRateVsStable, latencyVsStable, agreement, predictionDrift."
+        )
     )
     outcome: Literal["Pass", "Fail", "Inconclusive", "Skipped"] = Field(
         description=(

@@ -23,7 +23,12 @@ from typing import Any, Final
 import httpx
 
 from weir_operator.core import drift
-from weir_operator.core.analysis import SHADOW_SAMPLES, ShadowCounts, TrackWindow
+from weir_operator.core.analysis import (
+    PREDICTION_SAMPLE,
+    SHADOW_SAMPLES,
+    ShadowCounts,
+    TrackWindow,
+)
 from weir_operator.core.drift import Sample, WindowCounts, window_from_samples
 from weir_operator.core.spec import ModelDeployment, duration_seconds
 from weir_operator.providers.base import QUERY_TIMEOUT, ProviderError, RevisionTarget
@@ -50,6 +55,12 @@ SHADOW_QUERIES: Final = {
 }
 """With `analysis.agreement`, what the stable's servers mirrored to the canary in the window
 (weir_server.shadow's counters, by canary revision), one query per counter."""
+
+PREDICTIONS_QUERY: Final = (
+    f"sum by (output, class) (increase({PREDICTION_SAMPLE}{{{_SELECTOR}}}[{{{{interval}}}}]))"
+)
+"""With `analysis.maxPredictionDrift`, the rows a revision predicted in the window, by output
+and class (weir_server.monitor's counters)."""
 
 
 # (series, grouped by) for each weir_drift_* series: counters as their increase over the window,
@@ -146,12 +157,30 @@ class PrometheusProvider:
             *(self._window(provider.url, md, revision) for revision in revisions)
         )
         found = {window.revision: window for window in windows}
+        if md.spec.rollout.analysis.max_prediction_drift is not None:
+            counted = await asyncio.gather(
+                *(self._predictions(provider.url, md, revision) for revision in revisions)
+            )
+            for revision, predictions in zip(revisions, counted, strict=True):
+                found[revision] = replace(found[revision], predictions=predictions)
         if stable is not None and md.spec.rollout.analysis.agreement is not None:
             shadow = await self._shadow(provider.url, md, stable.revision, canary.revision)
             if shadow is not None:
                 found[stable.revision] = replace(
                     found[stable.revision], shadow={canary.revision: shadow}
                 )
+        return found
+
+    async def _predictions(
+        self, url: str, md: ModelDeployment, revision: str
+    ) -> dict[tuple[str, str], float]:
+        """The rows the revision predicted in the window, by (output, class)."""
+        query = render_query(PREDICTIONS_QUERY, md, revision)
+        found: dict[tuple[str, str], float] = {}
+        for labels, value in await self._vector(url, query):
+            if math.isnan(value) or value < 0:
+                raise ProviderError(f"predictions query for revision {revision} gave {value}")
+            found[(labels.get("output", ""), labels.get("class", ""))] = value
         return found
 
     async def _shadow(

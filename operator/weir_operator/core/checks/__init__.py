@@ -14,6 +14,7 @@ from weir_operator.core.checks.error_rate import ErrorRate
 from weir_operator.core.checks.error_rate_vs_stable import ErrorRateVsStable
 from weir_operator.core.checks.latency_vs_stable import LatencyVsStable
 from weir_operator.core.checks.p99_latency import P99Latency
+from weir_operator.core.checks.prediction_drift import PredictionDriftCheck
 
 __all__ = ["CHECKS", "AnalysisCheck", "CheckOutcome"]
 
@@ -23,4 +24,5 @@ CHECKS: tuple[AnalysisCheck, ...] = (
     ErrorRateVsStable(),
     LatencyVsStable(),
     AgreementCheck(),
+    PredictionDriftCheck(),
 )
