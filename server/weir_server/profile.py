@@ -480,7 +480,13 @@ def profile(
 
     from weir_server.datatypes import V2_TO_NUMPY
     from weir_server.model import LoadedModel, ModelLoadError, ModelRunError
-    from weir_server.reference import ModelIdentity, Reference, feature_name, file_sha256
+    from weir_server.reference import (
+        ModelIdentity,
+        Reference,
+        feature_name,
+        file_sha256,
+        too_many_bins,
+    )
 
     if not model_path.is_file():
         raise ProfileError(f"model file {model_path} does not exist or is not a regular file")
@@ -540,11 +546,11 @@ def profile(
             last = time.monotonic()
             done = min(rows, start + options.batch)
             log(f"{done:,} of {rows:,} rows ({done / (last - started):,.0f} rows/s)")
+    profiled_outputs = tuple(p.result(options.bins) for p in outputs.values() if p is not None)
+    if (too_many := too_many_bins(tuple(profiled), profiled_outputs)) is not None:
+        raise ProfileError(f"the reference {too_many}")
     return Reference(
-        ModelIdentity(file_sha256(model_path), spec.name),
-        rows,
-        tuple(profiled),
-        tuple(p.result(options.bins) for p in outputs.values() if p is not None),
+        ModelIdentity(file_sha256(model_path), spec.name), rows, tuple(profiled), profiled_outputs
     )
 
 

@@ -27,6 +27,13 @@ import numpy.typing as npt
 SCHEMA_VERSION: Final = 1
 OTHER: Final = "other"  # the bin of categorical values (and classes) the reference does not list
 MAX_CLASSES: Final = 32  # classes an output keeps by name; the rest are "other"
+# What a reference may hold, whoever wrote it (weir profile stays within these): every bin is a
+# Prometheus series on every server, so a hand-edited or hostile file must not be able to make
+# a server export millions of them, nor to make it read a huge file.
+MAX_FEATURES: Final = 1024  # weir profile --max-features at most
+MAX_BINS: Final = 100  # bins (edges + 1) or categories of a feature, or of a confidence
+MAX_SERIES: Final = 16_384  # bins of all features and outputs together
+MAX_FILE_BYTES: Final = 16 << 20
 SHARE_TOLERANCE: Final = 1e-3  # a list of shares sums to 1 within this
 PROBABILITY_TOLERANCE: Final = 1e-3  # a row of probabilities sums to 1 within this (else logits)
 SHA256_PATTERN: Final = re.compile(r"[0-9a-f]{64}")
@@ -217,7 +224,8 @@ def _list(value: Any, field: _Field) -> list[Any]:
 
 
 def _edges(value: Any, field: _Field) -> tuple[float, ...]:
-    edges = tuple(_number(v, field.at(i)) for i, v in enumerate(_list(value, field)))
+    raw = _at_most(_list(value, field), MAX_BINS - 1, field, "edges")
+    edges = tuple(_number(v, field.at(i)) for i, v in enumerate(raw))
     for i in range(1, len(edges)):
         if not edges[i - 1] < edges[i]:
             raise field.at(i).error(
@@ -238,8 +246,15 @@ def _shares(value: Any, field: _Field, count: int, what: str) -> tuple[float, ..
     return shares
 
 
-def _labels(value: Any, field: _Field, what: str) -> tuple[str, ...]:
-    labels = tuple(_string(v, field.at(i)) for i, v in enumerate(_list(value, field)))
+def _at_most(items: list[Any], most: int, field: _Field, what: str) -> list[Any]:
+    if len(items) > most:
+        raise field.error(f"holds {len(items)} {what}, more than the {most} a reference may hold")
+    return items
+
+
+def _labels(value: Any, field: _Field, what: str, most: int = MAX_BINS) -> tuple[str, ...]:
+    raw = _at_most(_list(value, field), most, field, f"{what} labels")
+    labels = tuple(_string(v, field.at(i)) for i, v in enumerate(raw))
     if not labels:
         raise field.error(f"must name at least one {what}")
     if len(set(labels)) != len(labels):
@@ -291,7 +306,8 @@ def _output(value: Any, field: _Field) -> Output:
     if document.get("confidence") is not None:
         confidence = _confidence(document["confidence"], field.at("confidence"))
     if kind == "classes":
-        classes = _labels(_member(document, "classes", field), field.at("classes"), "class")
+        field_c = field.at("classes")
+        classes = _labels(_member(document, "classes", field), field_c, "class", MAX_CLASSES)
         raw = _list(_member(document, "shares", field), field.at("shares"))
         count = len(classes) + 1 if len(raw) == len(classes) + 1 else len(classes)
         shares = _shares(raw, field.at("shares"), count, "one per class, + 1 for other")
@@ -305,6 +321,20 @@ def _output(value: Any, field: _Field) -> Output:
         )
         return Output(name, "numeric", shares, edges=edges, confidence=confidence)
     raise field.at("kind").error(f"must be 'classes' or 'numeric', got {_kind(kind)}")
+
+
+def too_many_bins(features: tuple[Feature, ...], outputs: tuple[Output, ...]) -> str | None:
+    """Why the features and outputs hold more bins than a server exports (MAX_SERIES), or None."""
+    series = sum(len(f.shares) for f in features) + sum(
+        len(o.shares) + (len(o.confidence.shares) if o.confidence is not None else 0)
+        for o in outputs
+    )
+    if series <= MAX_SERIES:
+        return None
+    return (
+        f"has {series} bins in all, more than the {MAX_SERIES} a server exports (each is a "
+        "series): profile fewer features (--max-features, --features) or fewer --bins"
+    )
 
 
 def parse_reference(document: Any, source: str) -> Reference:
@@ -327,15 +357,19 @@ def parse_reference(document: Any, source: str) -> Reference:
     if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
         raise root.at("rows").error(f"must be a whole number of at least 1, got {_kind(rows)}")
     features_field = root.at("features")
+    listed = _list(_member(top, "features", root), features_field)
     features = tuple(
         _feature(value, features_field.at(i))
-        for i, value in enumerate(_list(_member(top, "features", root), features_field))
+        for i, value in enumerate(_at_most(listed, MAX_FEATURES, features_field, "features"))
     )
     outputs_field = root.at("outputs")
+    listed = _list(_member(top, "outputs", root), outputs_field)
     outputs = tuple(
         _output(value, outputs_field.at(i))
-        for i, value in enumerate(_list(_member(top, "outputs", root), outputs_field))
+        for i, value in enumerate(_at_most(listed, MAX_FEATURES, outputs_field, "outputs"))
     )
+    if (too_many := too_many_bins(features, outputs)) is not None:
+        raise root.error(too_many)
     for what, items, field in (
         ("feature", features, features_field),
         ("output", outputs, outputs_field),
@@ -350,7 +384,8 @@ def parse_reference(document: Any, source: str) -> Reference:
 def load_reference(path: Path) -> Reference:
     """Read and validate a reference file; ReferenceError (one line) if it cannot be used."""
     try:
-        text = path.read_bytes()
+        with path.open("rb") as handle:
+            text = handle.read(MAX_FILE_BYTES + 1)
     except FileNotFoundError:
         raise ReferenceError(f"reference file {path} does not exist") from None
     except IsADirectoryError:
@@ -359,6 +394,10 @@ def load_reference(path: Path) -> Reference:
         raise ReferenceError(
             f"reference file {path} cannot be read: {error.strerror or error}"
         ) from None
+    if len(text) > MAX_FILE_BYTES:
+        raise ReferenceError(
+            f"reference file {path} is over {MAX_FILE_BYTES >> 20} MiB: not a reference"
+        )
     try:
         document = json.loads(text)
     except (ValueError, RecursionError) as error:

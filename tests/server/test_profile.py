@@ -515,6 +515,21 @@ class TestRefusedData:
         assert code == exit_codes.USAGE
         assert fragment in one_line(stderr)
 
+    def test_more_bins_than_a_server_exports_are_refused_and_nothing_written(
+        self, tmp_path: Path, capsys: Any
+    ) -> None:
+        mlp = sample_models.BUILDERS["mlp"](tmp_path / "mlp.onnx")
+        np.save(
+            tmp_path / "t.npy", np.random.default_rng(1).standard_normal((300, 1024), np.float32)
+        )
+        code, stderr = weir_profile(
+            capsys, mlp, "--data", tmp_path / "t.npy", "-o", tmp_path / "r.json",
+            "--max-features", "1024", "--bins", "100",
+        )  # fmt: skip
+        assert code == exit_codes.USAGE
+        assert "bins in all, more than the 16384 a server exports" in one_line(stderr)
+        assert not (tmp_path / "r.json").exists()
+
     def test_an_output_path_that_is_a_directory_is_one_line(
         self, iris_model: Path, iris_data: np.ndarray, tmp_path: Path, capsys: Any
     ) -> None:

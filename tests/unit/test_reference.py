@@ -15,6 +15,11 @@ import numpy as np
 import pytest
 
 from weir_server.reference import (
+    MAX_BINS,
+    MAX_CLASSES,
+    MAX_FEATURES,
+    MAX_FILE_BYTES,
+    MAX_SERIES,
     OTHER,
     Confidence,
     Feature,
@@ -195,6 +200,70 @@ class TestAnInvalidReference:
     def test_a_list_at_the_top_is_refused(self) -> None:
         with pytest.raises(ReferenceError, match=r"^ref\.json: must be a JSON object, got a list"):
             parse_reference([], "ref.json")
+
+
+class TestWhatAReferenceMayHold:
+    """Every bin is a series on every server: a hand-edited or hostile file is bounded."""
+
+    def numeric(self, name: str, edges: int) -> dict[str, Any]:
+        return {
+            "name": name,
+            "kind": "numeric",
+            "edges": [float(i) for i in range(edges)],
+            "shares": [1.0] + [0.0] * edges,
+        }
+
+    @pytest.mark.parametrize(
+        ("changes", "where", "problem"),
+        [
+            (
+                {"features.0.edges": [float(i) for i in range(MAX_BINS)]},
+                "features[0].edges",
+                f"holds {MAX_BINS} edges, more than the {MAX_BINS - 1}",
+            ),
+            (
+                {"features.1.categories": [str(i) for i in range(MAX_BINS + 1)]},
+                "features[1].categories",
+                f"holds {MAX_BINS + 1} category labels, more than the {MAX_BINS}",
+            ),
+            (
+                {"outputs.1.classes": [str(i) for i in range(MAX_CLASSES + 1)]},
+                "outputs[1].classes",
+                f"holds {MAX_CLASSES + 1} class labels, more than the {MAX_CLASSES}",
+            ),
+            (
+                {"outputs.0.confidence.edges": [i / 200 for i in range(MAX_BINS)]},
+                "outputs[0].confidence.edges",
+                f"holds {MAX_BINS} edges, more than the {MAX_BINS - 1}",
+            ),
+        ],
+    )
+    def test_too_many_bins_are_refused_naming_the_field(
+        self, changes: dict[str, Any], where: str, problem: str
+    ) -> None:
+        with pytest.raises(ReferenceError) as raised:
+            parse_reference(document(**changes), "ref.json")
+        assert str(raised.value).startswith(f"ref.json: {where}: {problem}"), str(raised.value)
+
+    def test_too_many_features_are_refused(self) -> None:
+        many = [self.numeric(f"x[{i}]", 0) for i in range(MAX_FEATURES + 1)]
+        with pytest.raises(ReferenceError, match=f"holds {MAX_FEATURES + 1} features"):
+            parse_reference(document(features=many), "ref.json")
+
+    def test_too_many_bins_in_all_are_refused_before_a_server_exports_them(self) -> None:
+        wide = [self.numeric(f"x[{i}]", MAX_BINS - 1) for i in range(MAX_SERIES // MAX_BINS + 1)]
+        with pytest.raises(ReferenceError) as raised:
+            parse_reference(document(features=wide), "ref.json")
+        assert f"more than the {MAX_SERIES} a server exports" in str(raised.value)
+        at_most = [self.numeric(f"x[{i}]", MAX_BINS - 1) for i in range(100)]
+        assert len(parse_reference(document(features=at_most), "ref.json").features) == 100
+
+    def test_a_huge_file_is_refused_without_being_read_whole(self, tmp_path: Path) -> None:
+        path = tmp_path / "ref.json"
+        with path.open("wb") as handle:
+            handle.truncate(MAX_FILE_BYTES + 1)  # sparse: no disk spent
+        with pytest.raises(ReferenceError, match=r"is over 16 MiB: not a reference"):
+            load_reference(path)
 
 
 class TestNumericBins:
