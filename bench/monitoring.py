@@ -150,27 +150,7 @@ def in_process(name: str, model_path: Path, reference: Path) -> dict[str, float]
 # Measurements over HTTP
 
 
-@dataclass
-class Cell:
-    model: str
-    config: str  # "off" or "on"
-    round: int
-    seconds: float
-    requests: int
-    errors: int
-    p50_ms: float
-    p99_ms: float
-    cpu: dict[str, float]  # cores busy: server (the loaded one), wrk, other
-    ratio: float = math.nan  # on: req/s over the mean of the off measurements either side
-
-    @property
-    def rps(self) -> float:
-        return self.requests / self.seconds if self.seconds else 0.0
-
-    def to_json(self) -> dict[str, Any]:
-        values = dict(self.__dict__)
-        values["requests_per_s"] = round(self.rps, 1)
-        return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in values.items()}
+Cell = sb.RoundCell  # config "off" or "on"; cpu: server (the loaded one), wrk, other
 
 
 @dataclass
@@ -216,30 +196,21 @@ def start_rig(name: str, path: Path, reference: Path, work: Path, stack: Any) ->
 
 def measure(rig: Rig, config: str, round_: int, opts: argparse.Namespace) -> Cell:
     server = rig.servers[config]
-    cpu0 = server.cpu_seconds()
-    wrk0, busy0 = sb.children_cpu_seconds(), sb.machine_busy_seconds()
-    started = time.perf_counter()
-    result = sb.run_wrk(
-        opts.wrk, server, rig.model.infer_path, rig.script, opts.concurrency, opts.duration
+    result, cpu = sb.wrk_round(
+        opts.wrk,
+        server,
+        {"server": server},
+        rig.model.infer_path,
+        rig.script,
+        opts.concurrency,
+        opts.duration,
     )
-    wall = time.perf_counter() - started
-    used = {"server": server.cpu_seconds() - cpu0, "wrk": sb.children_cpu_seconds() - wrk0}
-    used["other"] = max(0.0, sb.machine_busy_seconds() - busy0 - sum(used.values()))
-    errors = sum(result[k] for k in ("connect", "read", "write", "status", "timeout"))
     # wrk's count is of answers it read; a request still in flight when it stopped may have
     # been answered (and counted) too: at most `concurrency` more.
     rig.answered[config] += result["requests"]
     rig.runs[config] += 1
     return Cell(
-        model=rig.model.name,
-        config=config,
-        round=round_,
-        seconds=result["duration_us"] / 1e6,
-        requests=result["requests"],
-        errors=errors,
-        p50_ms=result["p50_us"] / 1000,
-        p99_ms=result["p99_us"] / 1000,
-        cpu={k: round(v / wall, 3) for k, v in used.items()},
+        model=rig.model.name, config=config, round=round_, cpu=cpu, **sb.round_fields(result)
     )
 
 

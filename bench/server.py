@@ -694,6 +694,65 @@ def run_wrk(
     raise RuntimeError(f"wrk failed ({proc.returncode}): {proc.stderr or proc.stdout}")
 
 
+@dataclass
+class RoundCell:
+    """One measurement of an interleaved comparison (off, on, off, on, ..., off: bench/shadow.py,
+    bench/monitoring.py): wrk against one server for a while."""
+
+    model: str
+    config: str
+    round: int
+    seconds: float
+    requests: int
+    errors: int
+    p50_ms: float
+    p99_ms: float
+    cpu: dict[str, float]  # cores busy: each server watched, wrk, other
+    ratio: float = math.nan  # req/s over the mean of the off measurements either side
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        values = dict(self.__dict__)
+        values["requests_per_s"] = round(self.rps, 1)
+        return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in values.items()}
+
+
+def wrk_round(
+    wrk: str,
+    loaded: Server,
+    watched: dict[str, Server],
+    path: str,
+    script: Path,
+    concurrency: int,
+    seconds: float,
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """wrk against `loaded`: its result, and the cores each of `watched`, wrk and everything
+    else on the machine ("other") kept busy meanwhile."""
+    cpu0 = {k: s.cpu_seconds() for k, s in watched.items()}
+    wrk0, busy0 = children_cpu_seconds(), machine_busy_seconds()
+    started = time.perf_counter()
+    result = run_wrk(wrk, loaded, path, script, concurrency, seconds)
+    wall = time.perf_counter() - started
+    used = {k: s.cpu_seconds() - cpu0[k] for k, s in watched.items()}
+    used["wrk"] = children_cpu_seconds() - wrk0
+    used["other"] = max(0.0, machine_busy_seconds() - busy0 - sum(used.values()))
+    return result, {k: round(v / wall, 3) for k, v in used.items()}
+
+
+def round_fields(result: dict[str, Any]) -> dict[str, Any]:
+    """A RoundCell's numbers from a wrk result."""
+    return {
+        "seconds": result["duration_us"] / 1e6,
+        "requests": result["requests"],
+        "errors": sum(result[k] for k in ("connect", "read", "write", "status", "timeout")),
+        "p50_ms": result["p50_us"] / 1000,
+        "p99_ms": result["p99_us"] / 1000,
+    }
+
+
 def measure_http(
     wrk: str,
     server: Server,

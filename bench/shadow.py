@@ -218,31 +218,14 @@ def wait_drained(stable: Any, timeout: float = 15.0) -> float:
 
 
 @dataclass
-class Cell:
-    model: str
-    config: str
-    round: int
-    seconds: float
-    requests: int
-    errors: int
-    p50_ms: float
-    p99_ms: float
-    cpu: dict[str, float]  # cores busy: stable (the loaded server), canary, echo, wrk, other
-    shadow: dict[str, float]  # deltas of the stable's shadow counters
-    ratio: float = math.nan  # req/s over the mean of the off measurements either side
+class Cell(sb.RoundCell):
+    """cpu: stable (the loaded server), canary, echo, wrk, other."""
+
+    shadow: dict[str, float] = field(default_factory=dict)  # the stable's shadow counters' deltas
     p50_ratio: float = math.nan  # --latency: p50 / p99 over the off ones' mean either side,
     p99_ratio: float = math.nan  # and the difference to it
     p50_added_ms: float = math.nan
     p99_added_ms: float = math.nan
-
-    @property
-    def rps(self) -> float:
-        return self.requests / self.seconds if self.seconds else 0.0
-
-    def to_json(self) -> dict[str, Any]:
-        values = dict(self.__dict__)
-        values["requests_per_s"] = round(self.rps, 1)
-        return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in values.items()}
 
 
 @dataclass
@@ -278,33 +261,26 @@ def measure(rig: Rig, config: str, round_: int, opts: argparse.Namespace) -> Cel
     before = shadow_counts(stable)
     watched = {"stable": loaded}
     watched.update({k: rig.servers[k] for k in ("canary", "echo") if k in rig.servers})
-    cpu0 = {k: s.cpu_seconds() for k, s in watched.items()}
-    wrk0, busy0 = sb.children_cpu_seconds(), sb.machine_busy_seconds()
-    started = time.perf_counter()
-    result = sb.run_wrk(
-        opts.wrk, loaded, rig.model.infer_path, rig.script, opts.concurrency, opts.duration
+    result, cpu = sb.wrk_round(
+        opts.wrk,
+        loaded,
+        watched,
+        rig.model.infer_path,
+        rig.script,
+        opts.concurrency,
+        opts.duration,
     )
-    wall = time.perf_counter() - started
     if loaded is stable:
         rig.last_infer = time.monotonic()
-    used = {k: s.cpu_seconds() - cpu0[k] for k, s in watched.items()}
-    used["wrk"] = sb.children_cpu_seconds() - wrk0
-    busy = sb.machine_busy_seconds() - busy0
-    used["other"] = max(0.0, busy - sum(used.values()))
     wait_drained(stable)  # copies still queued when wrk stopped belong to this measurement
     after = shadow_counts(stable)
-    errors = sum(result[k] for k in ("connect", "read", "write", "status", "timeout"))
     return Cell(
         model=rig.model.name,
         config=config,
         round=round_,
-        seconds=result["duration_us"] / 1e6,
-        requests=result["requests"],
-        errors=errors,
-        p50_ms=result["p50_us"] / 1000,
-        p99_ms=result["p99_us"] / 1000,
-        cpu={k: round(v / wall, 3) for k, v in used.items()},
+        cpu=cpu,
         shadow={k: after[k] - before[k] for k in after},
+        **sb.round_fields(result),
     )
 
 

@@ -47,7 +47,7 @@ ALL_ON = (
     "metrics.serviceMonitor.enabled=true",
     "metrics.serviceMonitor.honorLabels=true",
 )
-ALERTS = {
+ALERTS = (  # in the order the chart's notes list them
     "WeirRollbackHappened",
     "WeirRolloutStuck",
     "WeirHighErrorRate",
@@ -56,7 +56,7 @@ ALERTS = {
     "WeirConfidenceDrop",
     "WeirOperatorDown",
     "WeirReconcileErrors",
-}
+)
 # What the PrometheusRule records (the drift scores), which the alerts and the dashboard read.
 RECORDED = {
     "weir:drift_rows:increase",
@@ -775,18 +775,7 @@ def test_notes_mention_dashboard_and_alerts(tmp_path: Path) -> None:
     assert "dashboards.enabled=true,prometheusRule.enabled=true" in off
     on = render_notes(tmp_path / "on", "dashboards.enabled=true", "prometheusRule.enabled=true")
     assert f"ConfigMap {RELEASE}-dashboards in namespace {NAMESPACE}" in on
-    alerts = ", ".join(
-        [
-            "WeirRollbackHappened",
-            "WeirRolloutStuck",
-            "WeirHighErrorRate",
-            "WeirInputDrift",
-            "WeirPredictionDrift",
-            "WeirConfidenceDrop",
-            "WeirOperatorDown",
-            "WeirReconcileErrors",
-        ]
-    )
+    alerts = ", ".join(ALERTS)
     assert f"PrometheusRule {RELEASE} ({alerts}); runbooks at https://" in on
     assert "drift panels" not in on, "the rule records what the drift panels read"
     assert "metrics.serviceMonitor.honorLabels=true" in on

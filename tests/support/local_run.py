@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import httpx
 import yaml
 
-from tests.support.processes import die_with_parent, free_port
+from tests.support.processes import free_port, start_logged
 
 T = TypeVar("T")
 
@@ -73,15 +73,7 @@ class LocalRun:
             "--port", str(self.port), "--control-port", str(self.control_port),
             "--state-dir", str(state_dir), "--tick", str(tick), *self.args,
         ]  # fmt: skip
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                command,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                preexec_fn=die_with_parent,
-                env=env,
-            )
+        self.process = start_logged(command, self.log_path, env)
         self.state_dir = state_dir
         self.control = httpx.Client(base_url=f"http://127.0.0.1:{self.control_port}", timeout=10)
         self.seen_pids: set[int] = set()

@@ -28,6 +28,22 @@ def die_with_parent() -> None:
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+def start_logged(
+    command: list[str], log_path: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """A test subprocess: stdout and stderr appended to `log_path`, no stdin, and ended with
+    the test run (die_with_parent)."""
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            preexec_fn=die_with_parent,
+        )
+
+
 # Ports for a process a test starts later. Below the kernel's ephemeral range
 # (/proc/sys/net/ipv4/ip_local_port_range, 32768-60999 by default), where every bind to port 0
 # and every outgoing connection gets its port: a port chosen there could be taken by such a

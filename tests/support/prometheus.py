@@ -34,7 +34,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.support.processes import die_with_parent, free_port
+from tests.support.processes import free_port, start_logged
 
 T = TypeVar("T")
 
@@ -180,14 +180,7 @@ class Prometheus:
             "--storage.tsdb.retention.time=1h",
             "--log.level=warn",
         ]
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                command,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                preexec_fn=die_with_parent,
-            )
+        self.process = start_logged(command, self.log_path)
         self.eventually(self._ready, START_TIMEOUT, "Prometheus answers /-/ready")
         return self
 

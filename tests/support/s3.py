@@ -39,7 +39,7 @@ import boto3  # type: ignore[import-untyped,unused-ignore]
 import httpx
 from botocore.config import Config  # type: ignore[import-untyped,unused-ignore]
 
-from tests.support.processes import die_with_parent, free_port
+from tests.support.processes import free_port, start_logged
 
 STARTUP_SECONDS = 20.0
 REGION = "us-east-1"
@@ -238,15 +238,9 @@ def moto_s3(model: Path, folder: Path) -> Iterator[MotoS3]:
     log_path = folder / "moto.log"
     env = aws_isolated_env()
     env.pop("INITIAL_NO_AUTH_ACTION_COUNT", None)  # setup first, then reset-auth to 0
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            preexec_fn=die_with_parent,
-        )
+    process = start_logged(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], log_path, env
+    )
     try:
         _wait_until_up(process, endpoint, log_path)
         body = model.read_bytes()
