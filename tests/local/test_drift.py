@@ -212,3 +212,42 @@ class TestAReferenceForAnotherModel:
         status = local_run.status("iris")
         assert status["phase"] == "Healthy", status.get("conditions")
         assert [s for s in local_run.servers("iris") if s.get("pid")], "a server serves"
+
+
+class TestUndoUnderMonitoring:
+    def test_brings_back_the_very_revision_its_model_with_its_own_reference(
+        self, local_run: LocalRun, profiled: tuple[Path, Path], tmp_path: Path
+    ) -> None:
+        """v2 ships with its own reference (set-model --reference-uri, one revision); undo
+        writes v1's model and v1's reference back, so the spec asks for v1's revision again
+        (the same hash), not for v1's model counted against v2's reference."""
+        model, reference = profiled
+        v2 = sample_models.BUILDERS["iris_v2"](tmp_path / "iris_v2.onnx")
+        v2_reference = sample_models.build_iris_reference(tmp_path, v2)["iris.reference"]
+        document = monitored(model, reference)
+        document["spec"]["rollout"] = {
+            "steps": [{"setWeight": 50}, {"pause": {"duration": "2s"}}],
+            "analysis": {"interval": "2s", "failureThreshold": 2, "minRequests": 10},
+        }
+        write_manifests(local_run.folder, document)
+        local_run.wait_up()
+        first = local_run.wait_healthy("iris", "1")["stable"]["revision"]
+        traffic = DriftingTraffic(local_run.router_url).start()
+        try:
+            shipped = weir(
+                local_run.control_url, "set-model", "iris", "--uri", v2.as_uri(),
+                "--version", "2", "--reference-uri", v2_reference.as_uri(),
+            )  # fmt: skip
+            assert shipped.returncode == 0, shipped.stderr
+            promoted = local_run.wait_healthy("iris", "2", within=90)
+            assert promoted["stable"]["reference"] == {"uri": v2_reference.as_uri()}
+            undone = weir(local_run.control_url, "undo", "iris")
+            assert undone.returncode == 0, undone.stderr
+            assert "spec.model and spec.monitoring.reference set back" in undone.stdout
+            back = local_run.wait_healthy("iris", "1", within=90)
+        finally:
+            traffic.stop()
+        assert back["stable"]["revision"] == first, "the very revision v1 was"
+        spec = local_run.get("iris")["spec"]
+        assert spec["monitoring"]["reference"]["uri"] == reference.as_uri()
+        assert spec["monitoring"]["drift"]["window"] == f"{WINDOW_SECONDS:g}s", "the rest kept"

@@ -33,6 +33,7 @@ from weir_operator.core.rollout import (
     ScaleTracks,
     SetCanaryWeight,
     advance,
+    restored_spec,
     weight_in_force,
 )
 from weir_operator.core.spec import ModelDeploymentSpec, duration_seconds
@@ -43,6 +44,7 @@ from weir_operator.core.status import (
     CheckResult,
     Condition,
     ModelDeploymentStatus,
+    ReferenceRef,
     RevisionRef,
     TrackMeasurement,
     Verdict,
@@ -878,6 +880,25 @@ class TestRequests:
         assert shell.status.last_request is not None
         assert shell.status.last_request.message == "revision 9999 is not in the history"
 
+    def test_undo_brings_back_the_reference_of_the_revision_with_its_model(self) -> None:
+        r1 = ReferenceRef(uri="https://m.example.com/iris-1.reference.json", sha256="a" * 64)
+        r2 = ReferenceRef(uri="https://m.example.com/iris-2.reference.json")
+        v1, v2 = V1.model_copy(update={"reference": r1}), V2.model_copy(update={"reference": r2})
+        shell = serving(desired=v1)
+        shell.roll_out(v2)
+        assert shell.canary.reference == r2
+        shell.servers(shell.total)
+        shell.request("undo", "u1")  # during the rollout: back to the stable v1, with r1
+        assert shell.actions()[-1] == RestoreModel(v1)
+        assert shell.status.last_request is not None
+        assert shell.status.last_request.message.startswith(
+            "spec.model and spec.monitoring.reference set back to revision 1111111111"
+        )
+        shell.advance()
+        assert shell.status.stable == v1
+        references = {e.revision: e.reference for e in shell.status.history}
+        assert references == {v1.revision: r1, v2.revision: r2}, "the history keeps each one"
+
     def test_undo_with_nothing_earlier_is_rejected(self) -> None:
         shell = serving()
         shell.request("undo")
@@ -886,6 +907,40 @@ class TestRequests:
             "no earlier stable revision in the history to go back to"
         )
         assert not any(isinstance(a, RestoreModel) for a in shell.actions())
+
+
+class TestWhatUndoWritesBack:
+    """core.rollout.restored_spec: the merge patch of the spec that asks for the revision again."""
+
+    R1 = ReferenceRef(uri="https://m.example.com/iris-1.reference.json", sha256="a" * 64)
+
+    def spec(self, **spec: Any) -> ModelDeploymentSpec:
+        return ModelDeploymentSpec.model_validate({"model": {"uri": "https://m/x.onnx"}, **spec})
+
+    def test_the_model_alone_without_monitoring(self) -> None:
+        assert restored_spec(self.spec(), V1) == {
+            "model": {"uri": V1.uri, "sha256": V1.sha256, "version": V1.version}
+        }
+
+    def test_the_model_and_its_reference_replacing_the_current_one_whole(self) -> None:
+        spec = self.spec(monitoring={"reference": {"uri": "https://m/r2.json", "sha256": "b" * 64}})
+        patch = restored_spec(spec, V1.model_copy(update={"reference": self.R1}))
+        assert patch["monitoring"] == {"reference": {"uri": self.R1.uri, "sha256": "a" * 64}}
+        unpinned = V1.model_copy(update={"reference": ReferenceRef(uri="https://m/r1.json")})
+        assert restored_spec(spec, unpinned)["monitoring"] == {
+            "reference": {"uri": "https://m/r1.json", "sha256": None}  # the old sha256 goes
+        }
+
+    def test_a_reference_the_revision_did_not_have_is_removed(self) -> None:
+        spec = self.spec(monitoring={"reference": {"uri": "https://m/r2.json"}})
+        assert restored_spec(spec, V1)["monitoring"] == {"reference": None}
+
+    def test_unless_max_prediction_drift_needs_it(self) -> None:
+        spec = self.spec(
+            monitoring={"reference": {"uri": "https://m/r2.json"}},
+            rollout={"analysis": {"maxPredictionDrift": 0.2}},
+        )
+        assert "monitoring" not in restored_spec(spec, V1)
 
 
 class TestServersAndTraffic:

@@ -31,6 +31,7 @@ from weir_operator.core.policy import Policy
 from weir_operator.core.reconcile import Plan, status_patch
 from weir_operator.core.render import MANAGED_BY_LABEL, RenderSettings
 from weir_operator.core.requests import REQUEST_ANNOTATION
+from weir_operator.core.rollout import restored_spec
 from weir_operator.core.spec import (
     GROUP,
     PLURAL,
@@ -196,15 +197,11 @@ def _apply(
         if (kind, child_name) not in handed_over:
             context.kube.delete(kind, md.namespace, child_name)
     if plan.restore is not None:
-        model = {
-            "uri": plan.restore.uri,
-            "sha256": plan.restore.sha256,
-            "version": plan.restore.version,
-        }
         # The request goes with the change it asked for, in one write: a reconcile that still
         # reads the status from before this one must not find it and undo again.
         annotations = {REQUEST_ANNOTATION: None}
-        body = {"metadata": {"annotations": annotations}, "spec": {"model": model}}
+        spec = restored_spec(md.spec, plan.restore)
+        body = {"metadata": {"annotations": annotations}, "spec": spec}
         context.kube.merge_patch("ModelDeployment", md.namespace, md.name, body)
 
 

@@ -37,6 +37,7 @@ from weir_operator.core.status import (
     AutoscalerStatus,
     Event,
     ModelDeploymentStatus,
+    ReferenceRef,
     RevisionRef,
     TrackScale,
     condition,
@@ -148,6 +149,14 @@ def reconcile(
     )
 
 
+def reference_ref(md: ModelDeployment) -> ReferenceRef | None:
+    """The spec's monitoring reference, as its revision records it."""
+    monitoring = md.spec.monitoring
+    if monitoring is None or monitoring.reference is None:
+        return None
+    return ReferenceRef(uri=monitoring.reference.uri, sha256=monitoring.reference.sha256)
+
+
 def _rollout_input(
     md: ModelDeployment,
     status: ModelDeploymentStatus,
@@ -174,6 +183,7 @@ def _rollout_input(
             version=md.spec.model.version,
             sha256=md.spec.model.sha256,
             lineage=md.spec.model.lineage,
+            reference=reference_ref(md),
         ),
         status=status,
         now=now,

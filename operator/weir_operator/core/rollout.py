@@ -171,9 +171,28 @@ class SetCanaryWeight:
 
 @dataclass(frozen=True, slots=True)
 class RestoreModel:
-    """Undo: write this revision's model (uri, sha256, version) back into spec.model."""
+    """Undo: write this revision's model (uri, sha256, version) back into spec.model, and its
+    monitoring reference into spec.monitoring.reference (`restored_spec`)."""
 
     revision: RevisionRef
+
+
+def restored_spec(spec: ModelDeploymentSpec, ref: RevisionRef) -> dict[str, Any]:
+    """What undo writes back, as a JSON merge patch of the spec: the revision's model, and its
+    monitoring reference (removed when it had none and the spec has one now), so that the spec
+    asks for that very revision again: the reference is part of it. Monitoring's other
+    settings, and spec.model.name, stay as they are; so does a reference that
+    analysis.maxPredictionDrift needs (the spec would be invalid without it)."""
+    patch: dict[str, Any] = {
+        "model": {"uri": ref.uri, "sha256": ref.sha256, "version": ref.version}
+    }
+    now = spec.monitoring.reference if spec.monitoring is not None else None
+    needed = spec.rollout.analysis.max_prediction_drift is not None
+    if ref.reference is not None or (now is not None and not needed):
+        reference = ref.reference
+        written = {"uri": reference.uri, "sha256": reference.sha256} if reference else None
+        patch["monitoring"] = {"reference": written}
+    return patch
 
 
 Action = ScaleTracks | SetCanaryWeight | RestoreModel
@@ -474,7 +493,10 @@ class _Decider:
         if target is None:
             return False, problem
         self.last_actions.append(RestoreModel(target))
-        message = f"spec.model set back to revision {label(target)} ({target.uri})"
+        what = "spec.model"
+        if target.reference is not None or self.given.desired.reference is not None:
+            what = "spec.model and spec.monitoring.reference"  # the revision is the same
+        message = f"{what} set back to revision {label(target)} ({target.uri})"
         self._event("Normal", "UndoRequested", f"{message} (request {request.id})")
         return True, message
 
@@ -516,6 +538,7 @@ class _Decider:
             version=desired.version,
             sha256=desired.sha256,
             lineage=desired.lineage,
+            reference=desired.reference,
             set_weight=weight_in_force(self.steps, 0),
             started_at=self.at,
             step_started_at=self.at,
@@ -1104,6 +1127,7 @@ class _Decider:
             reason=reason,
             requested_by=ref.requested_by if isinstance(ref, CanaryStatus) else None,
             lineage=ref.lineage,
+            reference=ref.reference,
         )
         self.history = [entry, *self.history][:HISTORY_LIMIT]
 
@@ -1119,7 +1143,7 @@ class _Decider:
 def _ref_of(ref: RevisionRef | HistoryEntry) -> RevisionRef:
     return RevisionRef(
         revision=ref.revision, uri=ref.uri, version=ref.version, sha256=ref.sha256,
-        lineage=ref.lineage,
+        lineage=ref.lineage, reference=ref.reference,
     )  # fmt: skip
 
 

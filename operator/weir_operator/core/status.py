@@ -39,8 +39,16 @@ class StatusModel(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
 
 
+class ReferenceRef(StatusModel):
+    """A revision's spec.monitoring.reference."""
+
+    uri: str = Field(description="Where its reference.json is.")
+    sha256: str | None = Field(None, description="Its sha256, when the spec gave one.")
+
+
 class RevisionRef(StatusModel):
-    """A revision: the hash of what defines its serving pods (spec.model + spec.server)."""
+    """A revision: the hash of what defines its serving pods (spec.model + spec.server, and
+    spec.monitoring.reference when set)."""
 
     revision: str = Field(description="Revision hash; pods carry it as serving.weir.dev/revision.")
     uri: str = Field(description="Model URI of this revision.")
@@ -50,6 +58,11 @@ class RevisionRef(StatusModel):
     )
     lineage: Lineage | None = Field(
         None, description="spec.model.lineage when this revision was rolled out."
+    )
+    reference: ReferenceRef | None = Field(
+        None,
+        description="spec.monitoring.reference of this revision, when it had one (undo restores "
+        "it with the model, so that the revision is the same).",
     )
 
 
@@ -283,6 +296,9 @@ class HistoryEntry(StatusModel):
         ),
     )
     lineage: Lineage | None = Field(None, description="Where this revision's model came from.")
+    reference: ReferenceRef | None = Field(
+        None, description="Its spec.monitoring.reference, when it had one."
+    )
 
 
 class RequestRecord(StatusModel):

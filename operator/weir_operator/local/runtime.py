@@ -33,6 +33,7 @@ from weir_operator.core import render
 from weir_operator.core.reconcile import Observed, Plan, RevisionState
 from weir_operator.core.render import REVISION_LABEL, RenderSettings
 from weir_operator.core.requests import REQUEST_ANNOTATION
+from weir_operator.core.rollout import restored_spec
 from weir_operator.core.routers import RouterName
 from weir_operator.core.spec import GROUP, KIND, ModelDeployment, SpecError, parse_model_deployment
 from weir_operator.core.status import Condition, Event, ModelDeploymentStatus, condition
@@ -397,10 +398,7 @@ class LocalRuntime:
         if plan.restore is not None:
             restored = plan.restore
             self.store.clear_request(md.name)
-            self.store.set_model(
-                md.name,
-                {"uri": restored.uri, "sha256": restored.sha256, "version": restored.version},
-            )
+            self.store.patch_spec(md.name, restored_spec(md.spec, restored))
 
     def mirror_path(self, md_name: str) -> Path:
         """The file a ModelDeployment's servers read what to mirror from (its shadow

@@ -44,6 +44,21 @@ class Entry:
     problems: list[str] = field(default_factory=list)
 
 
+def merge_patch(document: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """`document` with a JSON merge patch applied (RFC 7386): null removes a key, an object
+    merges into an object, anything else replaces."""
+    result = dict(document)
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        elif isinstance(value, dict):
+            before = result.get(key)
+            result[key] = merge_patch(before if isinstance(before, dict) else {}, value)
+        else:
+            result[key] = value
+    return result
+
+
 def _now() -> str:
     return timestamp(datetime.now(UTC))
 
@@ -206,6 +221,14 @@ class Store:
         spec = {**found.object["spec"], "model": new_model}
         if reference is not None:
             spec["monitoring"] = {**(spec.get("monitoring") or {}), "reference": reference}
+        self.apply({**found.object, "spec": spec}, found.source)
+        return self.get(name)
+
+    def patch_spec(self, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        """Apply a JSON merge patch (RFC 7386: null removes a key) to the spec, as the API
+        server applies one: what undo writes back (core.rollout.restored_spec)."""
+        found = self.entry(name)
+        spec = merge_patch(found.object["spec"], patch)
         self.apply({**found.object, "spec": spec}, found.source)
         return self.get(name)
 
