@@ -34,9 +34,7 @@ import contextlib
 import importlib.util
 import json
 import math
-import shlex
 import shutil
-import signal
 import sys
 import tempfile
 import time
@@ -44,7 +42,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType, ModuleType
+from types import ModuleType
 from typing import Any
 
 BENCH = Path(__file__).resolve().parent
@@ -66,7 +64,7 @@ def _load_server_bench() -> ModuleType:
 
 
 sb = _load_server_bench()
-log = sb.log
+log, median, fmt = sb.log, sb.median, sb.fmt
 
 
 # --------------------------------------------------------------------------------------------
@@ -176,21 +174,11 @@ def drift_rows(server: Any) -> float:
 
 def start_rig(name: str, path: Path, reference: Path, work: Path, stack: Any) -> Rig:
     model, _ = sb.prepare_model(name, path, 1, 1)
-    payload = model.payloads["json"]
     servers: dict[str, Any] = {}
     for key, extra in (("off", []), ("on", ["--reference", str(reference)])):
-        port = sb.free_port()
-        argv = sb.weir_command(model, port, ["--no-access-log", *extra])
-        server = stack.enter_context(sb.running(sb.Server(f"{key} ({name})", argv, port, work)))
-        status, headers, body = sb.http(
-            server.base + model.infer_path, payload.body, payload.headers
-        )
-        if status != 200:
-            raise RuntimeError(f"{server.label}: got {status}: {body[:300]!r}")
-        sb.check_response(model, "json", headers, body)
-        servers[key] = server
+        servers[key], _ = sb.start_checked(model, f"{key} ({name})", extra, work, stack)
     log("  both servers answer what in-process ONNX Runtime answers")
-    script = sb.write_wrk_script(payload, work, f"{name}-json")
+    script = sb.write_wrk_script(model.payloads["json"], work, f"{name}-json")
     return Rig(model, servers, script)
 
 
@@ -274,9 +262,7 @@ def run_model(
             )
         time.sleep(1)
         counted = drift_rows(rig.servers["on"]) - counted_before
-    for i, cell in enumerate(cells):
-        if cell.config == "on":
-            cell.ratio = cell.rps / ((cells[i - 1].rps + cells[i + 1].rps) / 2)
+    sb.interleaved_ratios(cells)
     check = {
         "rows_answered_by_wrk": rig.answered["on"],
         "rows_counted": counted,
@@ -290,14 +276,6 @@ def run_model(
 
 # --------------------------------------------------------------------------------------------
 # Report
-
-
-def median(values: Sequence[float]) -> float:
-    found = sorted(v for v in values if not math.isnan(v))
-    if not found:
-        return math.nan
-    middle = len(found) // 2
-    return found[middle] if len(found) % 2 else (found[middle - 1] + found[middle]) / 2
 
 
 def summarize(name: str, cells: list[Cell], extra: dict[str, Any]) -> dict[str, Any]:
@@ -329,10 +307,6 @@ def summarize(name: str, cells: list[Cell], extra: dict[str, Any]) -> dict[str, 
         "met": not ratio < GOALS.get(name, 0.0),
         **extra,
     }
-
-
-def fmt(value: float, digits: int = 2) -> str:
-    return "–" if value is None or math.isnan(value) else f"{value:.{digits}f}"
 
 
 def render(report: dict[str, Any]) -> str:
@@ -423,34 +397,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def command_line(argv: Sequence[str]) -> str:
-    python = Path(sys.executable)
-    with contextlib.suppress(ValueError):
-        python = python.relative_to(ROOT)
-    return shlex.join([str(python), str(Path(__file__).resolve().relative_to(ROOT)), *argv])
-
-
-def _stop(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     opts = parse_args(argv)
-    signal.signal(signal.SIGTERM, _stop)
+    sb.stop_on_sigterm()
     wrk = shutil.which(opts.wrk)
     if wrk is None:
         print(sb.WRK_HELP, file=sys.stderr)
         return 2
     opts.wrk = wrk
     models = [m.strip() for m in opts.models.split(",") if m.strip()]
-    machine = sb.machine_info(wrk)
-    machine["background_cpu"] = round(sb.background_load(), 2)
-    machine["parallel_capacity"] = round(sb.parallel_capacity(), 2)
-    log(
-        f"machine: nproc {machine['nproc']}, {machine['cpu_model']}; parallel capacity "
-        f"{machine['parallel_capacity']:.2f}; background load {machine['background_cpu']:.2f}"
-    )
+    machine = sb.loaded_machine_info(wrk)
     paths = sb.ensure_models()
     started = datetime.now(UTC)
     summaries = []
@@ -463,15 +420,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         sb.Server.stop_all()
     report: dict[str, Any] = {
-        "command": command_line(argv),
-        "started_at": started.isoformat(timespec="seconds"),
-        "finished_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": machine,
-        "settings": {
-            "concurrency": opts.concurrency,
-            "duration": opts.duration,
-            "rounds": opts.rounds,
-        },
+        **sb.report_header(__file__, argv, started, machine, opts),
         "summaries": summaries,
         "cells": {name: [c.to_json() for c in cs] for name, cs in cells.items()},
     }

@@ -720,6 +720,71 @@ class RoundCell:
         return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in values.items()}
 
 
+def start_checked(
+    model: ModelUnderTest, label: str, extra: list[str], work: Path, stack: contextlib.ExitStack
+) -> tuple[Server, bytes]:
+    """A `weir serve` of `model` (`--no-access-log`, `extra`), stopped with `stack`, checked to
+    answer what in-process ONNX Runtime answers; the server and its answer's body."""
+    port = free_port()
+    argv = weir_command(model, port, ["--no-access-log", *extra])
+    server = stack.enter_context(running(Server(label, argv, port, work)))
+    payload = model.payloads["json"]
+    status, headers, body = http(server.base + model.infer_path, payload.body, payload.headers)
+    if status != 200:
+        raise RuntimeError(f"{server.label}: got {status}: {body[:300]!r}")
+    check_response(model, "json", headers, body)
+    return server, body
+
+
+def loaded_machine_info(wrk: str) -> dict[str, Any]:
+    """machine_info, with the load on it now and the parallel work it can do, logged."""
+    machine = machine_info(wrk)
+    machine["background_cpu"] = round(background_load(), 2)
+    machine["parallel_capacity"] = round(parallel_capacity(), 2)
+    log(
+        f"machine: nproc {machine['nproc']}, {machine['cpu_model']}; parallel capacity "
+        f"{machine['parallel_capacity']:.2f}; background load {machine['background_cpu']:.2f}"
+    )
+    return machine
+
+
+def report_header(
+    script: str, argv: Sequence[str], started: Any, machine: Any, opts: Any, **settings: Any
+) -> dict[str, Any]:
+    """What an interleaved benchmark's results file opens with: the command, when, where, and
+    the load's settings."""
+    return {
+        "command": script_command_line(script, argv),
+        "started_at": started.isoformat(timespec="seconds"),
+        "finished_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": machine,
+        "settings": {
+            "concurrency": opts.concurrency,
+            "duration": opts.duration,
+            "rounds": opts.rounds,
+            **settings,
+        },
+    }
+
+
+def median(values: Sequence[float]) -> float:
+    """The median of the values that are not NaN; NaN without any."""
+    found = sorted(v for v in values if not math.isnan(v))
+    if not found:
+        return math.nan
+    middle = len(found) // 2
+    return found[middle] if len(found) % 2 else (found[middle - 1] + found[middle]) / 2
+
+
+def interleaved_ratios(cells: Sequence[RoundCell]) -> None:
+    """Set each measurement's `ratio` but the "off" ones': its req/s over the mean of the
+    measurements just before and after it (both "off": see the schedules), which cancels a
+    machine's drift."""
+    for i, cell in enumerate(cells):
+        if cell.config != "off":
+            cell.ratio = cell.rps / ((cells[i - 1].rps + cells[i + 1].rps) / 2)
+
+
 def wrk_round(
     wrk: str,
     loaded: Server,
@@ -1331,12 +1396,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def command_line(argv: Sequence[str]) -> str:
+def script_command_line(script: str, argv: Sequence[str]) -> str:
+    """How a benchmark was run, as a person would type it (paths from the repository root)."""
     python = Path(sys.executable)
     with contextlib.suppress(ValueError):
         python = python.relative_to(ROOT)
-    script = Path(__file__).resolve().relative_to(ROOT)
-    return shlex.join([str(python), str(script), *argv])
+    return shlex.join([str(python), str(Path(script).resolve().relative_to(ROOT)), *argv])
+
+
+def command_line(argv: Sequence[str]) -> str:
+    return script_command_line(__file__, argv)
+
+
+def _exit_on_signal(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
+def stop_on_sigterm() -> None:
+    """SIGTERM ends a benchmark as Ctrl-C does: its servers are stopped on the way out."""
+    signal.signal(signal.SIGTERM, _exit_on_signal)
 
 
 def options_from(args: argparse.Namespace, wrk: str) -> Options:

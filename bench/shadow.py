@@ -77,9 +77,7 @@ import importlib.util
 import json
 import math
 import os
-import shlex
 import shutil
-import signal
 import sys
 import tempfile
 import threading
@@ -88,7 +86,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType, ModuleType
+from types import ModuleType
 from typing import Any
 
 BENCH = Path(__file__).resolve().parent
@@ -107,7 +105,7 @@ def _load_server_bench() -> ModuleType:
 
 
 sb = _load_server_bench()
-log = sb.log
+log, median, fmt = sb.log, sb.median, sb.fmt
 
 CANARY_REVISION = "c1"
 ECHO_REVISION = "echo"
@@ -296,18 +294,9 @@ def start_rig(name: str, path: Path, work: Path, stack: contextlib.ExitStack) ->
         ("noflag", []),
         ("canary", []),
     ):
-        port = sb.free_port()
-        argv = sb.weir_command(model, port, ["--no-access-log", *extra])
-        server = stack.enter_context(sb.running(sb.Server(f"{key} ({name})", argv, port, work)))
-        status, headers, body = sb.http(
-            server.base + model.infer_path, payload.body, payload.headers
-        )
-        if status != 200:
-            raise RuntimeError(f"{server.label}: got {status}: {body[:300]!r}")
-        sb.check_response(model, "json", headers, body)
+        servers[key], body = sb.start_checked(model, f"{key} ({name})", extra, work, stack)
         if key == "stable":
             response_file.write_bytes(body)
-        servers[key] = server
     port = sb.free_port()
     echo = sb.Server(f"echo ({name})", sb.echo_command(port, response_file, rsgi=True), port, work)
     servers["echo"] = stack.enter_context(sb.running(echo))
@@ -353,22 +342,12 @@ def run_model(name: str, path: Path, work: Path, opts: argparse.Namespace) -> li
                 + " ".join(f"{k} {v:.2f}" for k, v in cell.cpu.items())
                 + (f"  ERRORS {cell.errors}" if cell.errors else "")
             )
-    for i, cell in enumerate(cells):
-        if cell.config != "off":
-            cell.ratio = cell.rps / ((cells[i - 1].rps + cells[i + 1].rps) / 2)
+    sb.interleaved_ratios(cells)
     return cells
 
 
 # --------------------------------------------------------------------------------------------
 # Report
-
-
-def median(values: Sequence[float]) -> float:
-    values = sorted(v for v in values if not math.isnan(v))
-    if not values:
-        return math.nan
-    middle = len(values) // 2
-    return values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
 
 
 def summarize(cells: list[Cell], mirrored: Sequence[str] = MIRRORED) -> list[dict[str, Any]]:
@@ -417,10 +396,6 @@ def summarize(cells: list[Cell], mirrored: Sequence[str] = MIRRORED) -> list[dic
             }
         )
     return rows
-
-
-def fmt(value: float, digits: int = 2) -> str:
-    return "–" if value is None or math.isnan(value) else f"{value:.{digits}f}"
 
 
 def table(rows: list[dict[str, Any]]) -> list[str]:
@@ -981,7 +956,7 @@ def main_detection(opts: argparse.Namespace, argv: Sequence[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="weir-bench-shadow-detection-") as folder:
         result = detection(opts, Path(folder))
     report: dict[str, Any] = {
-        "command": command_line(argv),
+        "command": sb.script_command_line(__file__, argv),
         "started_at": started.isoformat(timespec="seconds"),
         "finished_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": machine,
@@ -1047,36 +1022,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def report_header(
     argv: Sequence[str], started: datetime, machine: Any, opts: Any, **settings: Any
 ) -> dict[str, Any]:
-    """What every results file opens with: the command, when, where, and the load's settings."""
-    return {
-        "command": command_line(argv),
-        "started_at": started.isoformat(timespec="seconds"),
-        "finished_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": machine,
-        "settings": {
-            "concurrency": opts.concurrency,
-            "duration": opts.duration,
-            "rounds": opts.rounds,
-            **settings,
-        },
-    }
-
-
-def command_line(argv: Sequence[str]) -> str:
-    python = Path(sys.executable)
-    with contextlib.suppress(ValueError):
-        python = python.relative_to(ROOT)
-    return shlex.join([str(python), str(Path(__file__).resolve().relative_to(ROOT)), *argv])
-
-
-def _stop(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)
+    return sb.report_header(__file__, argv, started, machine, opts, **settings)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     opts = parse_args(argv)
-    signal.signal(signal.SIGTERM, _stop)
+    sb.stop_on_sigterm()
     if opts.detection:
         return main_detection(opts, argv)
     wrk = shutil.which(opts.wrk)
@@ -1087,13 +1039,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if opts.latency:
         return main_latency(opts, argv)
     models = [m.strip() for m in opts.models.split(",") if m.strip()]
-    machine = sb.machine_info(wrk)
-    machine["background_cpu"] = round(sb.background_load(), 2)
-    machine["parallel_capacity"] = round(sb.parallel_capacity(), 2)
-    log(
-        f"machine: nproc {machine['nproc']}, {machine['cpu_model']}; parallel capacity "
-        f"{machine['parallel_capacity']:.2f}; background load {machine['background_cpu']:.2f}"
-    )
+    machine = sb.loaded_machine_info(wrk)
     paths = sb.ensure_models()
     started = datetime.now(UTC)
     cells: dict[str, list[Cell]] = {}
