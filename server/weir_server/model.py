@@ -5,7 +5,6 @@ The only module that talks to onnxruntime, so the rest of the server sees numpy 
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ import onnxruntime as ort
 
 from weir_server.codec import Array, ModelSignature, TensorSpec
 from weir_server.datatypes import V2_TO_NUMPY, v2_datatype_of_onnx
+from weir_server.digests import file_sha256
 
 
 class ModelLoadError(Exception):
@@ -24,14 +24,6 @@ class ModelLoadError(Exception):
 
 class ModelRunError(Exception):
     """ONNX Runtime raised while running the model on a request."""
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _shape_of(raw: Any) -> tuple[int, ...]:
@@ -80,7 +72,7 @@ class LoadedModel:
             raise ModelLoadError(f"model file {path} does not exist or is not a regular file")
         if sha256 is not None:
             try:
-                actual = sha256_of(path)
+                actual = file_sha256(path)
             except OSError as error:
                 raise ModelLoadError(
                     f"model file {path} cannot be read: {error.strerror or error}"

@@ -34,6 +34,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from weir_server.codec import Array, ModelSignature
+from weir_server.digests import file_sha256
 from weir_server.metrics import LABELS, ServerMetrics
 from weir_server.model import LoadedModel
 from weir_server.reference import (
@@ -42,7 +43,6 @@ from weir_server.reference import (
     categorical_bins,
     category_number,
     feature_column,
-    file_sha256,
     load_reference,
     model_mismatch,
     top1,
@@ -173,7 +173,9 @@ def start_monitor(settings: ServerSettings, model: LoadedModel, metrics: ServerM
     path = Path(settings.reference)
     reference, sha256 = load_checked(path, model.signature, model.path)
     try:
-        mismatch = model_mismatch(reference, str(path), model.path, file_sha256(model.path))
+        # --sha256 was checked when the model was loaded: no need to read the file again.
+        model_sha256 = settings.sha256 or file_sha256(model.path)
+        mismatch = model_mismatch(reference, str(path), model.path, model_sha256)
     except OSError as error:
         raise ReferenceError(f"cannot read {error.filename}: {error.strerror or error}") from None
     if mismatch is not None:

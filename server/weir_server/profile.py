@@ -479,14 +479,9 @@ def profile(
     import numpy as np
 
     from weir_server.datatypes import V2_TO_NUMPY
+    from weir_server.digests import file_sha256
     from weir_server.model import LoadedModel, ModelLoadError, ModelRunError
-    from weir_server.reference import (
-        ModelIdentity,
-        Reference,
-        feature_name,
-        file_sha256,
-        too_many_bins,
-    )
+    from weir_server.reference import ModelIdentity, Reference, feature_name, too_many_bins
 
     if not model_path.is_file():
         raise ProfileError(f"model file {model_path} does not exist or is not a regular file")

@@ -11,7 +11,6 @@ reading and writing the one file."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -430,14 +429,6 @@ def write_reference(reference: Reference, path: Path) -> None:
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def model_mismatch(reference: Reference, source: str, model_path: Path, sha256: str) -> str | None:

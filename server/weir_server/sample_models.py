@@ -330,8 +330,9 @@ def build_iris_reference(folder: Path, iris_model: Path) -> dict[str, Path]:
     """`iris-train.npy` (IRIS_TRAINING_ROWS rows of iris_training_data) and
     `iris.reference.json`, its `weir profile` for `iris_model`; each rebuilt only when missing
     (or, the reference, made for another iris file)."""
+    from weir_server.digests import file_sha256
     from weir_server.profile import Table, profile
-    from weir_server.reference import ReferenceError, file_sha256, load_reference, write_reference
+    from weir_server.reference import ReferenceError, load_reference, write_reference
 
     data_path = folder / "iris-train.npy"
     if not data_path.is_file():

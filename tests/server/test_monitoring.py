@@ -28,13 +28,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.server.test_profile import codes_model
 from tests.support.processes import ServerProcess, running_server, start_server
 from weir_server import exit_codes, monitor, sample_models
+from weir_server.digests import file_sha256
 from weir_server.model import LoadedModel
 from weir_server.profile import Options, Table, profile
 from weir_server.reference import (
     OTHER,
     Reference,
     categorical_bins,
-    file_sha256,
     load_reference,
     numeric_bins,
     top1,
@@ -110,6 +110,16 @@ def assert_counts(found: Samples, expected: Samples) -> None:
             assert got == pytest.approx(want, rel=1e-6), (name, dict(labels))
         else:
             assert got == want, (name, dict(labels), got, want)
+
+
+def counted(server: ServerProcess, rows: int) -> Samples:
+    """The server's metrics once it has counted `rows` rows; other workers flush within
+    monitor.FLUSH_SECONDS, so a scrape may come before their rows (10 s at most)."""
+    deadline = time.monotonic() + 10
+    while value(found := scrape(server), "weir_drift_rows_total") < rows:
+        assert time.monotonic() < deadline, f"{rows} rows were never all counted"
+        time.sleep(0.2)
+    return found
 
 
 def infer_json(server: ServerProcess, rows: np.ndarray, outputs: list[str] | None = None) -> None:
@@ -304,11 +314,7 @@ class TestSeveralWorkers:
             at_start = drift(scrape(s))
             for i in range(0, 40, 2):  # a new connection each time: both workers answer
                 infer_json(s, rows[i : i + 2])
-            deadline = time.monotonic() + 10  # other workers flush within monitor.FLUSH_SECONDS
-            found = drift(scrape(s))
-            while value(found, "weir_drift_rows_total") < 40 and time.monotonic() < deadline:
-                time.sleep(0.2)
-                found = drift(scrape(s))
+            found = drift(counted(s, 40))
             assert s.log().count("monitoring against reference") == 2
         features = [k for k in at_start if k[0] == "weir_drift_feature_rows_total"]
         assert len(features) == sum(len(f.shares) for f in reference.features)
@@ -342,10 +348,7 @@ class TestAReferenceForAnotherModel:
         with running_server(iris_model, *args, "--no-access-log", env=ENV) as server:
             for i in range(0, 20, 2):  # a new connection each time: every worker answers
                 infer_json(server, traffic(2, i))
-            deadline = time.monotonic() + 10  # other workers flush within monitor.FLUSH_SECONDS
-            while value(found := scrape(server), "weir_drift_rows_total") < 20:
-                assert time.monotonic() < deadline, "every row is still counted"
-                time.sleep(0.2)
+            found = counted(server, 20)
             assert found[("weir_drift_reference_model_match", frozenset(LABELS.items()))] == 0
             warnings = [line for line in server.log().splitlines() if "made for the model" in line]
         assert 1 <= len(warnings) <= int(workers), warnings

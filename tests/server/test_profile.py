@@ -18,15 +18,9 @@ import pytest
 
 from weir_operator.cli import main
 from weir_server import exit_codes, sample_models
+from weir_server.digests import file_sha256
 from weir_server.profile import Options, Table, profile
-from weir_server.reference import (
-    OTHER,
-    Reference,
-    file_sha256,
-    load_reference,
-    numeric_bins,
-    top1,
-)
+from weir_server.reference import OTHER, Reference, load_reference, numeric_bins, top1
 
 # -- models built in code ---------------------------------------------------------------
 
