@@ -192,6 +192,49 @@ class TestWeirStatus:
         assert status["drift"]["window"] == "2s"
 
 
+class TestAWeirRunKilledWhileDrifting:
+    def test_keeps_the_verdict_and_tells_drift_cleared_once_after_a_restart(
+        self, profiled: tuple[Path, Path], tmp_path: Path
+    ) -> None:
+        """kill -9 while Drifting is True: the restarted weir run starts new servers (their
+        counts from 0, its first scrape a baseline), keeps the verdict from the status, and
+        tells DriftCleared once the traffic is back, without a second DriftDetected. (On a
+        cluster an operator restart leaves the pods serving; weir run restarts its servers.)"""
+        (tmp_path / "manifests").mkdir()
+        local_run = LocalRun(tmp_path / "manifests", tmp_path / "state")  # killed below
+        again: LocalRun | None = None
+        traffic: DriftingTraffic | None = None
+        try:
+            traffic, windows = serving(local_run, profiled)
+            traffic.shifted({SHIFTED_FEATURE: SHIFT_SDS})
+            windows.until("True", windows=2)
+            local_run.kill()
+            again = local_run.restarted()
+            again.wait_up()
+            again.wait_healthy("iris", "1")
+            # While its new servers start, a window cannot be measured (Unknown, saying why),
+            # but the verdict is kept: status.drift.drifting, and no event either way.
+            first = Windows(again).next()
+            assert first.drift["drifting"] is True, first.drift
+            assert (first.verdict, first.drifting["reason"]) in {
+                ("True", "DriftDetected"),
+                ("Unknown", "MeasurementFailed"),
+            }, first.drifting
+            traffic.shifted({})
+            cleared = Windows(again).until("False", windows=6)[-1]
+            reasons = [e["reason"] for e in again.events("iris")]
+        finally:
+            if traffic is not None:
+                traffic.stop()
+            local_run.stop()
+            if again is not None:
+                assert again.stop() == 0
+                assert not again.orphans(), "server processes outlived weir run"
+        assert cleared.drifting["reason"] == "NoDrift"
+        assert (reasons.count("DriftDetected"), reasons.count("DriftCleared")) == (1, 1), reasons
+        assert "Traceback" not in again.log()
+
+
 class TestAReferenceForAnotherModel:
     def test_is_served_and_judged_and_the_drifting_message_says_so(
         self, local_run: LocalRun, profiled: tuple[Path, Path], tmp_path: Path

@@ -202,6 +202,21 @@ class TestTheControlApiRefusesBadInput:
         refused(control.patch(model, json={"uri": 5}), 400, "string uri")
         problems = refused(control.patch(model, json={"uri": "ftp://x"}), 422, "invalid model")
         assert any("uri" in p for p in problems), problems
+        good_model = {"uri": "file:///models/iris-2.onnx"}
+        refused(
+            control.patch(model, json={**good_model, "reference": "x"}), 400, "reference needs"
+        )
+        refused(
+            control.patch(model, json={**good_model, "reference": {"uri": 5}}),
+            400,
+            "reference needs a string uri",
+        )
+        problems = refused(
+            control.patch(model, json={**good_model, "reference": {"uri": "ftp://r.json"}}),
+            422,
+            "invalid model",
+        )
+        assert any(p.startswith("spec.monitoring.reference.uri") for p in problems), problems
         requests = f"{base}/iris/requests"
         refused(control.post(requests, json={"action": "jump"}), 400, "action must be one of")
         refused(
