@@ -203,9 +203,7 @@ class TestTheControlApiRefusesBadInput:
         problems = refused(control.patch(model, json={"uri": "ftp://x"}), 422, "invalid model")
         assert any("uri" in p for p in problems), problems
         good_model = {"uri": "file:///models/iris-2.onnx"}
-        refused(
-            control.patch(model, json={**good_model, "reference": "x"}), 400, "reference needs"
-        )
+        refused(control.patch(model, json={**good_model, "reference": "x"}), 400, "reference needs")
         refused(
             control.patch(model, json={**good_model, "reference": {"uri": 5}}),
             400,
